@@ -1,0 +1,233 @@
+"""Configuration dataclasses and named presets.
+
+One dataclass per concern (tokenizer, world model, actor-critic, training, env), gathered in
+:class:`Config`. Presets:
+
+* ``paper`` - the published Crafter configuration of Δ-IRIS (Micheli et al., ICML 2024).
+* ``cpu``   - a documented deviation that trains usefully on a 2-core laptop in hours.
+* ``tiny``  - for tests: a forward+backward pass well under a second.
+
+Everything is plain data (ints, floats, strings, tuples) so that a config round-trips through
+JSON and travels inside checkpoints; ``Config.from_dict(cfg.to_dict()) == cfg``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+PRESETS = ("tiny", "cpu", "paper")
+
+
+@dataclass
+class EnvConfig:
+    name: str = "crafter"  # "crafter" | "gridworld" | "atari:<Game>"
+    image_size: int = 64
+    num_actions: int = 17  # filled from the env at build time
+    max_episode_steps: int = 10000
+
+
+@dataclass
+class TokenizerConfig:
+    kind: str = "delta"  # "delta" (Δ-tokenizer) | "iris" (frame-only baseline)
+    # "paper": decoder sees x_{t-1} only through an 8x8 CNN summary (published design).
+    # "residual": cpu-preset deviation, decoder also gets x_{t-1} at full resolution and
+    # predicts a correction on top of it (see model/tokenizer.py).
+    decoder: str = "paper"
+    image_size: int = 64
+    channels: int = 64  # base width of the conv encoder/decoder
+    mult: tuple[int, ...] = (1, 1, 2, 2, 4)
+    down: tuple[int, ...] = (1, 0, 1, 1, 0)  # 1 = downsample x2 after that level
+    num_res_blocks: int = 2
+    latent_dim: int = 64  # channels of the 8x8 latent
+    tokens_per_frame: int = 4  # K (Δ: a sqrt(K) x sqrt(K) grid of patches; IRIS: 16 or 64)
+    vocab_size: int = 1024
+    code_dim: int = 64
+    commitment: float = 0.02
+    ema_decay: float = 0.99
+    usage_decay: float = 0.98
+    revive_dead_codes: bool = True
+    frame_cnn_channels: int = 8  # decoder's CNN over x_{t-1}
+    frame_latent: int = 8  # channels of that CNN's 8x8 output
+    action_emb_dim: int = 4  # channels of the decoder's action embedding at 8x8
+    l1_weight: float = 0.1
+    l2_weight: float = 1.0
+    max_pixel_weight: float = 0.01
+
+
+@dataclass
+class WorldModelConfig:
+    num_layers: int = 3
+    num_heads: int = 8
+    embed_dim: int = 512
+    max_steps: int = 21  # context window in env steps
+    dropout: float = 0.0
+    i_tokens: bool = True  # False = the paper's ablation
+    frame_cnn_channels: int = 32  # I-token CNN
+    frame_latent: int = 8  # 8x8x8 = 512
+    num_reward_buckets: int = 255
+    head_hidden: int = 512
+
+
+@dataclass
+class ActorCriticConfig:
+    cnn_channels: int = 32
+    cnn_latent: int = 16  # 8x8x16 = 1024
+    lstm_dim: int = 512
+    num_value_buckets: int = 255
+    burn_in: int = 5
+    horizon: int = 15
+    gamma: float = 0.997
+    lambda_: float = 0.95
+    entropy_weight: float = 1e-3
+    target_tau: float = 0.995
+    temperature: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    grad_clip: float = 10.0
+    tokenizer_batch: int = 32  # sequences
+    tokenizer_seq: int = 21  # steps per sequence (pairs per sequence = seq - 1 ... see trainer)
+    world_model_batch: int = 32
+    world_model_seq: int = 21
+    actor_critic_batch: int = 86
+    steps_per_epoch: int = 500  # per component
+    first_epoch_tokenizer_steps: int = 5000
+    first_epoch_world_model_steps: int = 2500
+    first_epoch_actor_critic_steps: int = 500
+    initial_random_frames: int = 100_000
+    frames_per_epoch: int = 10_000
+    num_envs: int = 16
+    epsilon: float = 0.01
+    recency_exponent: float = 5.0
+    eval_every: int = 50  # epochs
+    test_episodes: int = 64
+    total_frames: int = 10_000_000
+    snapshot_every: int = 10  # epochs
+    autocast: str = "auto"  # "auto" (bf16 on CUDA) | "bf16" | "off"
+    num_workers: int = 0
+
+
+@dataclass
+class Config:
+    preset: str = "paper"
+    seed: int = 0
+    device: str = "auto"
+    env: EnvConfig = field(default_factory=EnvConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    world_model: WorldModelConfig = field(default_factory=WorldModelConfig)
+    actor_critic: ActorCriticConfig = field(default_factory=ActorCriticConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        kw: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in d:
+                continue
+            sub = _SECTIONS.get(f.name)
+            kw[f.name] = _build(sub, d[f.name]) if sub else d[f.name]
+        return cls(**kw)
+
+    def override(self, key: str, value: str) -> "Config":
+        """Apply ``section.field=value`` (the CLI's ``--set``); the value is parsed as JSON
+        when it can be, else kept as a string. Unknown keys raise ``KeyError`` naming them."""
+        d = self.to_dict()
+        node = d
+        parts = key.split(".")
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                raise KeyError(f"unknown config section {p!r} in {key!r}")
+            node = node[p]
+        if parts[-1] not in node:
+            raise KeyError(f"unknown config field {key!r}")
+        try:
+            parsed = json.loads(value)
+        except (json.JSONDecodeError, TypeError):
+            parsed = value
+        node[parts[-1]] = parsed
+        return Config.from_dict(d)
+
+
+_SECTIONS = {
+    "env": EnvConfig,
+    "tokenizer": TokenizerConfig,
+    "world_model": WorldModelConfig,
+    "actor_critic": ActorCriticConfig,
+    "train": TrainConfig,
+}
+
+
+def _build(cls: type, d: dict[str, Any]) -> Any:
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(d) - set(names)
+    if unknown:
+        raise KeyError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    return cls(**kw)
+
+
+def paper() -> Config:
+    """The published Crafter configuration (see ../shared/reference.md)."""
+    return Config(preset="paper")
+
+
+def cpu() -> Config:
+    """A 2-core-laptop preset. Deviations from ``paper`` (documented, deliberate):
+
+    * tokenizer: width 32 and a residual decoder that sees x_{t-1} at full resolution, so the
+      deterministic part of the frame is free and the 4 Δ-tokens carry only the change;
+    * world model: 3 layers of width 256 (4 heads) instead of 512 (8 heads);
+    * actor-critic: LSTM 256;
+    * schedule: fewer/larger-lr steps, 4 envs, smaller first collection, lr 3e-4.
+    """
+    c = Config(preset="cpu")
+    c.tokenizer = TokenizerConfig(decoder="residual", channels=32, num_res_blocks=1)
+    c.world_model = WorldModelConfig(num_layers=3, num_heads=4, embed_dim=256, head_hidden=256,
+                                     frame_cnn_channels=16)
+    c.actor_critic = ActorCriticConfig(cnn_channels=16, lstm_dim=256)
+    c.train = TrainConfig(
+        lr=3e-4, tokenizer_batch=16, tokenizer_seq=3, world_model_batch=16, world_model_seq=21,
+        actor_critic_batch=32, steps_per_epoch=200, first_epoch_tokenizer_steps=1500,
+        first_epoch_world_model_steps=800, first_epoch_actor_critic_steps=200,
+        initial_random_frames=20_000, frames_per_epoch=2_000, num_envs=4, eval_every=5,
+        test_episodes=16, total_frames=200_000, snapshot_every=5)
+    return c
+
+
+def tiny() -> Config:
+    """For tests: every network a few thousand parameters, every schedule a handful of steps."""
+    c = Config(preset="tiny")
+    c.env.max_episode_steps = 200
+    c.tokenizer = TokenizerConfig(channels=8, mult=(1, 1, 2), down=(1, 1, 1), num_res_blocks=1,
+                                  latent_dim=16, vocab_size=64, code_dim=16, frame_cnn_channels=8,
+                                  frame_latent=4)
+    c.world_model = WorldModelConfig(num_layers=1, num_heads=2, embed_dim=32, max_steps=6,
+                                     frame_cnn_channels=8, frame_latent=2, num_reward_buckets=33,
+                                     head_hidden=32)
+    c.actor_critic = ActorCriticConfig(cnn_channels=8, cnn_latent=2, lstm_dim=32,
+                                       num_value_buckets=33, burn_in=2, horizon=4)
+    c.train = TrainConfig(
+        lr=1e-3, tokenizer_batch=4, tokenizer_seq=3, world_model_batch=4, world_model_seq=6,
+        actor_critic_batch=4, steps_per_epoch=3, first_epoch_tokenizer_steps=5,
+        first_epoch_world_model_steps=5, first_epoch_actor_critic_steps=3,
+        initial_random_frames=300, frames_per_epoch=100, num_envs=2, eval_every=1,
+        test_episodes=2, total_frames=600, snapshot_every=1)
+    return c
+
+
+def get_preset(name: str) -> Config:
+    try:
+        return {"tiny": tiny, "cpu": cpu, "paper": paper}[name]()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None

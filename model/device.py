@@ -1,0 +1,40 @@
+"""Device selection and mixed precision, in one place so every entry point agrees."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU. An unavailable explicit device is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available on this machine")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {name!r} requested but MPS is not available on this machine")
+    return dev
+
+
+def autocast_dtype(device: torch.device, mode: str = "auto") -> torch.dtype | None:
+    """``auto``: bf16 on CUDA (as the paper), float32 elsewhere; ``bf16``: bf16 everywhere; ``off``."""
+    if mode == "off":
+        return None
+    if mode == "bf16":
+        return torch.bfloat16
+    if mode == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    raise ValueError(f"unknown autocast mode {mode!r} (auto|bf16|off)")
+
+
+def autocast(device: torch.device, mode: str = "auto"):
+    dtype = autocast_dtype(device, mode)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
