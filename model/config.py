@@ -110,6 +110,10 @@ class TrainConfig:
     snapshot_every: int = 10  # epochs
     autocast: str = "auto"  # "auto" (bf16 on CUDA) | "bf16" | "off"
     num_workers: int = 0
+    # Also train the comparison models on the same batches: a world model without I-tokens
+    # (the paper's ablation) and an IRIS-style 16-token tokenizer. Used for the bundled checkpoint.
+    baselines: bool = False
+    iris_tokens: int = 16
 
 
 @dataclass
