@@ -1,0 +1,142 @@
+"""Record rollout frames and write them as looping GIFs.
+
+Every GIF frame gets a thin footer: the step number in a 3x5 pixel font and a progress bar. It tells the
+viewer where they are in the rollout, and it keeps consecutive frames distinct, so Pillow's GIF writer
+(which merges identical consecutive frames into one) keeps one GIF frame per recorded step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+
+# 3x5 bitmaps for the digits, one string per row ("#" = lit).
+_DIGITS = {
+    "0": ("###", "#.#", "#.#", "#.#", "###"),
+    "1": (".#.", "##.", ".#.", ".#.", "###"),
+    "2": ("###", "..#", "###", "#..", "###"),
+    "3": ("###", "..#", "###", "..#", "###"),
+    "4": ("#.#", "#.#", "###", "..#", "..#"),
+    "5": ("###", "#..", "###", "..#", "###"),
+    "6": ("###", "#..", "###", "#.#", "###"),
+    "7": ("###", "..#", "..#", "..#", "..#"),
+    "8": ("###", "#.#", "###", "#.#", "###"),
+    "9": ("###", "#.#", "###", "..#", "###"),
+}
+_GLYPHS = {d: np.array([[c == "#" for c in row] for row in rows]) for d, rows in _DIGITS.items()}
+SEPARATOR_PX = 2  # gap between side-by-side panels
+_BG = np.array([24, 24, 24], np.uint8)
+_FG = np.array([235, 235, 235], np.uint8)
+_BAR = np.array([90, 170, 250], np.uint8)
+
+
+def upscale(frame: np.ndarray, scale: int) -> np.ndarray:
+    """Nearest-neighbour upscaling: world-model pixels stay crisp, as in the pygame window."""
+    if scale == 1:
+        return frame
+    return frame.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def hstack(panels: list[np.ndarray]) -> np.ndarray:
+    """Panels (H, W, 3) side by side with a dark separator; heights must match."""
+    out: list[np.ndarray] = []
+    for i, p in enumerate(panels):
+        if i:
+            out.append(np.broadcast_to(_BG, (p.shape[0], SEPARATOR_PX, 3)))
+        out.append(p)
+    return np.concatenate(out, axis=1)
+
+
+def draw_number(img: np.ndarray, number: int, x: int, y: int, size: int = 1,
+                color: np.ndarray = _FG) -> int:
+    """Draw ``number`` (digits ``size`` times 3x5 pixels) at top-left (x, y) in place; returns the x
+    after the last digit. Digits falling outside ``img`` are clipped."""
+    for ch in str(int(number)):
+        g = _GLYPHS[ch].repeat(size, 0).repeat(size, 1)
+        h, w = g.shape
+        region = img[y:y + h, x:x + w]
+        region[g[: region.shape[0], : region.shape[1]]] = color
+        x += w + size
+    return x
+
+
+def add_footer(frame: np.ndarray, step: int, index: int, total: int) -> np.ndarray:
+    """Append a footer: ``step`` as digits on the left, a bar filled to (index + 1) / total."""
+    h, w, _ = frame.shape
+    size = 2 if w >= 200 else 1
+    footer = np.empty((5 * size + 4, w, 3), np.uint8)
+    footer[:] = _BG
+    x = draw_number(footer, step, 2, 2, size)
+    bar_x0, bar_x1 = x + 2 * size, w - 2
+    y0, y1 = 2 + size, 2 + 4 * size
+    if bar_x1 > bar_x0:
+        filled = bar_x0 + round((bar_x1 - bar_x0) * (index + 1) / max(total, 1))
+        footer[y0:y1, bar_x0:bar_x1] = (60, 60, 60)
+        footer[y0:y1, bar_x0:filled] = _BAR
+    return np.concatenate([frame, footer], axis=0)
+
+
+def write_gif(path: str | Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
+    """Write uint8 (H, W, 3) frames as a looping GIF. imageio's ``duration`` is in milliseconds."""
+    if not frames:
+        raise ValueError("no frames to write: record at least one step first")
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    duration_ms = round(1000.0 / fps)
+    iio.imwrite(path, np.stack(frames), extension=".gif", duration=duration_ms, loop=0)
+    return path
+
+
+@dataclass
+class FrameRecorder:
+    """Collects (step, columns) while recording; columns are named uint8 frames, e.g. dream and real.
+
+    Column names stay in insertion order; a column missing at some step (the real env ended) is drawn
+    black so that every GIF frame has the same size.
+    """
+
+    recording: bool = False
+    steps: list[int] = field(default_factory=list)
+    columns: list[dict[str, np.ndarray]] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.recording = True
+        self.steps.clear()
+        self.columns.clear()
+
+    def stop(self) -> int:
+        self.recording = False
+        return len(self.steps)
+
+    def add(self, step: int, **frames: np.ndarray | None) -> None:
+        if not self.recording:
+            return
+        self.steps.append(int(step))
+        self.columns.append({k: np.asarray(v, np.uint8).copy() for k, v in frames.items() if v is not None})
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def compose(self, names: list[str] | None = None, scale: int = 4) -> list[np.ndarray]:
+        """One composed image per recorded step: the named columns side by side, upscaled, footer."""
+        if not self.steps:
+            raise ValueError("nothing recorded: start recording and take at least one step")
+        if names is None:
+            names = []
+            for cols in self.columns:
+                names += [k for k in cols if k not in names]
+        shape = next(iter(self.columns[0].values())).shape
+        blank = np.zeros(shape, np.uint8)
+        out = []
+        for i, (step, cols) in enumerate(zip(self.steps, self.columns)):
+            panels = [upscale(cols.get(n, blank), scale) for n in names]
+            out.append(add_footer(hstack(panels), step, i, len(self.steps)))
+        return out
+
+    def write_gif(self, path: str | Path, names: list[str] | None = None, fps: float = 10.0,
+                  scale: int = 4) -> Path:
+        return write_gif(path, self.compose(names, scale), fps)
