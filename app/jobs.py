@@ -324,8 +324,9 @@ def progress(rows: list[dict[str, Any]], job: dict[str, Any] | None = None) -> d
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The newest checkpoint folder (one holding ``weights.safetensors``) inside a run folder."""
     run_dir = Path(run_dir)
-    if (run_dir / "weights.safetensors").exists():
-        return run_dir
+    for cand in (run_dir / "checkpoints" / "last", run_dir):  # model/run_dir.py layout first
+        if (cand / "weights.safetensors").exists():
+            return cand
     cands = [p.parent for p in run_dir.glob("**/weights.safetensors") if ".tmp" not in p.parent.name]
     if not cands:
         return None
