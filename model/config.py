@@ -39,7 +39,7 @@ class TokenizerConfig:
     channels: int = 64  # base width of the conv encoder/decoder
     mult: tuple[int, ...] = (1, 1, 2, 2, 4)
     down: tuple[int, ...] = (1, 0, 1, 1, 0)  # 1 = downsample x2 after that level
-    num_res_blocks: int = 2
+    num_res_blocks: int = 1  # per level (published Crafter config: 1)
     latent_dim: int = 64  # channels of the 8x8 latent
     tokens_per_frame: int = 4  # K (Δ: a sqrt(K) x sqrt(K) grid of patches; IRIS: 16 or 64)
     vocab_size: int = 1024
@@ -48,7 +48,8 @@ class TokenizerConfig:
     ema_decay: float = 0.99
     usage_decay: float = 0.98
     revive_dead_codes: bool = True
-    frame_cnn_channels: int = 8  # decoder's CNN over x_{t-1}
+    revival: str = "low_entropy"  # "low_entropy" (paper) | "always" (see model/quantizer.py)
+    frame_cnn_channels: int = 64  # width of the decoder's CNN over x_{t-1} (published: 64)
     frame_latent: int = 8  # channels of that CNN's 8x8 output
     action_emb_dim: int = 4  # channels of the decoder's action embedding at 8x8
     l1_weight: float = 0.1
@@ -196,7 +197,8 @@ def cpu() -> Config:
     * schedule: fewer/larger-lr steps, 4 envs, smaller first collection, lr 3e-4.
     """
     c = Config(preset="cpu")
-    c.tokenizer = TokenizerConfig(decoder="residual", channels=32, num_res_blocks=1)
+    c.tokenizer = TokenizerConfig(decoder="residual", channels=32, num_res_blocks=1, frame_cnn_channels=16,
+                                  revival="always")
     c.world_model = WorldModelConfig(num_layers=3, num_heads=4, embed_dim=256, head_hidden=256,
                                      frame_cnn_channels=16)
     c.actor_critic = ActorCriticConfig(cnn_channels=16, lstm_dim=256)

@@ -1,0 +1,178 @@
+"""Convolutional building blocks shared by the tokenizers, the world model's I-token CNN and the
+actor-critic: residual blocks (GroupNorm + SiLU), x2 down/up sampling, a level-structured
+``Encoder``/``Decoder`` pair and ``FrameCNN``, the small encoder that summarises a frame as an 8x8 map.
+
+A network is described like the published Δ-IRIS convnets: a base width ``channels``, per-level
+width multipliers ``mult`` and per-level flags ``down`` (1 = halve the resolution after that level).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def group_norm(ch: int) -> nn.GroupNorm:
+    """32 groups as in the paper when the width allows it (narrow test nets use fewer)."""
+    return nn.GroupNorm(math.gcd(32, ch), ch)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.f = nn.Sequential(
+            group_norm(in_ch), nn.SiLU(),
+            nn.Conv2d(in_ch, out_ch, 3, padding=1),
+            group_norm(out_ch), nn.SiLU(),
+            nn.Conv2d(out_ch, out_ch, 3, padding=1),
+        )
+        self.skip = nn.Identity() if in_ch == out_ch else nn.Conv2d(in_ch, out_ch, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.skip(x) + self.f(x)
+
+
+class Downsample(nn.Module):
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def adapt_levels(mult: Sequence[int], down: Sequence[int], num_down: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Change a level plan so that it downsamples exactly ``num_down`` times: add downsamplings on
+    the last levels first (appending levels of the last width if needed), or drop them from the end.
+    Used to reach a given token grid (IRIS 4x4 or 8x8) or feature size from any preset's widths."""
+    mult, down = list(mult), list(down)
+    i = len(down) - 1
+    while sum(down) < num_down and i >= 0:
+        down[i] = 1
+        i -= 1
+    while sum(down) < num_down:
+        mult.append(mult[-1])
+        down.append(1)
+    i = len(down) - 1
+    while sum(down) > num_down:
+        if down[i]:
+            down[i] = 0
+        i -= 1
+    return tuple(mult), tuple(down)
+
+
+def num_downsamplings(size: int, out_size: int) -> int:
+    n = int(round(math.log2(size / out_size)))
+    if out_size * 2**n != size:
+        raise ValueError(f"cannot reach {out_size}x{out_size} from {size}x{size} by halving")
+    return n
+
+
+class Encoder(nn.Module):
+    """stem conv -> per level: ``num_res_blocks`` ResBlocks (then a x2 downsample where ``down``) ->
+    GroupNorm, SiLU, conv to ``latent`` channels.
+
+    ``forward(x, return_skips=True)`` also returns each level's last feature map (before its
+    downsample), highest resolution first, for U-Net style decoders."""
+
+    def __init__(self, in_ch: int, channels: int, mult: Sequence[int], down: Sequence[int], latent: int,
+                 num_res_blocks: int = 1) -> None:
+        super().__init__()
+        assert len(mult) == len(down), "mult and down need one entry per level"
+        self.down = tuple(down)
+        self.level_channels = tuple(channels * m for m in mult)
+        self.stem = nn.Conv2d(in_ch, channels, 3, padding=1)
+        self.levels = nn.ModuleList()
+        self.downs = nn.ModuleList()
+        ch = channels
+        for out_ch, d in zip(self.level_channels, down):
+            blocks = []
+            for _ in range(num_res_blocks):
+                blocks.append(ResBlock(ch, out_ch))
+                ch = out_ch
+            self.levels.append(nn.Sequential(*blocks))
+            self.downs.append(Downsample(ch) if d else nn.Identity())
+        self.out = nn.Sequential(group_norm(ch), nn.SiLU(), nn.Conv2d(ch, latent, 3, padding=1))
+
+    def forward(self, x: torch.Tensor, return_skips: bool = False):
+        x = self.stem(x)
+        skips = []
+        for level, down in zip(self.levels, self.downs):
+            x = level(x)
+            skips.append(x)
+            x = down(x)
+        z = self.out(x)
+        return (z, skips) if return_skips else z
+
+
+class Decoder(nn.Module):
+    """Mirror of :class:`Encoder`: conv from ``latent`` channels -> per level, deepest first: x2
+    upsample where that level downsampled, then ResBlocks -> GroupNorm, SiLU, conv to ``out_ch``.
+
+    ``skip_channels[i]`` > 0 concatenates an extra feature map (given to ``forward``) at level ``i``
+    right after its upsample (or at its start), which makes a U-Net with an Encoder's skips."""
+
+    def __init__(self, latent: int, channels: int, mult: Sequence[int], down: Sequence[int], out_ch: int = 3,
+                 num_res_blocks: int = 1, skip_channels: Sequence[int] | None = None) -> None:
+        super().__init__()
+        assert len(mult) == len(down), "mult and down need one entry per level"
+        self.down = tuple(down)
+        self.skip_channels = tuple(skip_channels) if skip_channels is not None else (0,) * len(mult)
+        chs = [channels * m for m in mult]
+        ch = chs[-1]
+        self.inp = nn.Conv2d(latent, ch, 3, padding=1)
+        self.ups = nn.ModuleList()
+        self.levels = nn.ModuleList()
+        for i in reversed(range(len(mult))):
+            self.ups.append(Upsample(ch) if down[i] else nn.Identity())
+            ch += self.skip_channels[i]
+            # level i narrows from its width to the width of level i-1, mirroring the encoder
+            widths = [chs[i]] * (num_res_blocks - 1) + [chs[i - 1] if i > 0 else channels]
+            blocks = []
+            for w in widths:
+                blocks.append(ResBlock(ch, w))
+                ch = w
+            self.levels.append(nn.Sequential(*blocks))
+        self.out = nn.Sequential(group_norm(ch), nn.SiLU(), nn.Conv2d(ch, out_ch, 3, padding=1))
+
+    def forward(self, z: torch.Tensor, skips: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
+        x = self.inp(z)
+        n = len(self.levels)
+        for j, (up, level) in enumerate(zip(self.ups, self.levels)):
+            i = n - 1 - j
+            x = up(x)
+            if self.skip_channels[i]:
+                x = torch.cat([x, skips[i]], dim=1)
+            x = level(x)
+        return self.out(x)
+
+
+class FrameCNN(nn.Module):
+    """A frame (or any ``in_ch`` image) -> ``(N, latent, out_size, out_size)`` summary.
+
+    The published Δ-IRIS uses this shape three times: the tokenizer decoder's view of x_{t-1}
+    (64 ch, latent 8), the world model's I-token (32 ch, latent 8) and the actor-critic's encoder
+    (32 ch, latent 16), all with multipliers (1, 1, 2, 2, 4) and downsampling (1, 0, 1, 1, 0)."""
+
+    def __init__(self, in_ch: int = 3, channels: int = 32, latent: int = 8, image_size: int = 64,
+                 out_size: int = 8, mult: Sequence[int] = (1, 1, 2, 2, 4), down: Sequence[int] = (1, 0, 1, 1, 0),
+                 num_res_blocks: int = 1) -> None:
+        super().__init__()
+        mult, down = adapt_levels(mult, down, num_downsamplings(image_size, out_size))
+        self.out_shape = (latent, out_size, out_size)
+        self.net = Encoder(in_ch, channels, mult, down, latent, num_res_blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)

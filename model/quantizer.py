@@ -1,0 +1,120 @@
+"""Cosine-similarity vector quantizer with an EMA codebook, as in Δ-IRIS.
+
+Inputs are projected to ``code_dim``, L2-normalised and snapped to the most similar unit-norm code.
+The codebook is not trained by gradients: each used code moves (EMA, decay 0.99) toward the mean
+of the normalised inputs assigned to it. A usage EMA (decay 0.98) finds dead codes, which are
+replaced by current inputs ("revival"); this is what keeps K=4 tokens from collapsing onto a
+handful of codes. Gradients reach the encoder through the straight-through estimator; a small
+commitment loss (0.02) pulls inputs toward their code.
+
+Revival policies (``revival``):
+* ``"low_entropy"`` (paper): revive only while the usage entropy is below log2(V) - 2 bits, the
+  rule of the published quantizer.
+* ``"always"`` (cpu preset, a deviation): revive dead codes at every update. Short CPU trainings
+  otherwise sit for hundreds of steps on one code per position (see shared/calibration.md).
+* ``"off"``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class QuantizerOutput:
+    q: torch.Tensor  # (N, K, input_dim) quantized, projected back, straight-through gradient
+    tokens: torch.Tensor  # (N, K) long
+    commitment: torch.Tensor  # scalar, already weighted
+    metrics: dict[str, float]
+
+
+class Quantizer(nn.Module):
+    def __init__(self, input_dim: int, vocab_size: int = 1024, code_dim: int = 64, commitment: float = 0.02,
+                 ema_decay: float = 0.99, usage_decay: float = 0.98, revival: str = "low_entropy") -> None:
+        super().__init__()
+        if revival not in ("low_entropy", "always", "off"):
+            raise ValueError(f"unknown revival policy {revival!r} (low_entropy|always|off)")
+        self.vocab_size, self.code_dim = vocab_size, code_dim
+        self.commitment_weight, self.ema_decay, self.usage_decay = commitment, ema_decay, usage_decay
+        self.revival = revival
+        self.revival_entropy_bits = math.log2(vocab_size) - 2
+        self.dead_threshold = 1.0 / (10 * vocab_size)
+        self.proj_in = nn.Linear(input_dim, code_dim)
+        self.proj_out = nn.Linear(code_dim, input_dim)
+        self.register_buffer("codebook", F.normalize(torch.randn(vocab_size, code_dim), dim=-1))
+        self.register_buffer("usage", torch.full((vocab_size,), 1.0 / vocab_size))
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+
+    def normalized(self, z: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.proj_in(z).float(), dim=-1)
+
+    @torch.no_grad()
+    def nearest(self, e: torch.Tensor) -> torch.Tensor:
+        """Unit vectors (..., code_dim) -> index of the most cosine-similar code."""
+        return (e.float() @ self.codebook.t()).argmax(dim=-1)
+
+    def forward(self, z: torch.Tensor, update: bool = False) -> QuantizerOutput:
+        """``z`` (N, K, input_dim). ``update=True`` applies one EMA/revival step (training only)."""
+        e = self.normalized(z)
+        tokens = self.nearest(e)
+        q = self.codebook[tokens]
+        commitment = self.commitment_weight * (e - q).pow(2).mean()
+        metrics = {"codebook_perplexity": batch_perplexity(tokens, self.vocab_size)}
+        if update:
+            metrics["codewords_revived"] = float(self.update_codebook(e.detach().flatten(0, -2), tokens.flatten()))
+        metrics["codebook_entropy_bits"] = self.entropy_bits()
+        q = e + (q - e).detach()
+        return QuantizerOutput(self.proj_out(q.to(z.dtype)), tokens, commitment, metrics)
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens (...,) -> the decoder-side vectors (..., input_dim)."""
+        return self.proj_out(self.codebook[tokens])
+
+    @torch.no_grad()
+    def update_codebook(self, e: torch.Tensor, tokens: torch.Tensor) -> int:
+        """EMA of each used code toward the mean of its inputs, usage EMA, then revival. Returns
+        the number of revived codes."""
+        counts = torch.bincount(tokens, minlength=self.vocab_size).float()
+        sums = torch.zeros_like(self.codebook).index_add_(0, tokens, e.float())
+        used = counts > 0
+        means = F.normalize(sums[used] / counts[used, None], dim=-1)
+        self.codebook[used] = F.normalize(self.codebook[used].lerp(means, 1 - self.ema_decay), dim=-1)
+        self.usage.lerp_(counts / tokens.numel(), 1 - self.usage_decay)
+        self.num_updates += 1
+
+        if self.revival == "off" or (self.revival == "low_entropy" and self.entropy_bits() >= self.revival_entropy_bits):
+            return 0
+        dead = torch.nonzero(self.usage < self.dead_threshold).flatten()
+        if dead.numel() == 0:
+            return 0
+        dead = dead[torch.randperm(dead.numel(), device=dead.device)[: e.size(0)]]
+        donors = torch.randperm(e.size(0), device=e.device)[: dead.numel()]
+        self.codebook[dead] = e[donors]
+        self.usage[dead] = 1.0 / self.vocab_size
+        return int(dead.numel())
+
+    def entropy_bits(self) -> float:
+        """Entropy of the usage EMA (the published metric): log2(V) when all codes are used equally."""
+        p = self.usage / self.usage.sum()
+        p = p[p > 0]
+        return float(-(p * p.log2()).sum())
+
+
+def batch_perplexity(tokens: torch.Tensor, vocab_size: int) -> float:
+    """exp(entropy) of this batch's token histogram: the effective number of codes in use."""
+    p = torch.bincount(tokens.flatten(), minlength=vocab_size).float()
+    p = p[p > 0] / p.sum()
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+def codebook_usage(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Tokens (N, K) -> (K, V) counts: how often each position uses each code. ``(usage > 0).sum(1)``
+    gives the number of distinct codes per position (a collapsed position uses one)."""
+    k = tokens.size(-1)
+    flat = tokens.reshape(-1, k).long()
+    offsets = torch.arange(k, device=flat.device) * vocab_size
+    return torch.bincount((flat + offsets).flatten(), minlength=k * vocab_size).view(k, vocab_size)

@@ -1,0 +1,251 @@
+"""Frame tokenizers: the Δ-tokenizer (Δ-IRIS) and an IRIS-style frame-only baseline.
+
+Both turn a latent map into K tokens the same way: the (N, C, R, R) map is cut into a
+sqrt(K) x sqrt(K) grid of patches, each patch flattened and quantized to one of V codes
+(:class:`model.quantizer.Quantizer`). Δ: an 8x8 map in a 2x2 grid (K=4 patches of 4x4xC);
+IRIS: a 4x4 (or 8x8) map with one token per position.
+
+* :class:`DeltaTokenizer`, ``decoder="paper"`` (published design): the encoder sees x_{t-1}, a
+  learned 64x64 plane for a_{t-1} and x_t; the decoder sees a CNN summary of x_{t-1} (8x8), an
+  action embedding (8x8) and the quantized latent, so the tokens only carry what x_{t-1} and
+  a_{t-1} do not predict.
+* :class:`ResidualDeltaTokenizer`, ``decoder="residual"`` (cpu preset, a documented deviation):
+  same tokens and loss, but the decoder is a U-Net over x_{t-1} and predicts a correction on top
+  of it (output = x_{t-1} + delta, starting as a copy of x_{t-1}). In the published design the
+  decoder must learn to redraw the whole scene from a 512-number summary, which takes too many
+  CPU steps (shared/calibration.md); here the deterministic part comes almost for free.
+* :class:`IrisTokenizer`: each frame alone, no perceptual loss (no VGG weights can be downloaded
+  at run time) and no attention blocks in the conv nets.
+
+All share the loss 0.1·L1 + L2 + 0.01·max-pixel L2 + commitment (weights from the config).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from model.config import TokenizerConfig
+from model.nets import Decoder, Encoder, adapt_levels, num_downsamplings
+from model.quantizer import Quantizer, QuantizerOutput, codebook_usage
+
+__all__ = ["build_tokenizer", "DeltaTokenizer", "ResidualDeltaTokenizer", "IrisTokenizer", "codebook_usage"]
+
+
+def build_tokenizer(cfg: TokenizerConfig, num_actions: int) -> "Tokenizer":
+    if cfg.kind == "iris":
+        return IrisTokenizer(cfg, num_actions)
+    if cfg.kind != "delta":
+        raise ValueError(f"unknown tokenizer kind {cfg.kind!r} (delta|iris)")
+    if cfg.decoder == "paper":
+        return DeltaTokenizer(cfg, num_actions)
+    if cfg.decoder == "residual":
+        return ResidualDeltaTokenizer(cfg, num_actions)
+    raise ValueError(f"unknown tokenizer decoder {cfg.decoder!r} (paper|residual)")
+
+
+def grid_size(tokens_per_frame: int) -> int:
+    g = math.isqrt(tokens_per_frame)
+    if g * g != tokens_per_frame:
+        raise ValueError(f"tokens_per_frame must be a square number, got {tokens_per_frame}")
+    return g
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, (nn.Linear, nn.Embedding)):
+        m.weight.data.normal_(0.0, 0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            m.bias.data.zero_()
+
+
+class Tokenizer(nn.Module):
+    """Shared patching, quantization, loss and public API. Subclasses define
+    ``latent(prev, actions, frames) -> (N, C, R, R)`` and ``image(prev, actions, q_map) -> (N, 3, H, W)``
+    (unclamped), and set ``latent_dim``, ``latent_res`` and ``quantizer``."""
+
+    kind: str
+    latent_dim: int
+    latent_res: int
+    quantizer: Quantizer
+
+    def __init__(self, cfg: TokenizerConfig, num_actions: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.num_actions = num_actions
+        self.tokens_per_frame = cfg.tokens_per_frame
+        self.vocab_size = cfg.vocab_size
+        self.grid = grid_size(cfg.tokens_per_frame)
+
+    def _make_quantizer(self) -> Quantizer:
+        if self.latent_res % self.grid:
+            raise ValueError(f"a {self.latent_res}x{self.latent_res} latent cannot be cut into a {self.grid}x{self.grid} grid")
+        self.patch = self.latent_res // self.grid
+        c = self.cfg
+        return Quantizer(self.latent_dim * self.patch**2, c.vocab_size, c.code_dim, c.commitment, c.ema_decay,
+                         c.usage_decay, c.revival if c.revive_dead_codes else "off")
+
+    # --- latent map <-> per-token vectors -------------------------------------------------------
+    def to_patches(self, z: torch.Tensor) -> torch.Tensor:
+        """(N, C, R, R) -> (N, K, C*p*p), tokens in row-major grid order."""
+        n, c, g, p = z.size(0), z.size(1), self.grid, self.patch
+        return z.view(n, c, g, p, g, p).permute(0, 2, 4, 3, 5, 1).reshape(n, g * g, p * p * c)
+
+    def from_patches(self, q: torch.Tensor) -> torch.Tensor:
+        n, g, p, c = q.size(0), self.grid, self.patch, self.latent_dim
+        return q.view(n, g, g, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(n, c, g * p, g * p)
+
+    def quantize(self, prev, actions, frames, update: bool = False) -> QuantizerOutput:
+        return self.quantizer(self.to_patches(self.latent(prev, actions, frames)), update=update)
+
+    # --- public API -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, prev: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """-> (N, K) long. Never touches the codebook (safe to call while the tokenizer trains)."""
+        return self.quantize(prev, actions, frames).tokens
+
+    @torch.no_grad()
+    def decode(self, prev: torch.Tensor, actions: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, K) tokens -> (N, 3, H, W) in [0, 1]."""
+        q = self.quantizer.embed(tokens.long())
+        return self.image(prev, actions, self.from_patches(q)).clamp(0, 1)
+
+    @torch.no_grad()
+    def reconstruct(self, prev, actions, frames) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.quantize(prev, actions, frames)
+        return self.image(prev, actions, self.from_patches(out.q)).clamp(0, 1), out.tokens
+
+    def compute_loss(self, prev, actions, frames) -> tuple[torch.Tensor, dict[str, float]]:
+        """One training loss; updates the codebook (EMA, revival) when in train mode."""
+        out = self.quantize(prev, actions, frames, update=self.training)
+        recon = self.image(prev, actions, self.from_patches(out.q)).float()
+        delta = frames.float() - recon
+        l1 = delta.abs().mean()
+        l2 = delta.pow(2).mean()
+        max_pixel = delta.pow(2).flatten(1).max(dim=1).values.mean()
+        c = self.cfg
+        loss = c.l1_weight * l1 + c.l2_weight * l2 + c.max_pixel_weight * max_pixel + out.commitment
+        with torch.no_grad():
+            mse = (frames.float() - recon.clamp(0, 1)).pow(2).mean().item()
+        metrics = {"l1": l1.item(), "l2": l2.item(), "max_pixel": max_pixel.item(),
+                   "commitment": out.commitment.item(), "mse": mse,
+                   "psnr": 10 * math.log10(1.0 / max(mse, 1e-10)), **out.metrics}
+        return loss, metrics
+
+    def latent(self, prev, actions, frames) -> torch.Tensor:
+        raise NotImplementedError
+
+    def image(self, prev, actions, q_map) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class DeltaTokenizer(Tokenizer):
+    """The published Δ-tokenizer (see module docstring)."""
+
+    kind = "delta"
+
+    def __init__(self, cfg: TokenizerConfig, num_actions: int) -> None:
+        super().__init__(cfg, num_actions)
+        size, c = cfg.image_size, cfg
+        self.latent_dim = c.latent_dim
+        self.latent_res = size // 2 ** sum(c.down)
+        self.encoder_action = nn.Embedding(num_actions, size * size)  # one learned plane per action
+        self.encoder = Encoder(7, c.channels, c.mult, c.down, c.latent_dim, c.num_res_blocks)
+        self.frame_cnn = Encoder(3, c.frame_cnn_channels, c.mult, c.down, c.frame_latent, c.num_res_blocks)
+        self.decoder_action = nn.Embedding(num_actions, c.action_emb_dim * self.latent_res**2)
+        self.decoder = Decoder(c.latent_dim + c.frame_latent + c.action_emb_dim, c.channels, c.mult, c.down, 3,
+                               c.num_res_blocks)
+        self.quantizer = self._make_quantizer()
+        self.apply(_init_weights)
+
+    def latent(self, prev, actions, frames):
+        plane = self.encoder_action(actions).view(-1, 1, prev.size(2), prev.size(3)).to(prev.dtype)
+        return self.encoder(torch.cat([prev, plane, frames], dim=1))
+
+    def image(self, prev, actions, q_map):
+        r = self.latent_res
+        a = self.decoder_action(actions).view(-1, self.cfg.action_emb_dim, r, r).to(q_map.dtype)
+        return self.decoder(torch.cat([self.frame_cnn(prev).to(q_map.dtype), a, q_map], dim=1))
+
+
+def _drop_first_down(down: tuple[int, ...]) -> tuple[int, ...]:
+    """The residual design starts with a lossless 2x2 pixel-unshuffle, which replaces one downsampling."""
+    d = list(down)
+    if 1 not in d:
+        raise ValueError("the residual tokenizer needs at least one downsampling level")
+    d[d.index(1)] = 0
+    return tuple(d)
+
+
+class ResidualDeltaTokenizer(DeltaTokenizer):
+    """cpu-preset Δ-tokenizer (a deviation from the paper; same tokens, loss and API).
+
+    * Both networks work at 32x32 after a lossless pixel-unshuffle of the 64x64 input (4x cheaper
+      than convolving at full resolution, no information lost).
+    * Encoder input: x_{t-1}, the action plane, x_t and x_t - x_{t-1} (so changes are explicit).
+    * Decoder: a U-Net. A CNN over (x_{t-1}, action plane) gives an 8x8 summary (concatenated with the
+      tokens and the action embedding, as in the paper) and skip features at 16x16 and 32x32; the
+      output is x_{t-1} + delta with the last layer zero-initialised, i.e. training starts from the
+      copy-x_{t-1} baseline and the tokens only have to explain what changed.
+    """
+
+    def __init__(self, cfg: TokenizerConfig, num_actions: int) -> None:
+        Tokenizer.__init__(self, cfg, num_actions)  # skips DeltaTokenizer's paper layers
+        c, size = cfg, cfg.image_size
+        down = _drop_first_down(tuple(c.down))
+        self.latent_dim = c.latent_dim
+        self.latent_res = size // 2 // 2 ** sum(down)
+        self.encoder_action = nn.Embedding(num_actions, size * size)
+        self.encoder = Encoder(10 * 4, c.channels, c.mult, down, c.latent_dim, c.num_res_blocks)
+        self.prev_action = nn.Embedding(num_actions, size * size)
+        self.frame_cnn = Encoder(4 * 4, c.frame_cnn_channels, c.mult, down, c.frame_latent, c.num_res_blocks)
+        self.decoder_action = nn.Embedding(num_actions, c.action_emb_dim * self.latent_res**2)
+        skip = [ch if d else 0 for ch, d in zip(self.frame_cnn.level_channels, down)]
+        self.decoder = Decoder(c.latent_dim + c.frame_latent + c.action_emb_dim, c.channels, c.mult, down, 3 * 4,
+                               c.num_res_blocks, skip_channels=skip)
+        self.quantizer = self._make_quantizer()
+        self.apply(_init_weights)
+        last = self.decoder.out[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def _plane(self, emb: nn.Embedding, actions, like):
+        return emb(actions).view(-1, 1, like.size(2), like.size(3)).to(like.dtype)
+
+    def latent(self, prev, actions, frames):
+        x = torch.cat([prev, self._plane(self.encoder_action, actions, prev), frames, frames - prev], dim=1)
+        return self.encoder(F.pixel_unshuffle(x, 2))
+
+    def image(self, prev, actions, q_map):
+        x = torch.cat([prev, self._plane(self.prev_action, actions, prev)], dim=1)
+        summary, skips = self.frame_cnn(F.pixel_unshuffle(x, 2), return_skips=True)
+        r = self.latent_res
+        a = self.decoder_action(actions).view(-1, self.cfg.action_emb_dim, r, r).to(q_map.dtype)
+        delta = self.decoder(torch.cat([summary.to(q_map.dtype), a, q_map], dim=1), skips)
+        return prev + F.pixel_shuffle(delta, 2).to(prev.dtype)
+
+
+class IrisTokenizer(Tokenizer):
+    """IRIS-style baseline: one frame -> a sqrt(K) x sqrt(K) map, one token per position; the decoder
+    sees the tokens only. The preset's widths are kept and downsamplings added or removed to reach
+    the token grid (4 from 64x64 to 4x4). ``prev`` and ``actions`` are accepted and ignored."""
+
+    kind = "iris"
+
+    def __init__(self, cfg: TokenizerConfig, num_actions: int) -> None:
+        super().__init__(cfg, num_actions)
+        c = cfg
+        mult, down = adapt_levels(c.mult, c.down, num_downsamplings(c.image_size, self.grid))
+        self.latent_dim = c.latent_dim
+        self.latent_res = self.grid
+        self.encoder = Encoder(3, c.channels, mult, down, c.latent_dim, c.num_res_blocks)
+        self.decoder = Decoder(c.latent_dim, c.channels, mult, down, 3, c.num_res_blocks)
+        self.quantizer = self._make_quantizer()
+        self.apply(_init_weights)
+
+    def latent(self, prev, actions, frames):
+        return self.encoder(frames)
+
+    def image(self, prev, actions, q_map):
+        return self.decoder(q_map)
