@@ -42,18 +42,23 @@ class TrainSpec:
     device: str = "auto"
     frames: int | None = None  # total env-frame budget; None = the preset's
     baselines: bool = False
+    epochs: int | None = None  # stop after this epoch number; None = run to the frame budget
     extra: list[str] = field(default_factory=list)
 
     def args(self, run_dir: Path, resume: bool = False) -> list[str]:
-        a = ["--run-dir", str(run_dir), "--env", self.env, "--preset", self.preset, "--device", self.device]
-        if self.tokenizer != "delta":
-            a += ["--set", f"tokenizer.kind={self.tokenizer}"]
-        if not self.i_tokens:
-            a += ["--set", "world_model.i_tokens=false"]
+        """Arguments of `deltaplay train` (app/train_cmd.py). On resume the run's own config wins,
+        so only the schedule (device, frame budget, epochs) is passed again."""
+        a = ["--run-dir", str(run_dir), "--device", self.device, "--quiet"]
+        if not resume:
+            a += ["--env", self.env, "--preset", self.preset, "--tokenizer", self.tokenizer]
+            if not self.i_tokens:
+                a.append("--no-i-tokens")
+            if self.baselines:
+                a.append("--baselines")
         if self.frames:
             a += ["--frames", str(int(self.frames))]
-        if self.baselines:
-            a.append("--baselines")
+        if self.epochs:
+            a += ["--epochs", str(int(self.epochs))]
         if resume:
             a.append("--resume")
         return a + list(self.extra)
