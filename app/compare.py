@@ -184,24 +184,6 @@ class PairComparison:
 TABLE_HEADERS = ["model", "tokens/frame", "vocab", "bits/frame", "MSE", "PSNR (dB)"]
 
 
-def bundle_tokenizers(bundle: Any) -> list[tuple[str, Any]]:
-    """(label, tokenizer) pairs a bundle offers: the Δ-tokenizer and, if trained, the IRIS-style one."""
-    models = getattr(bundle, "models", None) or {}
-    delta = models.get("tokenizer") if isinstance(models, dict) else None
-    iris = models.get("iris_tokenizer") if isinstance(models, dict) else None
-    delta = delta if delta is not None else getattr(bundle, "tokenizer", None)
-    iris = iris if iris is not None else getattr(bundle, "iris_tokenizer", None)
-    out = []
-    if iris is not None:
-        out.append((f"IRIS-style ({iris.tokens_per_frame} tokens)", iris))
-    if delta is not None:
-        label = "Δ-tokenizer" if getattr(delta, "kind", "delta") == "delta" else "tokenizer"
-        out.append((f"{label} ({delta.tokens_per_frame} tokens)", delta))
-    if not out:
-        raise ValueError("this checkpoint holds no tokenizer")
-    return out
-
-
 def _device_of(module: torch.nn.Module) -> torch.device:
     try:
         return next(module.parameters()).device
@@ -290,3 +272,122 @@ def batch_table(all_stats: Sequence[BatchStats], transitions: Sequence[Transitio
 
 
 BATCH_HEADERS = ["model", "transitions", "PSNR of mean MSE (dB)", "median PSNR (dB)", "worst 1% PSNR (dB)"]
+
+
+def iris_tokenizer_of(bundle: Any) -> Any | None:
+    """The IRIS-style baseline of a bundle's checkpoint, if it was trained (``train.baselines``).
+
+    The engine's bundle only carries what play needs, so the baseline is loaded here from the same
+    checkpoint folder (once per folder and weights version)."""
+    tok = getattr(bundle, "iris_tokenizer", None)
+    if tok is not None:
+        return tok
+    path = getattr(bundle, "path", None)
+    if path is None:
+        return None
+    from model.checkpoint import WEIGHTS, load_weights
+
+    key = (str(path), (Path(path) / WEIGHTS).stat().st_mtime_ns, str(bundle.device))
+    if key not in _IRIS_CACHE:
+        tok = None
+        if "iris_tokenizer" in load_weights(path):
+            from model.checkpoint import load_checkpoint
+
+            tok = load_checkpoint(path, device=bundle.device, names=("iris_tokenizer",),
+                                  with_state=False).models["iris_tokenizer"]
+            tok.to(bundle.device).eval().requires_grad_(False)
+        _IRIS_CACHE.clear()
+        _IRIS_CACHE[key] = tok
+    return _IRIS_CACHE[key]
+
+
+_IRIS_CACHE: dict[tuple, Any] = {}
+
+
+def tokenizers_of(bundle: Any) -> list[tuple[str, Any]]:
+    """(label, tokenizer): the IRIS-style baseline (when trained) first, then the bundle's own."""
+    out = []
+    iris = iris_tokenizer_of(bundle)
+    if iris is not None:
+        out.append((f"IRIS-style ({iris.tokens_per_frame} tokens)", iris))
+    tok = bundle.tokenizer
+    name = "Δ-tokenizer" if getattr(tok, "kind", "delta") == "delta" else "IRIS-style (main)"
+    out.append((f"{name} ({tok.tokens_per_frame} tokens)", tok))
+    return out
+
+
+# ------------------------------------------------------------------------------------ I-tokens
+
+@dataclass
+class ITokenRollout:
+    """One action sequence played in the real env and in the dreams with and without I-tokens."""
+
+    actions: list[str]
+    real: list[np.ndarray]
+    with_i: list[np.ndarray]
+    without_i: list[np.ndarray]
+    err_with: list[float]  # mean |dream - real| per step, 0..255
+    err_without: list[float]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Long-format rows for a line plot: step, error, variant."""
+        out = [{"step": t, "error": e, "variant": "with I-tokens"} for t, e in enumerate(self.err_with)]
+        out += [{"step": t, "error": e, "variant": "without I-tokens"} for t, e in enumerate(self.err_without)]
+        return out
+
+
+def itoken_rollout(bundle: Any, steps: int = 30, seed: int = 0, temperature: float = 1.0,
+                   policy: str = "random") -> ITokenRollout:
+    """Two play sessions on the same seeded real episode, one per world-model variant, fed the same
+    actions (uniform random, or the agent acting on the real frames of the first session).
+
+    Raises the engine's VariantUnavailable when the checkpoint lacks one of the two world models."""
+    from app.engine import PlaySession, VariantUnavailable
+
+    if steps < 1:
+        raise ValueError("steps must be at least 1")
+    missing = [v for v in (True, False) if v not in bundle.world_models]
+    if missing:
+        raise VariantUnavailable(
+            "this checkpoint has no world model " + ("with" if missing[0] else "without")
+            + " I-tokens; train with --baselines to compare both")
+    a = PlaySession(bundle, shadow=True, seed=seed, temperature=temperature, i_tokens=True)
+    b = PlaySession(bundle, shadow=True, seed=seed, temperature=temperature, i_tokens=False)
+    try:
+        ia, ib = a.reset(seed=seed), b.reset(seed=seed)
+        if policy == "agent":
+            a.set_controller("agent")
+            a.set_agent_view("real")
+        elif policy != "random":
+            raise ValueError(f"policy must be 'random' or 'agent', got {policy!r}")
+        rng = np.random.default_rng(seed)
+        out = ITokenRollout([], [ia.real_frame], [ia.dream_frame], [ib.dream_frame],
+                            [ia.pixel_error or 0.0], [ib.pixel_error or 0.0])
+        for _ in range(steps):
+            if ia.real_done:
+                break
+            act = int(rng.integers(len(a.action_names))) if policy == "random" else None
+            ia = a.step(act)
+            ib = b.step(a.action_names.index(ia.action_name))
+            out.actions.append(ia.action_name)
+            out.real.append(ia.real_frame)
+            out.with_i.append(ia.dream_frame)
+            out.without_i.append(ib.dream_frame)
+            out.err_with.append(float(ia.pixel_error or 0.0))
+            out.err_without.append(float(ib.pixel_error or 0.0))
+        return out
+    finally:
+        a.close()
+        b.close()
+
+
+def itoken_gif(rollout: ITokenRollout, path: str | Path, fps: float = 8, scale: int = 3) -> Path:
+    """real | with I-tokens | without I-tokens, one GIF frame per step (app/recorder.py's footer)."""
+    from app.recorder import FrameRecorder
+
+    rec = FrameRecorder()
+    rec.start()
+    for t, (r, w, wo) in enumerate(zip(rollout.real, rollout.with_i, rollout.without_i)):
+        rec.add(t, real=r, with_i=w, without_i=wo)
+    rec.stop()
+    return rec.write_gif(path, names=["real", "with_i", "without_i"], fps=fps, scale=scale)
