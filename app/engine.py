@@ -32,7 +32,7 @@ from model.frames import to_tensor, to_uint8
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_CHECKPOINT = REPO_ROOT / "checkpoints" / "crafter"
-TRAIN_HINT = ("train one with `deltaplay train --preset cpu --env crafter --run-dir runs/crafter` "
+TRAIN_HINT = ("train one with `deltaplay train --env crafter --preset cpu --baselines --run-dir runs/crafter` "
               "(hours on a laptop CPU), then pass `--checkpoint runs/crafter` (a run folder or any "
               "checkpoint folder), or copy runs/crafter/checkpoints/last to checkpoints/crafter")
 
@@ -173,6 +173,7 @@ class StepInfo:
     steps_since_flush: int = 0
     real_return: float | None = None
     real_done: bool = False
+    action: int | None = None  # index of action_name
 
 
 class PlaySession:
@@ -212,6 +213,11 @@ class PlaySession:
         self._step_times: deque[float] = deque(maxlen=20)
         self._info: StepInfo | None = None
         self.seed: int | None = None
+        self._real_frame: np.ndarray | None = None
+        self._real_info: dict = {}
+        self._real_done, self._real_return = False, 0.0
+        self._step, self._return, self._since_flush = 0, 0.0, 0
+        self._agent_state: _AgentState | None = None
 
     # ------------------------------------------------------------------ public operations
     @property
@@ -253,6 +259,19 @@ class PlaySession:
             acts = [int(a) for a in np.asarray(episode.actions)[first:start]]
             return self._start(list(frames[first:start + 1]), acts, f"replaying a stored episode from frame {start}")
 
+    def reset_from_frames(self, frames: list[np.ndarray], actions: list[int],
+                          message: str = "primed on given frames") -> StepInfo:
+        """Prime the dream on given uint8 frames (and the actions between them), with no real env:
+        e.g. a second session that must start from exactly the same frame as another."""
+        with self._lock:
+            if len(frames) != len(actions) + 1:
+                raise ValueError(f"need one action between consecutive frames: {len(frames)} frames, "
+                                 f"{len(actions)} actions")
+            self._close_env()
+            self._replay = None
+            self._real_frame, self._real_info, self._real_done, self._real_return = None, {}, False, 0.0
+            return self._start(list(frames), [int(a) for a in actions], message)
+
     def step(self, action: int | None = None) -> StepInfo:
         """One dream step. ``None``: the controller picks (agent policy, recorded action in replay,
         noop for a human); an int is a human action."""
@@ -278,7 +297,7 @@ class PlaySession:
                 self._prime()
                 msg = _join(msg, f"memory flushed after {self.horizon} steps, re-primed from the dream's own frames")
             self._step_times.append(time.perf_counter() - t0)
-            return self._make_info(self.action_names[action], reward, end_prob, msg)
+            return self._make_info(self.action_names[action], reward, end_prob, msg, action)
 
     def set_controller(self, controller: str) -> StepInfo | None:
         with self._lock:
@@ -377,7 +396,7 @@ class PlaySession:
         have = ", ".join("with I-tokens" if k else "without I-tokens" for k in self.bundle.world_models)
         where = self.bundle.path or "this preset"
         return (f"{where} has no world model {want} (it has only: {have}); train with "
-                f"`--set train.baselines=true` to get both variants")
+                f"`deltaplay train --baselines` to get both variants")
 
     def _clamp_horizon(self, h: int) -> int:
         return int(np.clip(int(h), 1, self.max_horizon))
@@ -476,7 +495,8 @@ class PlaySession:
             return "the real episode ended (Enter / reset for a new one)"
         return ""
 
-    def _make_info(self, action_name: str | None, reward: float, end_prob: float, message: str) -> StepInfo:
+    def _make_info(self, action_name: str | None, reward: float, end_prob: float, message: str,
+                   action: int | None = None) -> StepInfo:
         dream = to_uint8(self._frame[0])
         real = self._real_frame if (self._env is not None or self._replay is not None) else None
         err = float(np.abs(dream.astype(np.int16) - real.astype(np.int16)).mean()) if real is not None else None
@@ -492,7 +512,8 @@ class PlaySession:
             dream_frame=dream, real_frame=None if real is None else np.asarray(real, np.uint8).copy(),
             pixel_error=err, achievements=ach, fps=fps, i_tokens=self.i_tokens, controller=self.controller,
             message=message, horizon=self.horizon, steps_since_flush=self._since_flush,
-            real_return=self._real_return if real is not None else None, real_done=self._real_done)
+            real_return=self._real_return if real is not None else None, real_done=self._real_done,
+            action=action)
         self._record(self._info)
         return self._info
 
