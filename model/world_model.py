@@ -1,0 +1,327 @@
+"""The world model G: a causal transformer over per-step token blocks (nanoGPT-style, pre-LN).
+
+Layouts (``S`` = tokens per step, ``K`` = tokens per frame):
+
+* ``delta`` (Δ-IRIS), step t: ``[I(x_t)] [a_t] z_{t+1}^0 .. z_{t+1}^{K-1}`` with
+  ``z_{t+1} = tokenizer.encode(x_t, a_t, x_{t+1})``; S = K + 2 (K + 1 with ``i_tokens=False``, the
+  paper's ablation). The I-token is a CNN summary of the whole frame x_t (FrameCNN -> linear ->
+  LayerNorm; the linear only where the CNN's 8x8 map is not already ``embed_dim`` wide, as in the
+  paper preset), trained end to end with the transformer: it is what lets the Δ-tokens describe only
+  the *change* while the model still sees where things are.
+* ``iris`` (baseline), step t: ``tok(x_t)^0 .. tok(x_t)^{K-1} [a_t]``; S = K + 1.
+
+Heads (Linear-ReLU-Linear) read the transformer's output at: the action token (reward r_t as
+symlog two-hot buckets, end d_t as 2 classes, and the first token of the next block) and at each
+token but the last of a block (the following token). So ``token_logits[:, t, k]`` predicts
+``tokens[:, t, k]`` for ``delta`` and ``tokens[:, t+1, k]`` for ``iris`` (whose last step has no
+target; its k >= 1 logits are zeros).
+
+Generation with a KV cache
+--------------------------
+``cache = wm.new_cache(B)`` preallocates, per layer, keys and values of shape
+``(B, heads, max_len, head_dim)`` with ``max_len = max_steps * S``, plus a buffer of the raw input
+embeddings that went in (the "ring" used to re-prime). ``wm.prime(cache, ...)`` loads a context
+(lazily: it runs with the next step), and ``wm.generate_step(cache, frame, action)`` appends the
+step's head (``[I(x_t)] [a_t]`` for delta, ``[a_t]`` for iris, whose ``tok(x_t)`` is already in the
+cache) and samples the K tokens one at a time. The last sampled token is only fed at the next call
+(nothing needs its output before then), so a step costs K transformer calls.
+
+Rolling window. Training only ever shows the model windows of at most ``max_steps`` steps that
+start at position 0 on a step boundary. When an append would overflow ``max_len``, the cache is
+flushed and rebuilt from the stored input embeddings, dropping just enough of the *oldest whole
+steps* to fit (so, once full, the window slides by one step per step and holds ``max_steps - 1``
+past steps plus the current one). The rebuilt cache is therefore exactly what a full forward over
+that truncated window computes, at the cost of one re-prime forward per step once the window is
+full. (The published code instead empties the cache, losing all context; we deviate to keep it.)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from model.config import WorldModelConfig
+from model.nets import FrameCNN
+from model.twohot import TwoHot
+
+LAYOUTS = ("delta", "iris")
+
+
+@dataclass
+class WorldModelOutput:
+    token_logits: torch.Tensor  # (B, T, K, V)
+    reward_logits: torch.Tensor  # (B, T, R)
+    end_logits: torch.Tensor  # (B, T, 2)
+
+
+class KVCache:
+    """Per-layer keys/values plus the raw input embeddings (for re-priming after a flush)."""
+
+    def __init__(self, num_layers: int, batch: int, heads: int, max_len: int, head_dim: int, embed_dim: int,
+                 device: torch.device, dtype: torch.dtype) -> None:
+        shape = (batch, heads, max_len, head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(num_layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(num_layers)]
+        self.emb = torch.zeros(batch, max_len, embed_dim, device=device)
+        self.batch = batch
+        self.length = 0  # tokens whose keys/values are in the cache
+        self.pending: torch.Tensor | None = None  # (B, p, D) embeddings to feed before the next chunk
+        self.last: WorldModelOutput | None = None  # logits of the last generate_step, (B, 1, ...) shaped
+
+    def clear(self) -> None:
+        self.length = 0
+        self.pending = None
+        self.last = None
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        assert dim % heads == 0, "embed_dim must be divisible by num_heads"
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.dropout = dropout
+        self.resid_drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+                start: int = 0) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = (t.view(b, n, self.heads, d // self.heads).transpose(1, 2) for t in self.qkv(x).split(d, dim=2))
+        p = self.dropout if self.training else 0.0
+        if kv is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
+        else:
+            kc, vc = kv
+            kc[:, :, start:start + n] = k
+            vc[:, :, start:start + n] = v
+            k, v = kc[:, :, :start + n].to(q.dtype), vc[:, :, :start + n].to(q.dtype)
+            # Query i sits at absolute position start + i and sees keys 0..start + i.
+            mask = None if n == 1 else torch.ones(n, start + n, dtype=torch.bool, device=x.device).tril(start)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        return self.resid_drop(self.proj(y.transpose(1, 2).reshape(b, n, d)))
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(dim)
+        self.attn = CausalSelfAttention(dim, heads, dropout)
+        self.ln2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor, kv=None, start: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), kv, start)
+        return x + self.mlp(self.ln2(x))
+
+
+def _mlp_head(dim: int, hidden: int, out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, out))
+
+
+def sample_tokens(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """logits (B, V) -> (B,); temperature <= 0 means greedy."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    return torch.distributions.Categorical(logits=logits.float() / temperature).sample()
+
+
+class WorldModel(nn.Module):
+    def __init__(self, cfg: WorldModelConfig, tokens_per_frame: int, vocab_size: int, num_actions: int,
+                 layout: str = "delta", image_size: int = 64) -> None:
+        super().__init__()
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
+        self.cfg = cfg
+        self.layout = layout
+        self.tokens_per_frame = K = tokens_per_frame
+        self.vocab_size = vocab_size
+        self.num_actions = num_actions
+        self.i_tokens = layout == "delta" and cfg.i_tokens
+        if layout == "delta":
+            self.action_index = 1 if self.i_tokens else 0
+            self.tokens_per_step = K + 1 + int(self.i_tokens)
+        else:
+            self.action_index = K
+            self.tokens_per_step = K + 1
+        self.max_len = cfg.max_steps * self.tokens_per_step
+        d = cfg.embed_dim
+
+        self.token_emb = nn.Embedding(vocab_size, d)
+        self.action_emb = nn.Embedding(num_actions, d)
+        if self.i_tokens:
+            self.frame_cnn = FrameCNN(3, cfg.frame_cnn_channels, cfg.frame_latent, image_size, out_size=8)
+            flat = cfg.frame_latent * 8 * 8  # paper: 8 x 8 x 8 = 512 = embed_dim, no projection needed
+            self.frame_proj = nn.Identity() if flat == d else nn.Linear(flat, d)
+            self.frame_norm = nn.LayerNorm(d)
+        self.pos_emb = nn.Embedding(self.max_len, d)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(d, cfg.num_heads, cfg.dropout) for _ in range(cfg.num_layers))
+        self.ln_f = nn.LayerNorm(d)
+        self.head_tokens = _mlp_head(d, cfg.head_hidden, vocab_size)
+        self.head_reward = _mlp_head(d, cfg.head_hidden, cfg.num_reward_buckets)
+        self.head_end = _mlp_head(d, cfg.head_hidden, 2)
+        self.twohot = TwoHot(cfg.num_reward_buckets)
+
+        for name, m in self.named_modules():
+            if name.startswith("frame_cnn"):
+                continue
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
+                if isinstance(m, nn.Linear) and m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        for block in self.blocks:  # GPT-2: scale the residual projections by depth
+            for lin in (block.attn.proj, block.mlp[2]):
+                nn.init.normal_(lin.weight, std=0.02 / math.sqrt(2 * cfg.num_layers))
+
+    # ---------------------------------------------------------------- embeddings
+
+    def embed_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """I-tokens: frames (N, 3, H, W) -> (N, D)."""
+        return self.frame_norm(self.frame_proj(self.frame_cnn(frames).flatten(1)))
+
+    def _embed_steps(self, frames: torch.Tensor | None, actions: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """T whole steps -> input embeddings (B, T*S, D) in layout order."""
+        b, t = actions.shape
+        a = self.action_emb(actions).unsqueeze(2)  # (B, T, 1, D)
+        z = self.token_emb(tokens)  # (B, T, K, D)
+        if self.layout == "iris":
+            parts = [z, a]
+        elif self.i_tokens:
+            if frames is None:
+                raise ValueError("this world model uses I-tokens: frames are required")
+            i = self.embed_frames(frames.reshape(b * t, *frames.shape[2:])).view(b, t, 1, -1)
+            parts = [i, a, z]
+        else:
+            parts = [a, z]
+        return torch.cat(parts, dim=2).flatten(1, 2)
+
+    # ---------------------------------------------------------------- training
+
+    def _trunk(self, emb: torch.Tensor, cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
+        pos = torch.arange(start, start + emb.size(1), device=emb.device)
+        x = self.drop(emb + self.pos_emb(pos))
+        for i, block in enumerate(self.blocks):
+            x = block(x, None if cache is None else (cache.k[i], cache.v[i]), start)
+        return self.ln_f(x)
+
+    def forward(self, frames: torch.Tensor | None, actions: torch.Tensor, tokens: torch.Tensor) -> WorldModelOutput:
+        b, t = actions.shape
+        if t > self.cfg.max_steps:
+            raise ValueError(f"sequence of {t} steps exceeds the window of {self.cfg.max_steps}")
+        k = self.tokens_per_frame
+        h = self._trunk(self._embed_steps(frames, actions, tokens)).view(b, t, self.tokens_per_step, -1)
+        ai = self.action_index
+        h_act = h[:, :, ai]
+        if self.layout == "delta":
+            token_logits = self.head_tokens(h[:, :, ai:ai + k])  # action, z^0 .. z^{K-2}
+        else:
+            first = self.head_tokens(h_act).unsqueeze(2)  # a_t -> tok(x_{t+1})^0
+            rest = self.head_tokens(h[:, 1:, :k - 1])  # tok(x_{t+1})^{<K-1} -> the following token
+            rest = torch.cat([rest, rest.new_zeros(b, 1, k - 1, rest.size(-1))], dim=1)
+            token_logits = torch.cat([first, rest], dim=2)
+        return WorldModelOutput(token_logits, self.head_reward(h_act), self.head_end(h_act))
+
+    def compute_loss(self, frames: torch.Tensor | None, actions: torch.Tensor, tokens: torch.Tensor,
+                     rewards: torch.Tensor, ends: torch.Tensor,
+                     mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Cross-entropies for tokens, two-hot rewards and ends (weights 1/1/1) over valid steps."""
+        out = self(frames, actions, tokens)
+        mask = torch.ones_like(actions, dtype=torch.bool) if mask is None else mask.bool()
+        if self.layout == "delta":
+            logits, targets = out.token_logits[mask], tokens[mask]
+        else:
+            pair = mask[:, :-1] & mask[:, 1:]
+            logits, targets = out.token_logits[:, :-1][pair], tokens[:, 1:][pair]
+        logits = logits.flatten(0, 1).float()
+        targets = targets.flatten()
+        loss_tokens = F.cross_entropy(logits, targets)
+        loss_reward = self.twohot.loss(out.reward_logits[mask], rewards[mask])
+        loss_end = F.cross_entropy(out.end_logits[mask].float(), ends[mask].long())
+        loss = loss_tokens + loss_reward + loss_end
+        with torch.no_grad():
+            acc = (logits.argmax(-1) == targets).float().mean()
+        metrics = {"loss": loss.item(), "loss_tokens": loss_tokens.item(), "loss_reward": loss_reward.item(),
+                   "loss_end": loss_end.item(), "token_acc": acc.item()}
+        return loss, metrics
+
+    # ---------------------------------------------------------------- generation
+
+    def new_cache(self, batch: int, dtype: torch.dtype | None = None) -> KVCache:
+        """An empty cache; ``dtype`` defaults to the autocast dtype when autocast is on."""
+        device = self.pos_emb.weight.device
+        if dtype is None:
+            dtype = (torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type)
+                     else self.pos_emb.weight.dtype)
+        d, heads = self.cfg.embed_dim, self.cfg.num_heads
+        return KVCache(self.cfg.num_layers, batch, heads, self.max_len, d // heads, d, device, dtype)
+
+    def prime(self, cache: KVCache, frames: torch.Tensor | None, actions: torch.Tensor, tokens: torch.Tensor) -> None:
+        """Load a context into ``cache`` (replacing what it held); it runs with the next generate_step.
+
+        delta: T whole steps as in ``forward`` (frames (B,T,3,H,W) or None without I-tokens,
+               actions (B,T), tokens (B,T,K)); the current frame x_T goes to ``generate_step``.
+        iris:  frames ignored, actions (B,T), tokens (B,T+1,K): T whole steps plus the current
+               frame's tokens, which the next action follows.
+        A context longer than the window keeps its most recent whole steps."""
+        cache.clear()
+        if self.layout == "delta":
+            emb = self._embed_steps(frames, actions, tokens) if actions.size(1) > 0 else None
+        else:
+            assert tokens.size(1) == actions.size(1) + 1, "iris prime needs the current frame's tokens"
+            last = self.token_emb(tokens[:, -1])
+            emb = last if actions.size(1) == 0 else torch.cat(
+                [self._embed_steps(None, actions, tokens[:, :-1]), last], dim=1)
+        cache.pending = emb
+
+    def _append(self, cache: KVCache, emb: torch.Tensor, reserve: int = 0) -> torch.Tensor:
+        """Feed ``emb`` (B, n, D) through the cached transformer; returns its outputs (B, n, D).
+        ``reserve`` more tokens will follow in this step: room is made for them now, so that a
+        flush never happens in the middle of a block."""
+        n_new, start = emb.size(1), cache.length
+        need = start + n_new + reserve
+        if need > self.max_len:  # flush: re-prime from the newest whole steps that fit
+            s = self.tokens_per_step
+            drop = math.ceil((need - self.max_len) / s) * s
+            emb = torch.cat([cache.emb[:, :start].to(emb.dtype), emb], dim=1)[:, drop:]
+            start = 0
+        n = emb.size(1)
+        cache.emb[:, start:start + n] = emb
+        h = self._trunk(emb, cache, start)
+        cache.length = start + n
+        return h[:, -min(n_new, n):]
+
+    def generate_step(self, cache: KVCache, frame: torch.Tensor | None, action: torch.Tensor,
+                      temperature: float = 1.0,
+                      tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One env step in imagination: frame x_t (B,3,H,W) (delta with I-tokens; else ignored) and
+        action a_t (B,) -> (tokens (B,K), reward r_t (B,), end probability (B,)).
+
+        ``tokens`` (B,K) teacher-forces the tokens instead of sampling them (evaluation, tests). The
+        step's logits are left in ``cache.last`` (shaped like ``forward``'s output with T=1)."""
+        parts = [] if cache.pending is None else [cache.pending]
+        if self.i_tokens:
+            if frame is None:
+                raise ValueError("this world model uses I-tokens: generate_step needs the current frame")
+            parts.append(self.embed_frames(frame).unsqueeze(1))
+        parts.append(self.action_emb(action).unsqueeze(1))
+        cache.pending = None
+        h = self._append(cache, torch.cat([p.float() for p in parts], dim=1),
+                         reserve=self.tokens_per_frame - 1)[:, -1]
+        reward_logits, end_logits = self.head_reward(h), self.head_end(h)
+        all_logits, sampled = [], []
+        for k in range(self.tokens_per_frame):
+            if k > 0:
+                h = self._append(cache, self.token_emb(sampled[-1]).unsqueeze(1))[:, -1]
+            logits = self.head_tokens(h)
+            all_logits.append(logits)
+            sampled.append(tokens[:, k] if tokens is not None else sample_tokens(logits, temperature))
+        cache.pending = self.token_emb(sampled[-1]).unsqueeze(1)
+        cache.last = WorldModelOutput(torch.stack(all_logits, 1).unsqueeze(1), reward_logits.unsqueeze(1),
+                                      end_logits.unsqueeze(1))
+        reward = self.twohot.decode(reward_logits)
+        end_prob = F.softmax(end_logits.float(), dim=-1)[:, 1]
+        return torch.stack(sampled, dim=1), reward, end_prob

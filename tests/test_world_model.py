@@ -1,0 +1,168 @@
+"""World model G: layouts, losses, parameter budget, and KV-cached generation == full forward."""
+import dataclasses
+
+import pytest
+import torch
+
+from model.config import paper, tiny
+from model.world_model import WorldModel
+
+A = 5
+
+
+def make(layout="delta", i_tokens=True, seed=0, **over):
+    torch.manual_seed(seed)
+    c = tiny()
+    cfg = dataclasses.replace(c.world_model, i_tokens=i_tokens, **over)
+    k = 4 if layout == "delta" else 16
+    return WorldModel(cfg, tokens_per_frame=k, vocab_size=c.tokenizer.vocab_size, num_actions=A, layout=layout).eval()
+
+
+def batch(wm, b=2, t=None, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    t = t or wm.cfg.max_steps
+    frames = torch.rand(b, t, 3, 64, 64, generator=g)
+    actions = torch.randint(0, A, (b, t), generator=g)
+    tokens = torch.randint(0, wm.vocab_size, (b, t, wm.tokens_per_frame), generator=g)
+    return frames, actions, tokens
+
+
+def test_i_token_switch_changes_the_layout():
+    on, off = make(i_tokens=True), make(i_tokens=False)
+    assert on.tokens_per_step == 6 and off.tokens_per_step == 5
+    assert on.max_len == 6 * on.cfg.max_steps and off.max_len == 5 * off.cfg.max_steps
+    assert hasattr(on, "frame_cnn") and not hasattr(off, "frame_cnn")
+    iris = make("iris")
+    assert iris.tokens_per_step == 17
+    # Without I-tokens the frames do not matter (and may be None).
+    frames, actions, tokens = batch(off)
+    a = off(None, actions, tokens).token_logits
+    b = off(torch.rand_like(frames), actions, tokens).token_logits
+    assert torch.equal(a, b)
+    # With I-tokens they do.
+    c = on(frames, actions, tokens).token_logits
+    d = on(torch.rand_like(frames), actions, tokens).token_logits
+    assert not torch.allclose(c, d)
+
+
+@pytest.mark.parametrize("layout,i_tokens", [("delta", True), ("delta", False), ("iris", False)])
+def test_forward_shapes_and_causality(layout, i_tokens):
+    wm = make(layout, i_tokens)
+    frames, actions, tokens = batch(wm)
+    b, t, k = tokens.shape
+    out = wm(frames, actions, tokens)
+    assert out.token_logits.shape == (b, t, k, wm.vocab_size)
+    assert out.reward_logits.shape == (b, t, wm.cfg.num_reward_buckets)
+    assert out.end_logits.shape == (b, t, 2)
+    # Changing the last step's tokens must not change anything read before them.
+    tokens2 = tokens.clone()
+    tokens2[:, -1] = (tokens2[:, -1] + 1) % wm.vocab_size
+    out2 = wm(frames, actions, tokens2)
+    if layout == "delta":  # z_{t+1} comes after a_t: rewards and the block's first token are read before it
+        assert torch.allclose(out.reward_logits, out2.reward_logits)
+        assert torch.allclose(out.token_logits[:, :-1], out2.token_logits[:, :-1])
+        assert torch.allclose(out.token_logits[:, -1, 0], out2.token_logits[:, -1, 0])
+        assert not torch.allclose(out.token_logits[:, -1, 1:], out2.token_logits[:, -1, 1:])
+    else:  # tok(x_t) comes before a_t: the last step's reward sees it, earlier outputs do not
+        assert torch.allclose(out.reward_logits[:, :-1], out2.reward_logits[:, :-1])
+        assert not torch.allclose(out.reward_logits[:, -1], out2.reward_logits[:, -1])
+        assert torch.allclose(out.token_logits[:, :-2], out2.token_logits[:, :-2])
+        assert torch.allclose(out.token_logits[:, -2, 0], out2.token_logits[:, -2, 0])
+        assert not torch.allclose(out.token_logits[:, -2, 1:], out2.token_logits[:, -2, 1:])
+
+
+@pytest.mark.parametrize("layout,i_tokens", [("delta", True), ("delta", False), ("iris", False)])
+def test_loss_is_finite_and_learns(layout, i_tokens):
+    wm = make(layout, i_tokens).train()
+    frames, actions, tokens = batch(wm, b=2, t=3)
+    rewards = torch.tensor([[0.0, 1.0, -0.1], [0.0, 2.0, 0.0]])
+    ends = torch.tensor([[0, 0, 1], [0, 0, 0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]], dtype=torch.bool)
+    opt = torch.optim.Adam(wm.parameters(), lr=1e-2)
+    history = []
+    for _ in range(15):
+        loss, m = wm.compute_loss(frames, actions, tokens, rewards, ends, mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append(m)
+    assert set(m) >= {"loss_tokens", "loss_reward", "loss_end", "token_acc"}
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
+    first, last = history[0], history[-1]
+    for key in ("loss_tokens", "loss_reward", "loss_end"):
+        assert last[key] < 0.7 * first[key], key
+    assert last["token_acc"] > first["token_acc"] + 0.2  # memorising one small batch
+
+
+def test_paper_preset_has_the_published_size():
+    c = paper()
+    wm = WorldModel(c.world_model, tokens_per_frame=4, vocab_size=1024, num_actions=17)
+    n = sum(p.numel() for p in wm.parameters())
+    assert abs(n - 11.9e6) / 11.9e6 < 0.10, n
+
+
+def _check_generation(wm, t0, t_total, iris=False):
+    """Prime on t0 steps, teacher-force the rest one step at a time, compare every step's logits
+    with a full forward over the window that ends at that step (the rolling policy)."""
+    b = 2
+    frames, actions, tokens = batch(wm, b=b, t=t_total + 1, seed=3)
+    s_max = wm.cfg.max_steps
+    cache = wm.new_cache(b)
+    with torch.no_grad():
+        if iris:
+            wm.prime(cache, None, actions[:, :t0], tokens[:, :t0 + 1])
+        else:
+            wm.prime(cache, frames[:, :t0], actions[:, :t0], tokens[:, :t0])
+        worst = 0.0
+        for t in range(t0, t_total):
+            forced = tokens[:, t + 1] if iris else tokens[:, t]
+            z, reward, end_prob = wm.generate_step(cache, None if iris else frames[:, t], actions[:, t], tokens=forced)
+            assert torch.equal(z, forced) and reward.shape == (b,) and end_prob.shape == (b,)
+            lo = max(0, t + 1 - s_max)
+            if iris:  # the full forward needs tok(x_{t+1}) in the window: give it one more step
+                lo = max(0, t + 2 - s_max)
+                full = wm(None, actions[:, lo:t + 2], tokens[:, lo:t + 2])
+                ref_tok = full.token_logits[:, t - lo]
+            else:
+                full = wm(frames[:, lo:t + 1], actions[:, lo:t + 1], tokens[:, lo:t + 1])
+                ref_tok = full.token_logits[:, -1]
+            ref_rew = full.reward_logits[:, t - lo]
+            ref_end = full.end_logits[:, t - lo]
+            got = cache.last
+            worst = max(worst, (got.token_logits[:, 0] - ref_tok).abs().max().item(),
+                        (got.reward_logits[:, 0] - ref_rew).abs().max().item(),
+                        (got.end_logits[:, 0] - ref_end).abs().max().item())
+            assert torch.allclose(reward, wm.twohot.decode(ref_rew), atol=1e-4)
+    return worst
+
+
+@pytest.mark.parametrize("i_tokens", [True, False])
+def test_kv_cached_generation_matches_full_forward(i_tokens):
+    wm = make("delta", i_tokens)
+    s_max = wm.cfg.max_steps
+    # Within the window, and past it (the window then slides by re-priming).
+    assert _check_generation(wm, t0=2, t_total=s_max) < 1e-4
+    assert _check_generation(wm, t0=1, t_total=2 * s_max + 1) < 1e-4
+    assert _check_generation(wm, t0=0, t_total=3) < 1e-4  # no context at all
+
+
+def test_kv_cached_generation_matches_full_forward_iris():
+    wm = make("iris")
+    assert _check_generation(wm, t0=1, t_total=wm.cfg.max_steps - 1, iris=True) < 1e-4
+    assert _check_generation(wm, t0=2, t_total=2 * wm.cfg.max_steps, iris=True) < 1e-4
+
+
+def test_long_context_is_truncated_to_the_window_and_sampling_is_valid():
+    wm = make("delta", True)
+    frames, actions, tokens = batch(wm, b=3, t=2 * wm.cfg.max_steps)
+    cache = wm.new_cache(3)
+    with torch.no_grad():
+        wm.prime(cache, frames[:, :-1], actions[:, :-1], tokens[:, :-1])
+        z, reward, end_prob = wm.generate_step(cache, frames[:, -1], actions[:, -1], temperature=1.0)
+    assert cache.length <= wm.max_len
+    assert z.shape == (3, 4) and z.dtype == torch.long and ((z >= 0) & (z < wm.vocab_size)).all()
+    assert ((end_prob >= 0) & (end_prob <= 1)).all() and torch.isfinite(reward).all()
+    # Greedy sampling follows the argmax of the logits left in the cache.
+    with torch.no_grad():
+        z, _, _ = wm.generate_step(cache, frames[:, -1], actions[:, -1], temperature=0.0)
+    assert torch.equal(z[:, 0], cache.last.token_logits[:, 0, 0].argmax(-1))
