@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from model.config import Config, get_preset
-from model.device import autocast, resolve_device
+from model.device import resolve_device
 from model.frames import to_tensor, to_uint8
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -231,7 +231,7 @@ class PlaySession:
         with self._lock:
             self.seed = int(seed) if seed is not None else self._rng.randrange(2**31)
             if self._env is None:
-                self._env = make_env(self.env_name, seed=self.seed)
+                self._env = make_env(self.env_name)  # seeded by the reset below (one world generation)
             obs, info = self._env.reset(seed=self.seed)
             self._replay = None
             self._real_frame = np.asarray(obs, np.uint8)
@@ -280,8 +280,7 @@ class PlaySession:
             t0 = time.perf_counter()
             action = self._choose_action(action)
             dream = self._dream
-            with torch.no_grad(), self._autocast():
-                frame, reward, end_prob = dream.step(torch.tensor([action], device=self.bundle.device))
+            frame, reward, end_prob = dream.step(torch.tensor([action], device=self.bundle.device))
             frame = frame.float().clamp(0, 1)
             reward, end_prob = float(reward[0]), float(end_prob[0])
             self._frame = frame
@@ -330,9 +329,8 @@ class PlaySession:
             if on == self.i_tokens:
                 return self._remake_info(f"I-tokens already {'on' if on else 'off'}")
             self.i_tokens = on
-            if self._dream is not None:
+            if self._dream is not None:  # the dream re-primes the new model from its own history
                 self._dream.set_world_model(self.world_model)
-                self._prime()
             return self._remake_info(f"I-tokens {'on' if on else 'off'}: world model swapped, current frame kept")
 
     def set_horizon(self, horizon: int) -> int:
@@ -401,9 +399,6 @@ class PlaySession:
     def _clamp_horizon(self, h: int) -> int:
         return int(np.clip(int(h), 1, self.max_horizon))
 
-    def _autocast(self):
-        return autocast(self.bundle.device, self.bundle.cfg.train.autocast)
-
     def _require_started(self) -> None:
         if self._dream is None:
             raise RuntimeError("call reset() (or reset_from_episode()) before step()")
@@ -413,7 +408,8 @@ class PlaySession:
 
         dev = self.bundle.device
         if self._dream is None:
-            self._dream = DreamEnv(self.bundle.tokenizer, self.world_model, temperature=self.temperature)
+            self._dream = DreamEnv(self.bundle.tokenizer, self.world_model, temperature=self.temperature,
+                                   autocast_mode=self.bundle.cfg.train.autocast)
         self._history.clear()
         self._actions.clear()
         for f in frames:
@@ -435,8 +431,7 @@ class PlaySession:
         frames = torch.stack(list(self._history)[-n:])[None]
         acts = list(self._actions)[len(self._actions) - (n - 1):] if n > 1 else []
         actions = torch.tensor([acts], dtype=torch.long, device=self.bundle.device).reshape(1, n - 1)
-        with torch.no_grad(), self._autocast():
-            self._dream.reset(frames, actions)
+        self._dream.reset(frames, actions)
         self._since_flush = 0
 
     def _burn_in_agent(self) -> None:
@@ -536,38 +531,26 @@ class PlaySession:
 
 
 class _AgentState:
-    """The actor-critic's recurrent state for one session. The bundle's network is shared between
-    sessions, so its LSTM state is swapped in and out around every call."""
+    """The actor-critic's LSTM state for one session. It is threaded explicitly through the network
+    (``ac.model(frame, state)``), so sessions sharing a bundle never touch each other's memory."""
 
     def __init__(self, ac: torch.nn.Module):
         self.ac = ac
-        ac.reset(1)
-        self.state = _get_lstm_state(ac)
+        z = torch.zeros(1, ac.cfg.lstm_dim, device=ac.device)
+        self.state = (z, z.clone())
 
-    def _run(self, fn):
-        with torch.no_grad():
-            saved = _get_lstm_state(self.ac)
-            _set_lstm_state(self.ac, self.state)
-            try:
-                out = fn()
-                self.state = _get_lstm_state(self.ac)
-            finally:
-                _set_lstm_state(self.ac, saved)
-            return out
-
-    def observe(self, frame: torch.Tensor) -> None:
-        self._run(lambda: self.ac(frame))
+    @torch.no_grad()
+    def observe(self, frame: torch.Tensor) -> torch.Tensor:
+        logits, _, self.state = self.ac.model(frame, self.state)
+        return logits
 
     def act(self, frame: torch.Tensor) -> int:
-        return int(self._run(lambda: self.ac.act(frame, epsilon=0.0))[0])
-
-
-def _get_lstm_state(ac: torch.nn.Module) -> Any:
-    return getattr(ac, "hx", None), getattr(ac, "cx", None)
-
-
-def _set_lstm_state(ac: torch.nn.Module, state: Any) -> None:
-    ac.hx, ac.cx = state
+        """Sample from the policy at the config's temperature (greedy at <= 0), as in collection."""
+        logits = self.observe(frame).float()[0]
+        temp = self.ac.cfg.temperature
+        if temp <= 0:
+            return int(logits.argmax())
+        return int(torch.distributions.Categorical(logits=logits / temp).sample())
 
 
 def _recorder():

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_episodes(store_dir: Path | None) -> list[Any]:
+def load_episodes(store_dir: Path | None) -> "StoredEpisodes":
     from app.cli import UserError
 
     if store_dir is None or not Path(store_dir).is_dir():
@@ -94,10 +94,23 @@ def load_episodes(store_dir: Path | None) -> list[Any]:
                         "checkpoint inside a run folder")
     from model.store import EpisodeStore
 
-    episodes = list(EpisodeStore(Path(store_dir)))
-    if not episodes:
+    episodes = StoredEpisodes(EpisodeStore(Path(store_dir)))
+    if not len(episodes):
         raise UserError(f"{store_dir}: no stored episodes to replay")
     return episodes
+
+
+class StoredEpisodes:
+    """A store's episodes as a sequence, loaded one at a time (a Crafter run holds gigabytes)."""
+
+    def __init__(self, store) -> None:
+        self.store, self.ids = store, store.ids()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int):
+        return self.store.get(self.ids[i])
 
 
 def key_name(key: int) -> str:
