@@ -68,12 +68,13 @@ def stored_transitions(store_dir: str | Path, episode: int = -1, limit: int = 25
     store_dir = Path(store_dir)
     if not store_dir.exists():
         raise ValueError(f"no experience store at {store_dir}")
-    episodes = list(EpisodeStore(store_dir))
-    if not episodes:
+    store = EpisodeStore(store_dir)
+    ids = store.ids()
+    if not ids:
         raise ValueError(f"the store at {store_dir} holds no episodes yet")
-    if not -len(episodes) <= episode < len(episodes):
-        raise ValueError(f"episode {episode} out of range: the store holds {len(episodes)} episodes")
-    ep = episodes[episode]
+    if not -len(ids) <= episode < len(ids):
+        raise ValueError(f"episode {episode} out of range: the store holds {len(ids)} episodes")
+    ep = store.get(ids[episode])
     return transitions_from_episode(np.asarray(ep.frames), np.asarray(ep.actions))[:limit]
 
 
