@@ -413,7 +413,7 @@ class PlaySession:
         self._history.clear()
         self._actions.clear()
         for f in frames:
-            self._history.append(to_tensor(np.asarray(f), dev))
+            self._history.append(to_tensor(np.array(f, np.uint8), dev))  # copy: stored episodes are read-only
         self._actions.extend(actions)
         self._frame = self._history[-1][None]
         self._step = 0

@@ -340,7 +340,7 @@ class PlayWindow:
         lines = self.help_lines()
         w, h = self.screen.get_size()
         overlay = pygame.Surface((w, h), pygame.SRCALPHA)
-        overlay.fill((0, 0, 0, 210))
+        overlay.fill((0, 0, 0, 230))
         self.screen.blit(overlay, (0, 0))
         for n, line in enumerate(lines):
             self.screen.blit(self.small.render(line, True, FG), (2 * GAP_PX, 2 * GAP_PX + n * 17))
@@ -359,7 +359,8 @@ class PlayWindow:
             "Enter: reset (replay: next episode)    .: pause    e: single step (noop for a human)",
             "m: human <-> agent    i: I-tokens on/off    g: start/stop GIF recording",
             f"{'/'.join(sorted(self.horizon_up))}: horizon +1    {'/'.join(sorted(self.horizon_down))}: horizon -1"
-            "    = / -: temperature    h: help    Esc: quit",
+            "    = / -: temperature",
+            "h: this help    Esc: quit",
         ]
         return rows
 
