@@ -1,0 +1,177 @@
+"""The policy: a CNN-LSTM actor-critic trained purely in imagination (Δ-IRIS / IRIS recipe).
+
+Frame -> FrameCNN (8x8 map, flattened) -> LSTMCell -> actor logits and critic logits over symlog
+two-hot value buckets (the critic head starts at zero, i.e. value 0). An EMA copy of the whole
+network (τ = ``cfg.target_tau``) provides the values used for λ-returns and as the baseline, which
+keeps the targets from chasing themselves.
+
+Training (``imagine_and_loss``): the LSTMs read the real burn-in frames (no gradient), the dream is
+reset from the same frames, then ``cfg.horizon`` actions are sampled from the policy in the dream.
+Loss = REINFORCE with the target critic as baseline (advantage = λ-return − target value, detached)
+− entropy bonus + two-hot cross-entropy of the critic against the λ-returns, over steps up to and
+including the first imagined end. Ends are sampled from the world model's end probability, as in
+the published code. The EMA target is updated at each call (one step behind the optimizer, as in the
+published code).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+from torch.distributions import Categorical
+
+from model.config import ActorCriticConfig
+from model.nets import FrameCNN
+from model.twohot import TwoHot
+
+State = tuple[torch.Tensor, torch.Tensor]
+
+
+def lambda_returns(rewards: torch.Tensor, values: torch.Tensor, ends: torch.Tensor, gamma: float,
+                   lam: float) -> torch.Tensor:
+    """λ-returns of a rollout: rewards, ends (B, T); values (B, T+1), the last one the bootstrap.
+
+    G_t = r_t + γ (1 − d_t) [(1 − λ) V_{t+1} + λ G_{t+1}],  with G_T = V_T."""
+    assert values.shape[1] == rewards.shape[1] + 1, "values needs one more step than rewards (the bootstrap)"
+    cont = gamma * (1.0 - ends.float())
+    out = torch.empty_like(rewards, dtype=torch.float32)
+    g = values[:, -1].float()
+    for t in reversed(range(rewards.shape[1])):
+        g = rewards[:, t] + cont[:, t] * ((1 - lam) * values[:, t + 1] + lam * g)
+        out[:, t] = g
+    return out
+
+
+def mask_until_first_end(ends: torch.Tensor) -> torch.Tensor:
+    """(B, T) -> bool mask of the steps up to and including the first end (all steps if none)."""
+    ended_before = torch.cumsum(ends.float(), dim=1) - ends.float()
+    return ended_before == 0
+
+
+class CnnLstm(nn.Module):
+    def __init__(self, cfg: ActorCriticConfig, num_actions: int, image_size: int = 64) -> None:
+        super().__init__()
+        self.cnn = FrameCNN(3, cfg.cnn_channels, cfg.cnn_latent, image_size, out_size=8)
+        self.lstm = nn.LSTMCell(cfg.cnn_latent * 8 * 8, cfg.lstm_dim)
+        self.actor = nn.Linear(cfg.lstm_dim, num_actions)
+        self.critic = nn.Linear(cfg.lstm_dim, cfg.num_value_buckets)
+        nn.init.zeros_(self.critic.weight)
+        nn.init.zeros_(self.critic.bias)
+
+    def forward(self, frame: torch.Tensor, state: State) -> tuple[torch.Tensor, torch.Tensor, State]:
+        h, c = self.lstm(self.cnn(frame).flatten(1), state)
+        return self.actor(h), self.critic(h), (h, c)
+
+
+class ActorCritic(nn.Module):
+    def __init__(self, cfg: ActorCriticConfig, num_actions: int, image_size: int = 64) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.num_actions = num_actions
+        self.model = CnnLstm(cfg, num_actions, image_size)
+        self.target = copy.deepcopy(self.model).requires_grad_(False)
+        self.twohot = TwoHot(cfg.num_value_buckets)
+        self._state: State | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.actor.weight.device
+
+    def _zeros(self, batch: int) -> State:
+        z = torch.zeros(batch, self.cfg.lstm_dim, device=self.device)
+        return z, z.clone()
+
+    def reset(self, batch: int) -> None:
+        """Start a fresh LSTM state for ``batch`` parallel episodes."""
+        self._state = self._zeros(batch)
+
+    def reset_where(self, done: torch.Tensor) -> None:
+        """Zero the LSTM state of the rows where ``done`` (B,) is true (vectorised collection)."""
+        if self._state is None:
+            return
+        keep = (~done.to(self.device).bool()).float().unsqueeze(1)
+        self._state = (self._state[0] * keep, self._state[1] * keep)
+
+    def forward(self, frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """frame (B, 3, H, W) -> (logits (B, A), value (B,)); advances the LSTM state."""
+        if self._state is None or self._state[0].size(0) != frame.size(0):
+            self.reset(frame.size(0))
+        logits, value_logits, self._state = self.model(frame, self._state)
+        return logits, self.twohot.decode(value_logits)
+
+    @torch.no_grad()
+    def act(self, frame: torch.Tensor, epsilon: float = 0.0, temperature: float = 1.0) -> torch.Tensor:
+        """Sample actions (B,) (greedy if temperature <= 0), uniformly random with prob. ``epsilon``."""
+        logits, _ = self(frame)
+        if temperature <= 0:
+            actions = logits.argmax(-1)
+        else:
+            actions = Categorical(logits=logits.float() / temperature).sample()
+        if epsilon > 0:
+            explore = torch.rand(actions.shape, device=actions.device) < epsilon
+            random = torch.randint(0, self.num_actions, actions.shape, device=actions.device)
+            actions = torch.where(explore, random, actions)
+        return actions
+
+    @torch.no_grad()
+    def update_target(self) -> None:
+        tau = self.cfg.target_tau
+        for t, s in zip(self.target.parameters(), self.model.parameters()):
+            t.lerp_(s.detach(), 1.0 - tau)
+        for t, s in zip(self.target.buffers(), self.model.buffers()):
+            t.copy_(s)
+
+    def imagine_and_loss(self, dream, burn_in_frames: torch.Tensor,
+                         burn_in_actions: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """burn_in_frames (B, L+1, 3, H, W) real frames, burn_in_actions (B, L) (a longer tensor is cut):
+        the LSTMs read x_0..x_{L-1}, the dream starts at x_L; then ``cfg.horizon`` imagined steps."""
+        cfg = self.cfg
+        frames = burn_in_frames.to(self.device, torch.float32)
+        b, n = frames.shape[:2]
+        actions = burn_in_actions[:, :n - 1].to(self.device, torch.long)
+        state, target_state = self._zeros(b), self._zeros(b)
+        with torch.no_grad():
+            for t in range(n - 1):
+                _, _, state = self.model(frames[:, t], state)
+                _, _, target_state = self.target(frames[:, t], target_state)
+        obs = dream.reset(frames, actions).to(self.device)
+
+        logits, value_logits, target_values, taken, rewards, ends = [], [], [], [], [], []
+        for _ in range(cfg.horizon):
+            lg, vl, state = self.model(obs, state)
+            a = Categorical(logits=lg.float()).sample()
+            with torch.no_grad():
+                _, tvl, target_state = self.target(obs, target_state)
+            obs, reward, end_prob = dream.step(a)
+            obs = obs.to(self.device)
+            logits.append(lg)
+            value_logits.append(vl)
+            target_values.append(self.twohot.decode(tvl))
+            taken.append(a)
+            rewards.append(reward.to(self.device))
+            ends.append(torch.bernoulli(end_prob.to(self.device).float().clamp(0, 1)))
+        with torch.no_grad():
+            _, tvl, _ = self.target(obs, target_state)
+            target_values.append(self.twohot.decode(tvl))
+
+        logits = torch.stack(logits, 1).float()  # (B, H, A)
+        value_logits = torch.stack(value_logits, 1).float()  # (B, H, R)
+        values = torch.stack(target_values, 1)  # (B, H+1)
+        taken, rewards, ends = torch.stack(taken, 1), torch.stack(rewards, 1), torch.stack(ends, 1)
+        with torch.no_grad():
+            returns = lambda_returns(rewards, values, ends, cfg.gamma, cfg.lambda_)
+            advantages = returns - values[:, :-1]
+        mask = mask_until_first_end(ends)
+
+        dist = Categorical(logits=logits)
+        policy_loss = -(dist.log_prob(taken) * advantages)[mask].mean()
+        entropy = dist.entropy()[mask].mean()
+        value_loss = self.twohot.loss(value_logits[mask], returns[mask])
+        loss = policy_loss + value_loss - cfg.entropy_weight * entropy
+        self.update_target()
+        metrics = {"loss": loss.item(), "policy_loss": policy_loss.item(), "value_loss": value_loss.item(),
+                   "entropy": entropy.item(), "imagined_reward": rewards[mask].mean().item(),
+                   "imagined_return": returns[:, 0].mean().item(), "value": values[:, :-1][mask].mean().item(),
+                   "end_rate": ends.mean().item()}
+        return loss, metrics

@@ -1,0 +1,127 @@
+"""Actor-critic: λ-returns by hand, parameter budget, acting, and a real imagination update."""
+import pytest
+import torch
+
+from model.actor_critic import ActorCritic, lambda_returns, mask_until_first_end
+from model.config import paper, tiny
+from model.imagination import DreamEnv
+from model.tokenizer import build_tokenizer
+from model.world_model import WorldModel
+
+A = 5
+
+
+def test_lambda_returns_by_hand():
+    rewards = torch.tensor([[1.0, 0.0, 2.0], [1.0, 0.0, 2.0]])
+    values = torch.tensor([[0.5, 1.0, 2.0, 4.0], [0.5, 1.0, 2.0, 4.0]])  # last = bootstrap
+    ends = torch.tensor([[0, 0, 0], [0, 1, 0]])
+    g = lambda_returns(rewards, values, ends, gamma=0.9, lam=0.5)
+    # Row 0: G2 = 2 + .9(.5*4 + .5*4) = 5.6; G1 = 0 + .9(.5*2 + .5*5.6) = 3.42; G0 = 1 + .9(.5*1 + .5*3.42) = 2.989
+    # Row 1: the episode ends at t=1, so G1 = 0 and G0 = 1 + .9(.5*1 + .5*0) = 1.45
+    assert torch.allclose(g, torch.tensor([[2.989, 3.42, 5.6], [1.45, 0.0, 5.6]]), atol=1e-5)
+    # λ = 0 is one-step TD, λ = 1 the discounted return bootstrapped at the end.
+    td = lambda_returns(rewards[:1], values[:1], ends[:1], gamma=0.9, lam=0.0)
+    assert torch.allclose(td, torch.tensor([[1 + 0.9 * 1.0, 0 + 0.9 * 2.0, 2 + 0.9 * 4.0]]))
+    mc = lambda_returns(rewards[:1], values[:1], ends[:1], gamma=0.9, lam=1.0)
+    assert torch.allclose(mc, torch.tensor([[1 + 0.9 * 0 + 0.81 * 2 + 0.729 * 4, 0.9 * 2 + 0.81 * 4, 2 + 0.9 * 4]]))
+
+
+def test_mask_until_first_end():
+    ends = torch.tensor([[0, 1, 0, 1], [0, 0, 0, 0], [1, 0, 0, 0]])
+    expected = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]], dtype=torch.bool)
+    assert torch.equal(mask_until_first_end(ends), expected)
+
+
+def test_paper_preset_has_the_published_size():
+    ac = ActorCritic(paper().actor_critic, num_actions=17)
+    trainable = sum(p.numel() for p in ac.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in ac.parameters())
+    assert abs(trainable - 3.75e6) / 3.75e6 < 0.10, trainable
+    assert total == 2 * trainable  # the frozen EMA target is a full copy
+
+
+def test_forward_act_and_lstm_state():
+    torch.manual_seed(0)
+    ac = ActorCritic(tiny().actor_critic, A)
+    frame = torch.rand(3, 3, 64, 64)
+    ac.reset(3)
+    logits, value = ac(frame)
+    assert logits.shape == (3, A) and value.shape == (3,)
+    assert torch.allclose(value, torch.zeros(3), atol=1e-6)  # zero-initialised critic
+    logits2, _ = ac(frame)
+    assert not torch.allclose(logits, logits2)  # the LSTM remembers the first frame
+    ac.reset(3)
+    assert torch.allclose(ac(frame)[0], logits)
+    ac.reset(3)
+    greedy = ac.act(frame, epsilon=0.0, temperature=0.0)
+    ac.reset(3)
+    assert torch.equal(greedy, ac(frame)[0].argmax(-1))
+    torch.manual_seed(1)
+    ac.reset(300)
+    rand = ac.act(torch.rand(300, 3, 64, 64), epsilon=1.0)
+    assert rand.min() >= 0 and rand.max() < A and len(rand.unique()) == A
+
+
+def test_reset_where_restarts_only_the_finished_rows():
+    torch.manual_seed(0)
+    ac = ActorCritic(tiny().actor_critic, A)
+    frame = torch.rand(2, 3, 64, 64)
+    ac.reset(2)
+    first, _ = ac(frame)
+    second, _ = ac(frame)
+    ac.reset(2)
+    ac(frame)
+    ac.reset_where(torch.tensor([True, False]))
+    again, _ = ac(frame)
+    assert torch.allclose(again[0], first[0]) and torch.allclose(again[1], second[1])
+
+
+def test_target_is_an_ema_of_the_model():
+    ac = ActorCritic(tiny().actor_critic, A)
+    with torch.no_grad():
+        for p in ac.model.parameters():
+            p.fill_(1.0)
+        for p in ac.target.parameters():
+            p.fill_(0.0)
+    ac.update_target()
+    tau = ac.cfg.target_tau
+    assert all(torch.allclose(p, torch.full_like(p, 1 - tau)) for p in ac.target.parameters())
+    assert not any(p.requires_grad for p in ac.target.parameters())
+
+
+@pytest.fixture(scope="module")
+def dream_parts():
+    torch.manual_seed(0)
+    c = tiny()
+    tok = build_tokenizer(c.tokenizer, A).eval()
+    wm = WorldModel(c.world_model, tok.tokens_per_frame, tok.vocab_size, A).eval()
+    return c, tok, wm
+
+
+def test_imagine_and_loss_trains_actor_and_critic_only(dream_parts):
+    c, tok, wm = dream_parts
+    torch.manual_seed(0)
+    ac = ActorCritic(c.actor_critic, A)
+    dream = DreamEnv(tok, wm)
+    b, n = 4, c.actor_critic.burn_in + 1
+    frames = torch.rand(b, n, 3, 64, 64)
+    actions = torch.randint(0, A, (b, n))  # longer than needed: cut to n - 1
+    opt = torch.optim.Adam(ac.parameters(), lr=3e-3)
+    target_before = [p.clone() for p in ac.target.parameters()]
+    history = []
+    for _ in range(3):
+        loss, m = ac.imagine_and_loss(dream, frames, actions)
+        opt.zero_grad()
+        loss.backward()
+        assert ac.model.actor.weight.grad.abs().sum() > 0
+        assert ac.model.critic.weight.grad.abs().sum() > 0
+        assert ac.model.cnn.net.stem.weight.grad.abs().sum() > 0  # gradients reach the CNN through the LSTM
+        opt.step()
+        history.append(m)
+    assert all(p.grad is None for p in wm.parameters()) and all(p.grad is None for p in tok.parameters())
+    assert all(p.grad is None for p in ac.target.parameters())
+    assert set(m) >= {"policy_loss", "value_loss", "entropy", "imagined_return", "value"}
+    assert all(torch.isfinite(torch.tensor(list(h.values()))).all() for h in history)
+    assert history[-1]["value_loss"] < history[0]["value_loss"]  # the critic fits the λ-returns
+    assert any(not torch.equal(a, p) for a, p in zip(target_before, ac.target.parameters()))
+    assert 0 < m["entropy"] <= torch.log(torch.tensor(float(A))).item() + 1e-5
