@@ -355,12 +355,8 @@ def _play_tab(settings: UISettings, state: gr.State, start_ckpt: str | None, nam
 
     outputs = [state, frame, real, stats, ach, err_plot]
 
-    def ensure(st: TabState | None, checkpoint: str | None = None) -> TabState:
-        if st is None:
-            st = TabState(start_ckpt)
-        if checkpoint is not None:
-            st.checkpoint = checkpoint or None
-        return st
+    def ensure(st: TabState | None) -> TabState:
+        return st if st is not None else TabState(start_ckpt)
 
     def need_session(st: TabState | None) -> TabState:
         st = ensure(st)
@@ -369,11 +365,12 @@ def _play_tab(settings: UISettings, state: gr.State, start_ckpt: str | None, nam
                            "(or train one in the Train tab).", print_exception=False)
         return st
 
-    def new_session(st: TabState, seed_v: float | None, itok_v: bool, shadow_v: bool, horizon_v: float,
-                    temp_v: float, ctrl: str, rec: bool) -> Any:
+    def new_session(st: TabState, ckpt: str | None, seed_v: float | None, itok_v: bool, shadow_v: bool,
+                    horizon_v: float, temp_v: float, ctrl: str, rec: bool) -> Any:
         from app.engine import PlaySession, VariantUnavailable
 
-        bundle = _load_bundle(st.checkpoint, settings.device)
+        bundle = _load_bundle(ckpt, settings.device)  # a bad path leaves the tab's checkpoint as it was
+        st.checkpoint = ckpt
         st.close()
         variants = [v for v in (bool(itok_v), not bool(itok_v)) if v in bundle.world_models]
         s = PlaySession(bundle, shadow=bool(shadow_v), temperature=float(temp_v), horizon=int(horizon_v),
@@ -393,17 +390,18 @@ def _play_tab(settings: UISettings, state: gr.State, start_ckpt: str | None, nam
         return info
 
     def on_load(st, checkpoint, seed_v, itok_v, shadow_v, horizon_v, temp_v, ctrl, rec):
-        st = ensure(st, checkpoint)
-        if not st.checkpoint:
+        st = ensure(st)
+        ckpt = checkpoint or st.checkpoint
+        if not ckpt:
             from app.engine import TRAIN_HINT
 
             msg = f"No checkpoint yet: start a run in the **Train** tab, or {TRAIN_HINT}."
             return [st, None, None, msg, "", _error_frame(st)] + _button_updates(None) + [gr.update(), gr.update()]
         with st.lock:
-            info = new_session(st, seed_v, itok_v, shadow_v, horizon_v, temp_v, ctrl, rec)
+            info = new_session(st, ckpt, seed_v, itok_v, shadow_v, horizon_v, temp_v, ctrl, rec)
             s = st.session
             return (_play_view(st, info) + _button_updates(s)
-                    + [json.dumps(s.keymap), gr.update(value=s.i_tokens)])
+                    + [json.dumps(s.keymap), s.i_tokens])
 
     def _button_updates(s: Any) -> list:
         if s is None:
@@ -426,7 +424,7 @@ def _play_tab(settings: UISettings, state: gr.State, start_ckpt: str | None, nam
             info = s.reset(seed=_seed(seed_v))
             if rec:
                 s.start_recording()
-            return _play_view(st, info) + _button_updates(s) + [json.dumps(s.keymap), gr.update(value=s.i_tokens)]
+            return _play_view(st, info) + _button_updates(s) + [json.dumps(s.keymap), s.i_tokens]
 
     def do_step(st, action):
         st = need_session(st)
@@ -477,7 +475,7 @@ def _play_tab(settings: UISettings, state: gr.State, start_ckpt: str | None, nam
                 info = st.session.set_i_tokens(bool(on))
             except VariantUnavailable as e:
                 raise _user_error(e) from None
-            return _play_view(st, info)[:4] + [gr.update(value=st.session.i_tokens)]
+            return _play_view(st, info)[:4] + [st.session.i_tokens]
 
     def set_controller(st, ctrl):
         from app.engine import VariantUnavailable
