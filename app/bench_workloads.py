@@ -1,0 +1,205 @@
+"""The workloads behind `deltaplay bench`; each returns table rows (dicts).
+
+Models are built from a preset (random weights: speed does not depend on their values) or loaded
+from a checkpoint. Inputs are random frames: the dream's cost does not depend on what it draws.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from app.bench import median, peak_rss_gib, timed
+from model.config import Config, get_preset
+from model.device import autocast
+
+
+@dataclass
+class BenchContext:
+    args: argparse.Namespace
+    cfg: Config
+    device: torch.device
+    models: dict[str, torch.nn.Module]
+
+    @classmethod
+    def build(cls, args: argparse.Namespace, device: torch.device) -> "BenchContext":
+        if args.checkpoint:
+            from model.checkpoint import load_checkpoint
+
+            ck = load_checkpoint(args.checkpoint, device)
+            return cls(args, ck.cfg, device, dict(ck.models))
+        cfg = get_preset(args.preset)
+        if args.env != "crafter":
+            from model.envs import num_actions
+
+            cfg.env.name, cfg.env.num_actions = args.env, num_actions(args.env)
+        return cls(args, cfg, device, build_models(cfg, device))
+
+    def autocast(self):
+        return autocast(self.device, "bf16") if self.args.dtype == "bf16" else contextlib.nullcontext()
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def frames(self, *shape: int) -> torch.Tensor:
+        s = self.cfg.env.image_size
+        return torch.rand(*shape, 3, s, s, device=self.device)
+
+    def actions(self, *shape: int) -> torch.Tensor:
+        return torch.randint(0, self.cfg.env.num_actions, shape, device=self.device)
+
+
+def build_models(cfg: Config, device: torch.device) -> dict[str, torch.nn.Module]:
+    from model.actor_critic import ActorCritic
+    from model.tokenizer import build_tokenizer
+    from model.world_model import WorldModel
+
+    a = cfg.env.num_actions
+    tok = build_tokenizer(cfg.tokenizer, a)
+    wm = WorldModel(cfg.world_model, tok.tokens_per_frame, tok.vocab_size, a, layout=tok.kind)
+    ac = ActorCritic(cfg.actor_critic, a, cfg.env.image_size)
+    return {k: m.to(device) for k, m in (("tokenizer", tok), ("world_model", wm), ("actor_critic", ac))}
+
+
+def _dream(ctx: BenchContext, batch: int):
+    from model.imagination import DreamEnv
+
+    dream = DreamEnv(ctx.models["tokenizer"].eval(), ctx.models["world_model"].eval(),
+                     autocast_mode="bf16" if ctx.args.dtype == "bf16" else None)
+    t0 = max(2, ctx.cfg.actor_critic.burn_in)
+    dream.reset(ctx.frames(batch, t0), ctx.actions(batch, t0 - 1))
+    return dream
+
+
+def bench_dream(ctx: BenchContext) -> list[dict[str, Any]]:
+    """Batch-1 latency of one human step, measured over ``--steps`` consecutive steps so the
+    world model's sliding window (and its re-priming) is included as a player would feel it."""
+    a = ctx.args
+    dream = _dream(ctx, 1)
+    act = ctx.actions(1)
+
+    def run() -> None:
+        for _ in range(a.steps):
+            dream.step(act)
+
+    secs = timed(run, a.repeats, a.warmup, ctx.sync)
+    ms = 1000 * median(secs) / a.steps
+    return [{"workload": "dream", "what": f"{ctx.cfg.preset} batch 1 step", "ms_per_step": round(ms, 2),
+             "steps_per_s": round(1000 / ms, 1)}]
+
+
+def bench_imagine(ctx: BenchContext) -> list[dict[str, Any]]:
+    """Imagination as the actor-critic sees it: the actor picks, the dream answers, H steps."""
+    a = ctx.args
+    ac = ctx.models["actor_critic"].eval()
+    rows = []
+    for b in a.batch or [32, 86]:
+        dream = _dream(ctx, b)
+
+        def run() -> None:
+            with torch.inference_mode():
+                ac.reset(b)
+                obs = dream.frame
+                for _ in range(a.horizon):
+                    obs, _, _ = dream.step(ac.act(obs))
+
+        secs = timed(run, max(1, a.repeats // 2), 1, ctx.sync)
+        fps = b * a.horizon / median(secs)
+        rows.append({"workload": "imagine", "what": f"{ctx.cfg.preset} batch {b} horizon {a.horizon}",
+                     "frames_per_s": round(fps, 1), "s_per_rollout": round(median(secs), 3)})
+    return rows
+
+
+def _optimizer(m: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(m.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+
+
+def bench_train(ctx: BenchContext) -> list[dict[str, Any]]:
+    a, cfg = ctx.args, ctx.cfg
+    rows = []
+    for part in a.train_parts:
+        for b in a.batch or [4, 32]:
+            step, per, unit = _train_step(ctx, part, b)
+            secs = timed(step, a.repeats, a.warmup, ctx.sync)
+            rows.append({"workload": "train", "what": f"{cfg.preset} {part} batch {b}x{_seq(cfg, part)}",
+                         f"ms_per_{unit}": round(1000 * median(secs) / per, 2),
+                         "s_per_step": round(median(secs), 3), "peak_rss_gib": round(peak_rss_gib(), 2)})
+    return rows
+
+
+def _seq(cfg: Config, part: str) -> int:
+    t = cfg.train
+    return {"tokenizer": t.tokenizer_seq, "world_model": t.world_model_seq,
+            "actor_critic": cfg.actor_critic.burn_in + 1}[part]
+
+
+def _train_step(ctx: BenchContext, part: str, b: int):
+    """One optimiser step of ``part`` on random inputs; returns (fn, items per step, item unit)."""
+    cfg, m = ctx.cfg, ctx.models
+    L = _seq(cfg, part)
+    if part == "tokenizer":
+        tok = m["tokenizer"].train()
+        opt = _optimizer(tok, cfg)
+        frames, actions = ctx.frames(b, L), ctx.actions(b, L)
+        prev, nxt = frames[:, :-1].flatten(0, 1), frames[:, 1:].flatten(0, 1)
+        act = actions[:, :-1].flatten()
+
+        def step() -> None:
+            with ctx.autocast():
+                loss, _ = tok.compute_loss(prev, act, nxt)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        return step, b * (L - 1), "pair"
+    if part == "world_model":
+        wm = m["world_model"].train()
+        opt = _optimizer(wm, cfg)
+        k, v = m["tokenizer"].tokens_per_frame, m["tokenizer"].vocab_size
+        frames, actions = ctx.frames(b, L), ctx.actions(b, L)
+        tokens = torch.randint(0, v, (b, L, k), device=ctx.device)
+        rewards = torch.zeros(b, L, device=ctx.device)
+        ends = torch.zeros(b, L, dtype=torch.long, device=ctx.device)
+        mask = torch.ones(b, L, dtype=torch.bool, device=ctx.device)
+
+        def step() -> None:
+            with ctx.autocast():
+                loss, _ = wm.compute_loss(frames, actions, tokens, rewards, ends, mask)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        return step, b * L, "frame"
+    if part == "actor_critic":
+        from model.imagination import DreamEnv
+
+        ac = m["actor_critic"].train()
+        opt = _optimizer(ac, cfg)
+        dream = DreamEnv(m["tokenizer"].eval(), m["world_model"].eval(),
+                         autocast_mode="bf16" if ctx.args.dtype == "bf16" else None)
+        frames, actions = ctx.frames(b, L), ctx.actions(b, L - 1)
+
+        def step() -> None:
+            with ctx.autocast():
+                loss, _ = ac.imagine_and_loss(dream, frames, actions)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        return step, 1, "step"
+    raise ValueError(f"unknown train part {part!r} (tokenizer|world_model|actor_critic)")
+
+
+def bench_collect(ctx: BenchContext) -> list[dict[str, Any]]:
+    from model.collector import benchmark_collect
+
+    a = ctx.args
+    rows = []
+    for workers in sorted({1, a.workers}):
+        sps = benchmark_collect(a.env, workers, a.steps * 20)
+        rows.append({"workload": "collect", "what": f"{a.env} {workers} worker(s)", "steps_per_s": round(sps, 1)})
+    return rows
