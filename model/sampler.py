@@ -84,24 +84,31 @@ class SegmentSampler:
         self.store, self.seq_len, self.alpha, self.burn_in, self.split = store, seq_len, recency_exponent, burn_in, split
         self.rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         self.update_counts = True
-        self.counts: dict[int, int] = {}
+        self._count_map: dict[int, int] = {}  # draws per episode id, as of the last sync
         self._version = -1
         self._ids = np.zeros(0, np.int64)
         self._lengths = np.zeros(0, np.int64)
+        self._counts = np.zeros(0, np.int64)  # aligned with _ids; updated on every draw
 
     # ------------------------------------------------------------ episode choice
     def _sync(self) -> None:
         if self._version != self.store.version:
+            self._count_map = self.counts
             ids, lengths = self.store.lengths(self.split)
             keep = lengths > 0  # an episode without a step has no segment to give
             self._ids, self._lengths = ids[keep], lengths[keep]
+            self._counts = np.array([self._count_map.get(int(i), 0) for i in self._ids], np.int64)
             self._version = self.store.version
+
+    @property
+    def counts(self) -> dict[int, int]:
+        """Episode id -> how often this sampler drew it."""
+        return {**self._count_map, **{int(i): int(c) for i, c in zip(self._ids, self._counts)}}
 
     def probabilities(self) -> np.ndarray:
         """Current draw probability of each episode of the split, in ``store.ids(split)`` order."""
         self._sync()
-        counts = np.array([self.counts.get(int(i), 0) for i in self._ids], np.float64)
-        w = (1.0 + counts) ** -self.alpha
+        w = (1.0 + self._counts) ** -float(self.alpha)
         return w / w.sum()
 
     def _choose(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -109,18 +116,17 @@ class SegmentSampler:
         if len(self._ids) == 0:
             raise ValueError(f"no episodes with steps in split {self.split!r} of {self.store.root}")
         idx = self.rng.choice(len(self._ids), size=batch_size, p=self.probabilities())
-        ids = self._ids[idx]
         if self.update_counts:
-            for i in ids:
-                self.counts[int(i)] = self.counts.get(int(i), 0) + 1
-        return ids, self._lengths[idx]
+            np.add.at(self._counts, idx, 1)
+        return self._ids[idx], self._lengths[idx]
 
     def state_dict(self) -> dict[str, list[int]]:
         ids = sorted(self.counts)
         return {"ids": ids, "counts": [self.counts[i] for i in ids]}
 
     def load_state_dict(self, state: dict[str, list[int]]) -> None:
-        self.counts = {int(i): int(c) for i, c in zip(state["ids"], state["counts"])}
+        self._count_map = {int(i): int(c) for i, c in zip(state["ids"], state["counts"])}
+        self._ids, self._counts, self._version = np.zeros(0, np.int64), np.zeros(0, np.int64), -1
 
     # ------------------------------------------------------------ segments
     def sample(self, batch_size: int, seq_len: int | None = None) -> Batch:
