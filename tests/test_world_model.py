@@ -80,7 +80,7 @@ def test_loss_is_finite_and_learns(layout, i_tokens):
     mask = torch.tensor([[1, 1, 1], [1, 1, 0]], dtype=torch.bool)
     opt = torch.optim.Adam(wm.parameters(), lr=1e-2)
     history = []
-    for _ in range(15):
+    for _ in range(10):
         loss, m = wm.compute_loss(frames, actions, tokens, rewards, ends, mask)
         opt.zero_grad()
         loss.backward()
