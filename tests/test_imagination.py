@@ -122,3 +122,16 @@ def test_iris_dream():
         out = wm(None, acts, toks)
     assert torch.equal(out.token_logits[:, -2].argmax(-1), z)  # step 2 predicts tok(x_3)
     assert torch.allclose(r, wm.twohot.decode(out.reward_logits[:, -2]), atol=1e-4)
+
+
+def test_single_frame_context_and_bf16_autocast():
+    tok, wm = models()
+    frames, actions = context(b=2, t0=1)
+    assert actions.shape == (2, 0)
+    dream = DreamEnv(tok, wm, autocast_mode="bf16")
+    x = dream.reset(frames, actions)
+    assert torch.equal(x, frames[:, 0]) and dream.cache.k[0].dtype == torch.bfloat16
+    for _ in range(wm.cfg.max_steps + 1):
+        x, r, d = dream.step(torch.tensor([1, 2]))
+    assert x.dtype == r.dtype == d.dtype == torch.float32
+    assert torch.isfinite(x).all() and torch.isfinite(r).all() and ((d >= 0) & (d <= 1)).all()
