@@ -96,8 +96,7 @@ def prepare_config(cfg: Config) -> Config:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     except ImportError as e:
-        raise ConfigError(f"env {cfg.env.name!r} needs an optional package ({e}); "
-                          "for Atari: pip install 'deltaplay[atari]'") from None
+        raise ConfigError(f"env {cfg.env.name!r}: {e}") from None
     t, w, a, tr = cfg.tokenizer, cfg.world_model, cfg.actor_critic, cfg.train
     if t.kind not in ("delta", "iris"):
         p.append(f"tokenizer.kind must be delta or iris, got {t.kind!r}")
@@ -129,6 +128,10 @@ def prepare_config(cfg: Config) -> Config:
         p.append("train.lr and train.grad_clip must be > 0 and train.weight_decay >= 0")
     if not 0 <= tr.epsilon <= 1:
         p.append(f"train.epsilon must be in [0, 1], got {tr.epsilon}")
+    try:
+        resolve_device(cfg.device)
+    except (ValueError, RuntimeError) as e:
+        p.append(str(e))
     if tr.autocast not in ("auto", "bf16", "off"):
         p.append(f"train.autocast must be auto, bf16 or off, got {tr.autocast!r}")
     if tr.baselines and (t.kind != "delta" or not w.i_tokens):
@@ -671,6 +674,9 @@ class Trainer:
 
             self._base_frames, self._my_frames0 = self.env_frames, self.store.num_steps_in("train")
             out = col.collect(policy, need, progress=progress)
+            while not self.store.num_steps_in("train"):  # nothing finished yet: training needs an episode
+                more = col.collect(policy, 16 * cfg.train.num_envs, progress=progress)
+                out = {k: out[k] + more[k] for k in out}
             if out["returns"]:
                 stats["collect/return"] = float(np.mean(out["returns"]))
                 stats["collect/episodes"] = float(len(out["returns"]))
