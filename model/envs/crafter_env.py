@@ -7,10 +7,15 @@ Crafter keeps the old gym API and seeds only through its constructor, so this wr
   so a seeded sequence of episodes is reproducible;
 * splits ``done`` into ``terminated`` (death: ``info["discount"] == 0``) and ``truncated`` (length);
 * copies ``info["player_pos"]`` (Crafter hands out its live array) and drops ``info["semantic"]``
-  (a 64x64 map per step that nothing here uses and that would cross process pipes every step).
+  (a 64x64 map per step that nothing here uses and that would cross process pipes every step);
+* makes steps reproducible: Crafter keeps each chunk's objects in a ``set``, whose order follows
+  memory addresses, and picks the creature to despawn by position in that order, so the same seed
+  and actions could play out differently. The world's chunk sets are swapped for insertion-ordered
+  ones (same contents, same rules).
 """
 from __future__ import annotations
 
+import collections
 from typing import Any
 
 import crafter
@@ -19,6 +24,22 @@ import numpy as np
 
 ACHIEVEMENTS: list[str] = list(crafter.constants.achievements)
 ACTIONS: list[str] = list(crafter.constants.actions)
+
+
+class _OrderedSet(dict):
+    """The subset of ``set`` Crafter uses on chunk contents, iterated in insertion order."""
+
+    def add(self, item) -> None:
+        self[item] = None
+
+    def remove(self, item) -> None:
+        del self[item]
+
+
+class _OrderedWorld(crafter.engine.World):
+    def reset(self, seed=None):
+        super().reset(seed)
+        self._chunks = collections.defaultdict(_OrderedSet)
 
 
 class CrafterEnv(gym.Env):
@@ -38,6 +59,7 @@ class CrafterEnv(gym.Env):
     def _build(self, seed: int) -> None:
         self._env = crafter.Env(area=self.area, view=self.view, size=(self.size, self.size),
                                 reward=self.reward, length=self.length, seed=int(seed))
+        self._env._world.__class__ = _OrderedWorld  # the views hold this object: retype it in place
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
