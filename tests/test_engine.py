@@ -22,41 +22,29 @@ def make_tiny_run(root: Path) -> Path:
     with _LOCK:
         if not done.exists():
             from model.config import tiny
+            from model.trainer import train
 
             cfg = tiny()
             cfg.env.name = "gridworld"
             cfg.train.baselines = True
             torch.manual_seed(0)
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # 2 threads on 2 shared, busy cores ran ~5x slower
             try:
-                from model.trainer import train
-            except ImportError:  # TEMPORARY until model/trainer.py lands
-                _untrained_run(cfg, root)
-            else:
-                train(cfg, run_dir=root, max_epochs=1)
+                train(cfg, run_dir=root, max_epochs=1, console=False)
+            finally:
+                torch.set_num_threads(threads)
             done.touch()
     return root
 
 
-def _untrained_run(cfg, root: Path) -> None:
-    from model.checkpoint import build_model, save_checkpoint
-    from model.envs import action_names, make_env
-    from model.store import Episode, EpisodeStore
-
-    cfg.env.num_actions = len(action_names("gridworld"))
-    names = ("tokenizer", "world_model", "world_model_no_itok", "actor_critic")
-    save_checkpoint(root / "checkpoints" / "last", {n: build_model(n, cfg) for n in names}, cfg)
-    store = EpisodeStore(root / "store")
-    env, rng = make_env("gridworld"), np.random.default_rng(0)
-    for seed in range(2):
-        obs, _ = env.reset(seed=seed)
-        frames, acts, rews, term, trunc = [obs], [], [], [], []
-        for _ in range(20):
-            a = int(rng.integers(5))
-            obs, r, te, tr, _ = env.step(a)
-            frames.append(obs), acts.append(a), rews.append(r), term.append(te), trunc.append(tr)
-            if te or tr:
-                break
-        store.add(Episode(np.stack(frames), acts, rews, term, trunc))
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Batch-1 play is latency-bound: one thread avoids spin-waiting on 2 shared, busy cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 
 from app.engine import ModelBundle, PlaySession
 from app.pygame_window import GAP_PX, HEADER_LINES, LABEL_PX, LINE_PX, PlayWindow, StoredEpisodes
-from test_engine import make_tiny_run
+from test_engine import make_tiny_run, one_thread  # noqa: F401  (autouse fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 
