@@ -146,6 +146,8 @@ class PlayWindow:
         km = session.keymap
         self.horizon_up = {"pageup", "]"} | ({"up"} if "up" not in km else set())
         self.horizon_down = {"pagedown", "["} | ({"down"} if "down" not in km else set())
+        if mode in ("real", "agent-real") and not session.shadow:
+            session.set_shadow(True)  # these modes show (and the agent may see) the real env
         pygame.init()
         pygame.display.set_caption("Δ-IRIS Playground")
         self.font = pygame.font.Font(None, 22)

@@ -189,3 +189,33 @@ wait $PID
     assert img.shape[0] == HEADER_LINES * LINE_PX + 2 * GAP_PX + panel + LABEL_PX + GAP_PX
     assert img.shape[1] >= 2 * panel  # dream next to the shadow env
     assert img.std() > 5  # something was drawn
+
+
+def test_real_modes_put_the_real_env_first_and_agent_sees_it(bundle, tmp_path):
+    w = PlayWindow(PlaySession(bundle, shadow=False, seed=0), mode="agent-real", scale=1, fps=10,
+                   out_dir=tmp_path, seed=3)
+    try:
+        assert w.session.shadow and w.info.real_frame is not None
+        assert w.session.controller == "agent" and w.session.agent_view == "real"
+        assert [label for label, _ in w.panels()] == ["real env", "dream (I-tokens)"]
+        w.update(now=1.0)
+        w.render()
+        assert w.info.step == 1
+        np.testing.assert_array_equal(panel_pixels(w, 0), w.info.real_frame.swapaxes(0, 1))
+    finally:
+        w.close()
+
+
+def test_missing_variant_is_a_message_not_a_crash(bundle, tmp_path):
+    only = ModelBundle(cfg=bundle.cfg, device=bundle.device, tokenizer=bundle.tokenizer,
+                       world_models={True: bundle.world_models[True]}, actor_critic=None)
+    w = PlayWindow(PlaySession(only, shadow=False, seed=0), mode="dream", scale=1, out_dir=tmp_path)
+    try:
+        press(w, pygame.K_i)
+        assert w.session.i_tokens is True and "without I-tokens" in w.message
+        press(w, pygame.K_m)
+        assert w.session.controller == "human" and "no trained agent" in w.message
+        press(w, pygame.K_w)
+        assert w.info.step == 1
+    finally:
+        w.close()
