@@ -563,6 +563,16 @@ def _join(a: str, b: str) -> str:
     return f"{a}; {b}" if a else b
 
 
+def set_play_threads(threads: int, device: torch.device | str = "cpu") -> int:
+    """Torch threads for interactive play. ``0`` = auto: one thread on CPU, since a batch-1 dream step is
+    a chain of tiny kernels; measured on 2 shared, busy cores, 2 threads ran 13-28x *slower* than 1
+    (spin-waiting), and on an idle machine they gain little. Returns the number in effect."""
+    if threads <= 0:
+        threads = 1 if torch.device(device).type == "cpu" else torch.get_num_threads()
+    torch.set_num_threads(threads)
+    return threads
+
+
 # ----------------------------------------------------------------------------------- benchmark
 
 def benchmark_dream(checkpoint_or_preset: str | Path | None = "tiny", steps: int = 50, device: str = "auto",

@@ -36,16 +36,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--horizon", type=int, default=None, help="dream steps before the memory is re-primed")
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads (0 = auto: 1 on CPU, where a batch-1 dream gains nothing from more)")
 
 
 def run(args: argparse.Namespace) -> int:
     from app.cli import UserError
-    from app.engine import CheckpointMissing, VariantUnavailable
+    from app.engine import CheckpointMissing, VariantUnavailable, set_play_threads
+    from model.checkpoint import CheckpointError
+    from model.device import resolve_device
 
     if args.steps < 1 or args.scale < 1 or args.fps <= 0:
         raise UserError("--steps and --scale must be >= 1 and --fps > 0")
     policy: str | list[int] = args.policy
     try:
+        set_play_threads(args.threads, resolve_device(args.device))
         if args.actions:
             policy = read_actions(args.actions)
         path, n = export_rollout_gif(
@@ -53,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             side_by_side=args.side_by_side, compare_i_tokens=args.compare_i_tokens, scale=args.scale,
             fps=args.fps, seed=args.seed, temperature=args.temperature, horizon=args.horizon,
             device=args.device, return_count=True)
-    except (CheckpointMissing, VariantUnavailable, FileNotFoundError, ValueError) as e:
+    except (CheckpointMissing, CheckpointError, VariantUnavailable, FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
     print(f"wrote {n} frames ({args.fps:g} fps) to {path}")
     return 0

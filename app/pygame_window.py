@@ -46,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the dream")
     p.add_argument("--no-i-tokens", action="store_true", help="start with the world model without I-tokens")
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads (0 = auto: 1 on CPU, where a batch-1 dream gains nothing from more)")
     p.add_argument("--out-dir", default="gifs", help="where `g` writes GIFs")
     p.add_argument("--run", default=None, help="replay: run folder whose store/ holds the episodes "
                                                "(default: the checkpoint's run folder)")
@@ -58,14 +60,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from app.cli import UserError
-    from app.engine import CheckpointMissing, ModelBundle, PlaySession
+    from app.engine import CheckpointMissing, ModelBundle, PlaySession, set_play_threads
+    from model.checkpoint import CheckpointError
 
     if args.scale < 1 or args.fps <= 0:
         raise UserError("--scale must be >= 1 and --fps > 0")
     try:
         bundle = ModelBundle.load(args.checkpoint, device=args.device)
-    except CheckpointMissing as e:
+    except (CheckpointMissing, CheckpointError, ValueError) as e:
         raise UserError(str(e)) from None
+    set_play_threads(args.threads, bundle.device)
     shadow = not args.no_shadow or args.mode in ("real", "agent-real")
     session = PlaySession(bundle, shadow=shadow, seed=args.seed, temperature=args.temperature,
                           horizon=args.horizon, i_tokens=False if args.no_i_tokens else None)
