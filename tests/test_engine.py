@@ -249,3 +249,19 @@ def test_benchmark_dream(run_dir):
     assert out["steps_per_s"] == pytest.approx(1000.0 / out["ms_per_step"])
     out = benchmark_dream("tiny", steps=3, device="cpu", warmup=0, env="gridworld")
     assert out["steps_per_s"] > 0
+
+
+def test_crafter_session_reports_achievements_and_keymap():
+    """Real Crafter as the shadow env (models untrained at the tiny preset: only plumbing is checked)."""
+    from model.envs.crafter_env import ACHIEVEMENTS
+
+    bundle = ModelBundle.from_preset("tiny", env="crafter", device="cpu")
+    s = PlaySession(bundle, shadow=True, seed=0)
+    assert s.keymap["w"] == s.action_names.index("move_up") and s.keymap["space"] == s.action_names.index("do")
+    info = s.reset(seed=1)
+    assert info.achievements == {}  # nothing unlocked yet (GridWorld has none at all: None)
+    for _ in range(3):
+        info = s.step(s.keymap["space"])
+    assert isinstance(info.achievements, dict) and set(info.achievements) <= set(ACHIEVEMENTS)
+    assert info.real_frame.shape == (64, 64, 3) and info.pixel_error is not None
+    s.close()
