@@ -50,7 +50,12 @@ class CheckpointMissing(FileNotFoundError):
 def resolve_checkpoint_path(path: str | Path | None) -> Path:
     """A checkpoint folder from a checkpoint folder, a run folder (its ``checkpoints/last``) or None
     (the bundled Crafter checkpoint)."""
-    from model.checkpoint import checkpoint_exists
+    from model.checkpoint import CONFIG, WEIGHTS
+
+    def checkpoint_exists(p: Path) -> bool:
+        # Read-only check: model.checkpoint.checkpoint_exists also repairs interrupted swaps, which
+        # must stay the writer's job (a trainer may be mid-swap while a UI looks).
+        return (p / WEIGHTS).is_file() and (p / CONFIG).is_file()
 
     if path is None:
         if not checkpoint_exists(BUNDLED_CHECKPOINT):
