@@ -11,7 +11,9 @@ published code does before resuming collection).
 Crafter's reset (world generation, ≈0.6 s) costs more CPU than a whole random episode of steps. In
 lockstep every env would wait for it, so the pool keeps ``spares`` extra env processes that reset in
 the background: a finished env is swapped for a spare whose next episode is ready, and then resets
-itself while the others keep stepping.
+itself while the others keep stepping. Default: num_envs // 2 spares (at least 1) for Crafter, none
+for the others. GridWorld runs in-process by default (``processes=False``): pipes would cost more
+than its microsecond steps.
 
 Episode seeds are drawn from ``SeedSequence([seed, k])`` for the k-th episode started, recorded in
 the episode (``Episode.seed``): ``make_env(name).reset(seed=ep.seed)`` + its actions replays it.
@@ -178,6 +180,8 @@ class Collector:
     def __init__(self, env_name: str, num_envs: int, store: EpisodeStore, seed: int = 0,
                  processes: bool | None = None, spares: int | None = None,
                  env_kwargs: dict[str, Any] | None = None):
+        if num_envs < 1:
+            raise ValueError("num_envs must be >= 1")
         self.env_name = canonical_name(env_name)
         self.num_envs, self.store, self.seed = num_envs, store, seed
         # GridWorld steps in microseconds: pipes would cost more than they save, keep it in-process.
@@ -382,8 +386,8 @@ def evaluate(episodes: Iterable[Episode]) -> dict[str, Any]:
 def benchmark_collect(env_name: str, num_workers: int, steps: int, seed: int = 0,
                       spares: int | None = None) -> float:
     """Env steps per second of random-policy collection into a temporary store, with
-    ``num_workers`` envs (one process each, plus the default spares; GridWorld runs in-process). Process start-up and the first resets
-    are not timed; later resets and episode writes are."""
+    ``num_workers`` envs (one process each, plus the default spares; GridWorld runs in-process).
+    Process start-up and the first resets are not timed; later resets and episode writes are."""
     with tempfile.TemporaryDirectory() as tmp, \
             Collector(env_name, num_workers, EpisodeStore(tmp), seed=seed, spares=spares) as col:
         col.start()

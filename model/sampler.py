@@ -81,7 +81,8 @@ class SegmentSampler:
                  split: str = "train", rng: np.random.Generator | int | None = None):
         if seq_len < 1:
             raise ValueError("seq_len must be >= 1")
-        self.store, self.seq_len, self.alpha, self.burn_in, self.split = store, seq_len, recency_exponent, burn_in, split
+        self.store, self.seq_len, self.split = store, seq_len, split
+        self.alpha, self.burn_in = recency_exponent, burn_in
         self.rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         self.update_counts = True
         self._count_map: dict[int, int] = {}  # draws per episode id, as of the last sync
@@ -121,8 +122,9 @@ class SegmentSampler:
         return self._ids[idx], self._lengths[idx]
 
     def state_dict(self) -> dict[str, list[int]]:
-        ids = sorted(self.counts)
-        return {"ids": ids, "counts": [self.counts[i] for i in ids]}
+        counts = self.counts
+        ids = sorted(counts)
+        return {"ids": ids, "counts": [counts[i] for i in ids]}
 
     def load_state_dict(self, state: dict[str, list[int]]) -> None:
         self._count_map = {int(i): int(c) for i, c in zip(state["ids"], state["counts"])}
