@@ -11,7 +11,9 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(2)
+# One thread: the models in tests are tiny, and 2 threads oversubscribe a loaded 2-core machine
+# (measured 5-25x slower than 1 thread when other processes run).
+torch.set_num_threads(1)
 
 
 @pytest.fixture
