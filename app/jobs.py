@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +69,7 @@ class TrainSpec:
 class RunStatus:
     name: str
     path: Path
-    state: str  # "running" | "finished" | "stopped" | "crashed" | "unknown"
+    state: str  # "running" | "stopping" | "finished" | "stopped" | "crashed" | "unknown"
     pid: int | None
     progress: dict[str, Any]
     error: str | None
@@ -159,7 +160,7 @@ class JobManager:
 
     def _write_job(self, name: str, job: dict[str, Any]) -> None:
         p = self.run_dir(name) / JOB_FILE
-        tmp = p.with_suffix(".tmp")
+        tmp = p.with_name(f".{p.name}.{os.getpid()}-{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps(job, indent=2))
         os.replace(tmp, p)
 
@@ -207,33 +208,45 @@ class JobManager:
             raise JobError(f"run {name!r} was not started from this UI (no {JOB_FILE}); cannot resume it here")
         return self.start(TrainSpec(**job["spec"]), resume=True)
 
-    def stop(self, name: str, grace_s: float = 10.0) -> RunStatus:
-        """SIGTERM lets the trainer save a checkpoint; SIGKILL after ``grace_s`` if it does not exit."""
-        job = self._job(name)
-        pid = self._procs[name].pid if name in self._procs else job.get("pid")
+    def stop(self, name: str, grace_s: float = 20.0, wait: bool = False) -> RunStatus:
+        """SIGTERM lets the trainer finish its step and save a checkpoint; a watcher thread sends
+        SIGKILL if it has not exited after ``grace_s``. ``wait=False`` returns at once ("stopping")."""
         if not self.is_running(name):
             raise JobError(f"run {name!r} is not running")
+        job = self._job(name)
+        proc = self._procs.get(name)
+        pid = proc.pid if proc is not None else job.get("pid")
         job["stopped"] = True
         self._write_job(name, job)
         _signal_group(pid, signal.SIGTERM)
+        watcher = threading.Thread(target=self._kill_after, args=(name, pid, grace_s), daemon=True)
+        watcher.start()
+        if wait:
+            watcher.join()
+        return self.status(name)
+
+    def _kill_after(self, name: str, pid: int | None, grace_s: float) -> None:
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline and self.is_running(name):
             time.sleep(0.1)
         if self.is_running(name):
             _signal_group(pid, signal.SIGKILL)
-            proc = self._procs.get(name)
-            if proc is not None:
-                proc.wait(timeout=5)
         proc = self._procs.get(name)
-        self._record_exit(name, proc.returncode if proc is not None and proc.returncode is not None else -9)
-        return self.status(name)
+        if proc is not None:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                return
+            self._record_exit(name, proc.returncode)
+        elif not _pid_alive(pid):
+            self._record_exit(name, -9)
 
     def shutdown(self) -> None:
         """Stop every child this manager started (the UI is closing)."""
         for name in list(self._procs):
             if self.is_running(name):
                 try:
-                    self.stop(name, grace_s=5.0)
+                    self.stop(name, grace_s=5.0, wait=True)
                 except JobError:
                     pass
 
@@ -266,7 +279,7 @@ class JobManager:
         job = self._job(name)
         code = job.get("returncode")
         if running:
-            state = "running"
+            state = "stopping" if job.get("stopped") else "running"
         elif job.get("stopped"):
             state = "stopped"
         elif code == 0:

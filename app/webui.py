@@ -602,8 +602,9 @@ def _tokenizer_tab(settings: UISettings, state: gr.State, play: PlayWidgets) -> 
                 batch_btn = gr.Button("Evaluate batch", elem_id="btn-tok-batch")
             batch_table = gr.Dataframe(headers=compare.BATCH_HEADERS, label="Batch", interactive=False,
                                        elem_id="tok-batch-table")
-            worst = gr.Gallery(label="Worst 1%: original | reconstruction | error", columns=2, height=300,
-                               elem_id="tok-worst", format="png")
+            worst = gr.Gallery(label="Worst 1%: original | reconstruction | error", columns=2, height="auto",
+                               elem_id="tok-worst", format="png", preview=False, object_fit="contain",
+                               elem_classes=["pixelated"])
 
     def run(st, src, seed_v, index_v, episode_v, prev_file, next_file, action_v):
         bundle = _bundle_of(st, settings)
@@ -741,13 +742,16 @@ def _long(rows: list[dict[str, Any]], want) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["epoch", "value", "series"])
 
 
+LOSS_KEYS = ("tokenizer_loss", "world_model_loss", "actor_critic_loss")  # model/trainer.py's headline names
+SCORE_KEYS = ("crafter_score", "return")
+
+
 def _is_loss(k: str) -> bool:
-    return k.endswith("loss") or k.endswith("/loss")
+    return k in LOSS_KEYS
 
 
 def _is_score(k: str) -> bool:
-    k = k.lower()
-    return "score" in k or k.endswith("return") or "return_mean" in k
+    return k in SCORE_KEYS
 
 
 def _progress_md(jobs: JobManager, name: str | None) -> tuple[str, str, str | None]:
@@ -894,7 +898,8 @@ def _gallery_tab(settings: UISettings) -> None:
     with gr.Tab("Gallery", id="gallery", elem_id="tab-gallery") as tab:
         gr.Markdown(f"GIFs exported here (saved in `{settings.gallery_dir}`) and dream GIFs written by training runs.")
         refresh = gr.Button("Refresh", elem_id="btn-gallery-refresh")
-        gallery = gr.Gallery(label="GIFs", columns=4, height=420, elem_id="gallery", format="gif")
+        gallery = gr.Gallery(label="GIFs", columns=3, height="auto", elem_id="gallery", format="gif",
+                             preview=False, object_fit="contain", elem_classes=["pixelated"])
         files = gr.File(label="Download", file_count="multiple", interactive=False, elem_id="gallery-files")
 
     def load():

@@ -23,21 +23,26 @@ _LOCK = threading.Lock()
 
 
 def build_tiny_run(base: Path) -> Path:
-    """runs/tiny under ``base``: tiny preset, GridWorld, one epoch, --baselines. Built once per pytest
-    session (the browser test reuses it through the same folder)."""
-    run = base / "webui_runs" / "tiny"
+    """A tiny GridWorld run (tiny preset, one epoch, baselines) under ``base``, built once per pytest
+    session. It lives where tests/test_engine.py keeps the same run, with the same ``.done`` marker,
+    so whichever test file runs first trains it and the others reuse it."""
+    run = base / "tiny_gridworld_run"
     with _LOCK:
-        if not (run.parent / ".built").exists():
+        if not (run / ".done").exists():
             from model.config import tiny
             from model.trainer import train
 
             cfg = tiny()
             cfg.env.name = "gridworld"
-            cfg.device = "cpu"
             cfg.train.baselines = True
             torch.manual_seed(0)
-            train(cfg, run_dir=run, max_epochs=1, console=False)
-            (run.parent / ".built").touch()
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # tiny networks: one thread is faster on a shared 2-core machine
+            try:
+                train(cfg, run_dir=run, max_epochs=1, console=False)
+            finally:
+                torch.set_num_threads(threads)
+            (run / ".done").touch()
     return run
 
 
@@ -49,7 +54,8 @@ def tiny_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(tiny_run, tmp_path_factory):
     gallery = tmp_path_factory.mktemp("gallery")
-    demo = webui.build_app(tiny_run, runs_dir=tiny_run.parent, gallery_dir=gallery, device="cpu")
+    runs = tmp_path_factory.mktemp("runs")
+    demo = webui.build_app(tiny_run, runs_dir=runs, gallery_dir=gallery, device="cpu")
     _, url = webui.launch(demo, port=None, block=False, quiet=True)
     assert url.startswith("http://127.0.0.1:")
     yield url, gallery
@@ -186,3 +192,22 @@ def test_two_clients_play_independently(server, tiny_run, tmp_path):
     stats_b = b.predict(2, api_name="/step")[2]
     stats_a = a.predict(1, api_name="/step")[2]
     assert "**step** 1" in stats_b and "**step** 4" in stats_a
+
+
+def test_train_tab_refuses_a_busy_folder_and_shows_a_crash(client, server):
+    """A run whose env cannot be built crashes in its child process; the Train tab shows why.
+    Starting a second run into the same folder is refused."""
+    args = ["crafter-typo", "atari:NoSuchGame", "tiny", "cpu", "delta", True, False, 0, 1]
+    out = client.predict(*args, api_name="/train_start")
+    assert "crafter-typo" in out[2]
+    with pytest.raises(AppError, match="already"):
+        client.predict(*args, api_name="/train_start")
+    for _ in range(600):  # a deadline, not a timing assertion: the child needs a few s to import torch
+        out = client.predict("crafter-typo", api_name="/train_refresh")
+        if "crashed" in out[2]:
+            break
+        threading.Event().wait(0.2)
+    assert "**crashed**" in out[2]
+    error = out[3]["value"] if isinstance(out[3], dict) else out[3]  # a visibility update carries the text
+    assert "NoSuchGame" in error
+    assert "crafter-typo" in [row[0] for row in out[1]["data"]]
