@@ -19,8 +19,10 @@ import copy
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.distributions import Categorical
 
+from model import fastpath
 from model.config import ActorCriticConfig
 from model.nets import FrameCNN
 from model.twohot import TwoHot
@@ -60,7 +62,7 @@ class CnnLstm(nn.Module):
         nn.init.zeros_(self.critic.bias)
 
     def forward(self, frame: torch.Tensor, state: State) -> tuple[torch.Tensor, torch.Tensor, State]:
-        h, c = self.lstm(self.cnn(frame).flatten(1), state)
+        h, c = self.lstm(self.cnn(fastpath.channels_last(frame)).flatten(1), state)
         return self.actor(h), self.critic(h), (h, c)
 
 
@@ -107,7 +109,7 @@ class ActorCritic(nn.Module):
         if temperature <= 0:
             actions = logits.argmax(-1)
         else:
-            actions = Categorical(logits=logits.float() / temperature).sample()
+            actions = Categorical(logits=logits.float() / temperature, validate_args=False).sample()
         if epsilon > 0:
             explore = torch.rand(actions.shape, device=actions.device) < epsilon
             random = torch.randint(0, self.num_actions, actions.shape, device=actions.device)
@@ -140,7 +142,7 @@ class ActorCritic(nn.Module):
         logits, value_logits, target_values, taken, rewards, ends = [], [], [], [], [], []
         for _ in range(cfg.horizon):
             lg, vl, state = self.model(obs, state)
-            a = Categorical(logits=lg.float()).sample()
+            a = Categorical(logits=lg.float(), validate_args=False).sample()  # no validation: no sync
             with torch.no_grad():
                 _, tvl, target_state = self.target(obs, target_state)
             obs, reward, end_prob = dream.step(a)
@@ -162,16 +164,22 @@ class ActorCritic(nn.Module):
         with torch.no_grad():
             returns = lambda_returns(rewards, values, ends, cfg.gamma, cfg.lambda_)
             advantages = returns - values[:, :-1]
-        mask = mask_until_first_end(ends)
+        mask = mask_until_first_end(ends).float()
+        n = mask.sum()  # >= B: the first step always counts
 
-        dist = Categorical(logits=logits)
-        policy_loss = -(dist.log_prob(taken) * advantages)[mask].mean()
-        entropy = dist.entropy()[mask].mean()
-        value_loss = self.twohot.loss(value_logits[mask], returns[mask])
+        def masked_mean(x: torch.Tensor) -> torch.Tensor:  # weights, not boolean indexing: no sync
+            return (x * mask).sum() / n
+
+        dist = Categorical(logits=logits, validate_args=False)
+        policy_loss = -masked_mean(dist.log_prob(taken) * advantages)
+        entropy = masked_mean(dist.entropy())
+        ce = F.cross_entropy(value_logits.flatten(0, 1), self.twohot.encode(returns).flatten(0, 1), reduction="none")
+        value_loss = masked_mean(ce.view_as(returns))  # == twohot.loss over the masked steps
         loss = policy_loss + value_loss - cfg.entropy_weight * entropy
         self.update_target()
-        metrics = {"loss": loss.item(), "policy_loss": policy_loss.item(), "value_loss": value_loss.item(),
-                   "entropy": entropy.item(), "imagined_reward": rewards[mask].mean().item(),
-                   "imagined_return": returns[:, 0].mean().item(), "value": values[:, :-1][mask].mean().item(),
-                   "end_rate": ends.mean().item()}
-        return loss, metrics
+        with torch.no_grad():
+            values_out = torch.stack([loss, policy_loss, value_loss, entropy, masked_mean(rewards),
+                                      returns[:, 0].mean(), masked_mean(values[:, :-1]), ends.mean()]).tolist()
+        names = ("loss", "policy_loss", "value_loss", "entropy", "imagined_reward", "imagined_return", "value",
+                 "end_rate")
+        return loss, dict(zip(names, values_out))

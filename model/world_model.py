@@ -27,12 +27,18 @@ cache) and samples the K tokens one at a time. The last sampled token is only fe
 (nothing needs its output before then), so a step costs K transformer calls.
 
 Rolling window. Training only ever shows the model windows of at most ``max_steps`` steps that
-start at position 0 on a step boundary. When an append would overflow ``max_len``, the cache is
-flushed and rebuilt from the stored input embeddings, dropping just enough of the *oldest whole
-steps* to fit (so, once full, the window slides by one step per step and holds ``max_steps - 1``
-past steps plus the current one). The rebuilt cache is therefore exactly what a full forward over
-that truncated window computes, at the cost of one re-prime forward per step once the window is
-full. (The published code instead empties the cache, losing all context; we deviate to keep it.)
+start at position 0 on a step boundary (learned absolute positions), so a window cannot slide in
+place: moving it means recomputing every key and value. When an append would overflow ``max_len``,
+the cache is rebuilt from the stored input embeddings with only the newest ``window_keep`` past steps
+(default ``max_steps // 2``) plus the current one. The rebuilt cache is exactly what a full forward
+over that truncated window computes; the window then grows by one step per step until it is full
+again, so a re-prime (one forward over about half a window) happens once every
+``max_steps - window_keep`` steps instead of a full-window forward at every step. Context seen by
+the model after a step is therefore between ``window_keep + 1`` and ``max_steps`` steps.
+``cache.start_step`` counts the steps dropped since ``prime`` (the window's first step, relative to
+the primed context), which is what tests compare against. ``window_keep = max_steps - 1`` gives the
+slide-by-one policy (a full-window forward per step once full). Deviation: the published code empties
+the cache when it is full, losing all context; we keep half of it.
 """
 from __future__ import annotations
 
@@ -43,6 +49,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from model import fastpath
 from model.config import WorldModelConfig
 from model.nets import FrameCNN
 from model.twohot import TwoHot
@@ -68,11 +75,13 @@ class KVCache:
         self.emb = torch.zeros(batch, max_len, embed_dim, device=device)
         self.batch = batch
         self.length = 0  # tokens whose keys/values are in the cache
+        self.start_step = 0  # steps dropped since prime: the window's first step, relative to the context
         self.pending: torch.Tensor | None = None  # (B, p, D) embeddings to feed before the next chunk
         self.last: WorldModelOutput | None = None  # logits of the last generate_step, (B, 1, ...) shaped
 
     def clear(self) -> None:
         self.length = 0
+        self.start_step = 0
         self.pending = None
         self.last = None
 
@@ -123,10 +132,14 @@ def _mlp_head(dim: int, hidden: int, out: int) -> nn.Sequential:
 
 
 def sample_tokens(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """logits (B, V) -> (B,); temperature <= 0 means greedy."""
+    """logits (B, V) -> (B,); temperature <= 0 means greedy.
+
+    Gumbel-max (argmax of logits/T plus Gumbel noise, -log of Exp(1) draws) samples exactly
+    softmax(logits/T) with no argument validation, so no host/device sync in the generation loop."""
     if temperature <= 0:
         return logits.argmax(-1)
-    return torch.distributions.Categorical(logits=logits.float() / temperature).sample()
+    noise = torch.empty_like(logits, dtype=torch.float32).exponential_().log_()
+    return (logits.float() / temperature - noise).argmax(-1)
 
 
 class WorldModel(nn.Module):
@@ -148,6 +161,8 @@ class WorldModel(nn.Module):
             self.action_index = K
             self.tokens_per_step = K + 1
         self.max_len = cfg.max_steps * self.tokens_per_step
+        # Past steps kept when the generation window overflows (see the module docstring).
+        self.window_keep = cfg.max_steps // 2
         d = cfg.embed_dim
 
         self.token_emb = nn.Embedding(vocab_size, d)
@@ -181,7 +196,7 @@ class WorldModel(nn.Module):
 
     def embed_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """I-tokens: frames (N, 3, H, W) -> (N, D)."""
-        return self.frame_norm(self.frame_proj(self.frame_cnn(frames).flatten(1)))
+        return self.frame_norm(self.frame_proj(self.frame_cnn(fastpath.channels_last(frames)).flatten(1)))
 
     def _embed_steps(self, frames: torch.Tensor | None, actions: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """T whole steps -> input embeddings (B, T*S, D) in layout order."""
@@ -202,8 +217,7 @@ class WorldModel(nn.Module):
     # ---------------------------------------------------------------- training
 
     def _trunk(self, emb: torch.Tensor, cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
-        pos = torch.arange(start, start + emb.size(1), device=emb.device)
-        x = self.drop(emb + self.pos_emb(pos))
+        x = self.drop(emb + self.pos_emb.weight[start:start + emb.size(1)])
         for i, block in enumerate(self.blocks):
             x = block(x, None if cache is None else (cache.k[i], cache.v[i]), start)
         return self.ln_f(x)
@@ -244,8 +258,8 @@ class WorldModel(nn.Module):
         loss = loss_tokens + loss_reward + loss_end
         with torch.no_grad():
             acc = (logits.argmax(-1) == targets).float().mean()
-        metrics = {"loss": loss.item(), "loss_tokens": loss_tokens.item(), "loss_reward": loss_reward.item(),
-                   "loss_end": loss_end.item(), "token_acc": acc.item()}
+            values = torch.stack([loss, loss_tokens, loss_reward, loss_end, acc]).tolist()  # one sync
+        metrics = dict(zip(("loss", "loss_tokens", "loss_reward", "loss_end", "token_acc"), values))
         return loss, metrics
 
     # ---------------------------------------------------------------- generation
@@ -268,6 +282,12 @@ class WorldModel(nn.Module):
                frame's tokens, which the next action follows.
         A context longer than the window keeps its most recent whole steps."""
         cache.clear()
+        if self.layout == "delta" and actions.size(1) > self.cfg.max_steps - 1:
+            # Cut before embedding: the dropped steps' I-tokens would be computed for nothing.
+            cut = actions.size(1) - (self.cfg.max_steps - 1)
+            frames = frames[:, cut:] if frames is not None else None
+            actions, tokens = actions[:, cut:], tokens[:, cut:]
+            cache.start_step = cut
         if self.layout == "delta":
             emb = self._embed_steps(frames, actions, tokens) if actions.size(1) > 0 else None
         else:
@@ -277,16 +297,25 @@ class WorldModel(nn.Module):
                 [self._embed_steps(None, actions, tokens[:, :-1]), last], dim=1)
         cache.pending = emb
 
+    def window_steps(self, cache: KVCache) -> int:
+        """Steps in the cache's window after a ``generate_step``, the current one included (IRIS also
+        counts the frame being generated): a full forward over that many last steps is the reference."""
+        n = cache.length + (0 if cache.pending is None else cache.pending.size(1))
+        return math.ceil(n / self.tokens_per_step)
+
     def _append(self, cache: KVCache, emb: torch.Tensor, reserve: int = 0) -> torch.Tensor:
         """Feed ``emb`` (B, n, D) through the cached transformer; returns its outputs (B, n, D).
         ``reserve`` more tokens will follow in this step: room is made for them now, so that a
         flush never happens in the middle of a block."""
         n_new, start = emb.size(1), cache.length
         need = start + n_new + reserve
-        if need > self.max_len:  # flush: re-prime from the newest whole steps that fit
+        if need > self.max_len:  # flush: re-prime from the newest whole steps (module docstring)
             s = self.tokens_per_step
-            drop = math.ceil((need - self.max_len) / s) * s
+            # A primed context that does not fit keeps all it can; a full window keeps window_keep steps.
+            free = 0 if start == 0 else max(0, self.cfg.max_steps - 1 - self.window_keep) * s
+            drop = math.ceil((need - self.max_len + free) / s) * s
             emb = torch.cat([cache.emb[:, :start].to(emb.dtype), emb], dim=1)[:, drop:]
+            cache.start_step += drop // s
             start = 0
         n = emb.size(1)
         cache.emb[:, start:start + n] = emb

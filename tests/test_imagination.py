@@ -28,11 +28,13 @@ def context(b=2, t0=3, seed=1):
 
 
 def full_forward_on_history(dream):
-    """Reference: the world model's full forward over the dream's kept history (last step = the last step taken)."""
+    """Reference: the world model's full forward over the steps of the dream's kept history that its
+    cache window holds (last step = the last step taken; see the world model's window policy)."""
     frames = torch.stack(list(dream._frames), 1)
     actions = torch.stack(list(dream._actions), 1)
     tokens = torch.stack(list(dream._tokens), 1)
-    n = min(actions.size(1), dream.world_model.cfg.max_steps)
+    n = dream.world_model.window_steps(dream.cache)
+    assert n <= min(actions.size(1), dream.world_model.cfg.max_steps)
     actions = actions[:, -n:]
     return dream.world_model(frames[:, -n - 1:-1], actions, tokens[:, -n:])
 

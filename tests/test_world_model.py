@@ -1,5 +1,6 @@
 """World model G: layouts, losses, parameter budget, and KV-cached generation == full forward."""
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -103,11 +104,13 @@ def test_paper_preset_has_the_published_size():
 
 def _check_generation(wm, t0, t_total, iris=False):
     """Prime on t0 steps, teacher-force the rest one step at a time, compare every step's logits
-    with a full forward over the window that ends at that step (the rolling policy)."""
+    with a full forward over the window the cache holds at that step (the rolling policy: see the
+    world_model docstring), and check that window against the policy."""
     b = 2
     frames, actions, tokens = batch(wm, b=b, t=t_total + 1, seed=3)
-    s_max = wm.cfg.max_steps
+    s_max, keep = wm.cfg.max_steps, wm.window_keep
     cache = wm.new_cache(b)
+    overflowed, reprimes, lo_before = False, 0, 0
     with torch.no_grad():
         if iris:
             wm.prime(cache, None, actions[:, :t0], tokens[:, :t0 + 1])
@@ -118,9 +121,16 @@ def _check_generation(wm, t0, t_total, iris=False):
             forced = tokens[:, t + 1] if iris else tokens[:, t]
             z, reward, end_prob = wm.generate_step(cache, None if iris else frames[:, t], actions[:, t], tokens=forced)
             assert torch.equal(z, forced) and reward.shape == (b,) and end_prob.shape == (b,)
-            lo = max(0, t + 1 - s_max)
-            if iris:  # the full forward needs tok(x_{t+1}) in the window: give it one more step
-                lo = max(0, t + 2 - s_max)
+            lo = cache.start_step
+            # Steps in the window: Δ lo..t; IRIS also holds tok(x_{t+1}), the frame being generated.
+            steps = t + 1 - lo + int(iris)
+            overflowed |= t + 1 + int(iris) > s_max
+            reprimes += t > t0 and lo != lo_before
+            lo_before = lo
+            assert steps <= s_max and wm.window_steps(cache) == steps
+            if overflowed:
+                assert steps >= keep + 1, (t, steps)
+            if iris:  # the full forward needs tok(x_{t+1}) in the window: it is step t+1's first part
                 full = wm(None, actions[:, lo:t + 2], tokens[:, lo:t + 2])
                 ref_tok = full.token_logits[:, t - lo]
             else:
@@ -133,6 +143,8 @@ def _check_generation(wm, t0, t_total, iris=False):
                         (got.reward_logits[:, 0] - ref_rew).abs().max().item(),
                         (got.end_logits[:, 0] - ref_end).abs().max().item())
             assert torch.allclose(reward, wm.twohot.decode(ref_rew), atol=1e-4)
+    # A re-prime (one forward over the kept window) at most once every max_steps - keep steps.
+    assert reprimes <= math.ceil((t_total - t0) / (s_max - keep)), reprimes
     return worst
 
 
@@ -140,16 +152,24 @@ def _check_generation(wm, t0, t_total, iris=False):
 def test_kv_cached_generation_matches_full_forward(i_tokens):
     wm = make("delta", i_tokens)
     s_max = wm.cfg.max_steps
-    # Within the window, and past it (the window then slides by re-priming).
+    # Within the window, and past it (the window then drops its oldest half and re-primes).
     assert _check_generation(wm, t0=2, t_total=s_max) < 1e-4
-    assert _check_generation(wm, t0=1, t_total=2 * s_max + 1) < 1e-4
+    assert _check_generation(wm, t0=1, t_total=3 * s_max + 1) < 1e-4
     assert _check_generation(wm, t0=0, t_total=3) < 1e-4  # no context at all
+    assert _check_generation(wm, t0=2 * s_max, t_total=2 * s_max + 4) < 1e-4  # context longer than the window
+
+
+def test_slide_by_one_policy_is_still_exact():
+    """window_keep = max_steps - 1: the window slides one step per step (re-prime every step)."""
+    wm = make("delta", True)
+    wm.window_keep = wm.cfg.max_steps - 1
+    assert _check_generation(wm, t0=1, t_total=2 * wm.cfg.max_steps) < 1e-4
 
 
 def test_kv_cached_generation_matches_full_forward_iris():
     wm = make("iris")
     assert _check_generation(wm, t0=1, t_total=wm.cfg.max_steps - 1, iris=True) < 1e-4
-    assert _check_generation(wm, t0=2, t_total=2 * wm.cfg.max_steps, iris=True) < 1e-4
+    assert _check_generation(wm, t0=2, t_total=3 * wm.cfg.max_steps, iris=True) < 1e-4
 
 
 def test_long_context_is_truncated_to_the_window_and_sampling_is_valid():
