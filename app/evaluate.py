@@ -1,0 +1,378 @@
+"""`deltaplay eval`: measure a checkpoint on held-out data (the numbers behind the model card).
+
+    deltaplay eval checkpoint [PATH] --episodes 20 --seed 10000 --frames 2000 --json out.json
+    deltaplay eval checkpoint runs/crafter --parts recon dynamics
+
+PATH is a checkpoint folder or a run folder (default: the bundled ``checkpoints/crafter``). Parts:
+
+* ``recon``    - Δ-tokenizer vs the IRIS-style tokenizer (if the checkpoint has one) vs copying x_{t-1}
+* ``dynamics`` - teacher-forced token accuracy and 20-step rollout pixel error, with/without I-tokens
+* ``agent``    - return and Crafter score of the actor-critic vs a random policy, same seeds
+* ``feel``     - batch-1 dream step latency, as a player feels it
+
+``recon`` and ``dynamics`` share one held-out data set collected in the real env (half random policy,
+half the agent, by default). The measurements live in :mod:`model.evaluation`; this module loads,
+prints and writes JSON. ``deltaplay eval tokenizers`` hands over to ``model.tokenizer_experiment``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+PARTS = ("recon", "dynamics", "agent", "feel")
+WHAT = ("checkpoint", "tokenizers")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", choices=WHAT, help="checkpoint: measure a trained checkpoint; tokenizers: the "
+                   "tokenizer experiment (model/tokenizer_experiment.py)")
+    p.add_argument("path", nargs="?", default=None,
+                   help="checkpoint or run folder (default: the bundled checkpoints/crafter)")
+    p.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="what to measure (default: all)")
+    p.add_argument("--seed", type=int, default=10_000,
+                   help="first held-out env seed (training uses 31-bit hashed seeds; collisions are skipped)")
+    p.add_argument("--episodes", type=int, default=20, help="agent: real episodes per policy (>= 20 for the card)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="agent: cut episodes after this many steps (default: the env's own limit)")
+    p.add_argument("--frames", type=int, default=2000, help="recon/dynamics: held-out transitions to collect")
+    p.add_argument("--data-episodes", type=int, default=16, help="recon/dynamics: episodes those frames come from")
+    p.add_argument("--data-policy", choices=("mixed", "random", "agent"), default="mixed",
+                   help="who acts while collecting held-out frames (mixed: half each; random without an agent)")
+    p.add_argument("--segments", type=int, default=64, help="dynamics: teacher-forced segments")
+    p.add_argument("--horizon", type=int, default=20, help="dynamics: imagined steps per rollout")
+    p.add_argument("--starts", type=int, default=16, help="dynamics: rollout starts averaged")
+    p.add_argument("--temperature", type=float, default=1.0, help="dynamics: sampling temperature of the dream")
+    p.add_argument("--feel-steps", type=int, default=50, help="feel: timed dream steps")
+    p.add_argument("--batch", type=int, default=64, help="frames per tokenizer batch")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.what == "tokenizers":
+        return run_tokenizers(args)
+    return run_checkpoint(args)
+
+
+def run_tokenizers(args: argparse.Namespace) -> int:
+    """Hook for the tokenizer experiment, which lives in its own module."""
+    from app.cli import UserError
+
+    try:
+        import model.tokenizer_experiment as experiment
+    except ModuleNotFoundError as e:
+        if e.name != "model.tokenizer_experiment":
+            raise
+        raise UserError("the tokenizer experiment is not part of this version (model/tokenizer_experiment.py "
+                        "is missing); `deltaplay eval checkpoint` measures a trained checkpoint") from None
+    return int(experiment.main(args) or 0)
+
+
+# -------------------------------------------------------------------------------------- progress
+
+class ProgressLine:
+    """One self-overwriting status line on a terminal; a line every few seconds otherwise (logs)."""
+
+    def __init__(self, quiet: bool = False, stream=None):
+        self.quiet, self.stream = quiet, stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._last, self._what = 0.0, ""
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        now = time.monotonic()
+        final = done >= total
+        if not final and what == self._what and now - self._last < (0.2 if self.tty else 5.0):
+            return
+        self._last, self._what = now, what
+        text = f"  {what} {done}/{total}"
+        if self.tty:
+            self.stream.write("\r" + text.ljust(60) + ("\n" if final else ""))
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=self.stream, flush=True)
+
+
+# ------------------------------------------------------------------------------------------ parts
+
+def _load(args: argparse.Namespace):
+    import torch
+
+    from app.cli import UserError
+    from app.engine import CheckpointMissing, resolve_checkpoint_path
+    from model.checkpoint import CheckpointError, load_checkpoint
+    from model.device import resolve_device
+
+    try:
+        path = resolve_checkpoint_path(args.path)
+        device = resolve_device(args.device)
+        ck = load_checkpoint(path, device=device, with_state=False)
+    except (CheckpointMissing, CheckpointError, ValueError) as e:
+        raise UserError(str(e)) from None
+    for m in ck.models.values():
+        m.eval().requires_grad_(False)
+    torch.manual_seed(args.seed)
+    return path, device, ck
+
+
+def _agent_policy(ck, device):
+    from model.trainer import AgentPolicy
+
+    ac = ck.models.get("actor_critic")
+    if ac is None:
+        return None
+    return AgentPolicy(ac, device, ck.cfg.actor_critic.temperature, ck.cfg.actor_critic.burn_in)
+
+
+def _collect_data(args, ck, device, progress: ProgressLine, exclude: set[int]) -> tuple[list, dict[str, Any]]:
+    """Held-out episodes for recon and dynamics: ``data_episodes`` envs, ``frames`` transitions in all."""
+    from model.collector import RandomPolicy
+    from model.evaluation import env_kwargs_for, heldout_seeds, run_episodes
+
+    cfg = ck.cfg
+    n = max(1, args.data_episodes)
+    per_episode = max(1, math.ceil(args.frames / n))
+    # Agent-eval seeds are seed .. seed+episodes-1 (+ skips); data seeds start far above them.
+    seeds = heldout_seeds(args.seed + 100_000, n, exclude)
+    agent = _agent_policy(ck, device)
+    mode = args.data_policy if agent is not None else "random"
+    n_agent = {"random": 0, "agent": n, "mixed": n // 2}[mode]
+    kw = env_kwargs_for(cfg.env.name, cfg.env.max_episode_steps)
+    episodes = []
+    if n - n_agent:
+        episodes += run_episodes(cfg.env.name, RandomPolicy(cfg.env.num_actions, seed=args.seed), seeds[n_agent:],
+                                 max_steps=per_episode, env_kwargs=kw, progress=progress, label="held-out data (random)")
+    if n_agent:
+        episodes += run_episodes(cfg.env.name, agent, seeds[:n_agent], max_steps=per_episode, env_kwargs=kw,
+                                 progress=progress, label="held-out data (agent)")
+    info = {"episodes": len(episodes), "transitions": int(sum(e.length for e in episodes)),
+            "policy": mode, "agent_episodes": n_agent, "max_steps_per_episode": per_episode,
+            "seeds": [int(s) for s in seeds]}
+    return episodes, info
+
+
+def part_recon(args, ck, device, episodes, progress: ProgressLine) -> dict[str, Any]:
+    from model.evaluation import copy_errors, error_summary, reconstruction_errors, tokenizer_facts
+
+    out: dict[str, Any] = {}
+    names = [("tokenizer", "delta" if ck.models["tokenizer"].kind == "delta" else "main")]
+    if "iris_tokenizer" in ck.models:
+        names.append(("iris_tokenizer", "iris"))
+    for model_name, label in names:
+        tok = ck.models[model_name]
+        mse = reconstruction_errors(tok, episodes, batch=args.batch, max_count=args.frames, device=device,
+                                    progress=progress, label=f"recon ({label})")
+        out[label] = {**tokenizer_facts(tok), **error_summary(mse)}
+    out["copy_prev"] = {"kind": "copy x_{t-1}", "bits_per_frame": 0.0,
+                        **error_summary(copy_errors(episodes, max_count=args.frames))}
+    return out
+
+
+def part_dynamics(args, ck, device, episodes, progress: ProgressLine) -> dict[str, Any]:
+    from model.evaluation import (copy_rollout_errors, rollout_errors, rollout_summary, rollout_windows,
+                                  token_accuracy)
+
+    tok = ck.models["tokenizer"]
+    wms = {}
+    for name in ("world_model", "world_model_no_itok"):
+        if name in ck.models:
+            wm = ck.models[name]
+            wms.setdefault("i_tokens" if wm.i_tokens else "no_i_tokens", wm)
+    out: dict[str, Any] = {"token_accuracy": {}, "rollout": {}}
+    for label, wm in wms.items():
+        out["token_accuracy"][label] = token_accuracy(tok, wm, episodes, max_segments=args.segments,
+                                                      batch=max(1, args.batch // 4), device=device,
+                                                      progress=progress, label=f"token accuracy ({label})")
+    context = max(1, min(ck.cfg.actor_critic.burn_in, ck.cfg.world_model.max_steps - 1))  # as the play engine
+    horizon = min(args.horizon, max(e.length for e in episodes) - context + 1)
+    windows = rollout_windows(episodes, context, horizon, args.starts, seed=args.seed)
+    if not windows or horizon < 1:
+        out["rollout"] = {"error": f"no held-out episode has {context} + {args.horizon} steps; collect more --frames"}
+        return out
+    out["rollout"] = {"horizon": horizon, "context": context, "temperature": args.temperature,
+                      "starts": len(windows)}
+    for label, wm in wms.items():
+        mse = rollout_errors(tok, wm, windows, context, horizon, temperature=args.temperature, seed=args.seed,
+                             batch=args.starts, device=device, progress=progress, label=f"rollouts ({label})")
+        out["rollout"][label] = rollout_summary(mse)
+    out["rollout"]["copy_start"] = rollout_summary(copy_rollout_errors(windows, horizon))
+    return out
+
+
+def part_agent(args, ck, device, progress: ProgressLine, exclude: set[int]) -> dict[str, Any]:
+    import torch
+
+    from model.collector import RandomPolicy
+    from model.evaluation import env_kwargs_for, episode_stats, heldout_seeds, run_episodes
+
+    cfg = ck.cfg
+    seeds = heldout_seeds(args.seed, args.episodes, exclude)
+    kw = env_kwargs_for(cfg.env.name, cfg.env.max_episode_steps)
+    out: dict[str, Any] = {"episodes": len(seeds), "seeds": seeds, "max_steps": args.max_steps,
+                           "env_length_limit": kw.get("length")}
+    agent = _agent_policy(ck, device)
+    if agent is not None:
+        torch.manual_seed(args.seed)
+        eps = run_episodes(cfg.env.name, agent, seeds, max_steps=args.max_steps, env_kwargs=kw,
+                           progress=progress, label="agent episodes")
+        out["agent"] = episode_stats(eps)
+    else:
+        out["agent"] = {"error": "this checkpoint has no actor_critic weights"}
+    eps = run_episodes(cfg.env.name, RandomPolicy(cfg.env.num_actions, seed=args.seed), seeds,
+                       max_steps=args.max_steps, env_kwargs=kw, progress=progress, label="random episodes")
+    out["random"] = episode_stats(eps)
+    return out
+
+
+def part_feel(args, path: Path, device) -> dict[str, Any]:
+    import torch
+
+    from app.engine import benchmark_dream
+
+    res = benchmark_dream(path, steps=max(1, args.feel_steps), device=str(device), seed=args.seed)
+    return {**res, "threads": torch.get_num_threads()}
+
+
+# ------------------------------------------------------------------------------------------- run
+
+def run_checkpoint(args: argparse.Namespace) -> int:
+    import torch
+
+    from model.evaluation import used_seeds
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    progress = ProgressLine(args.quiet)
+    path, device, ck = _load(args)
+    cfg = ck.cfg
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
+    store = run_dir / "store" if run_dir is not None and (run_dir / "store").is_dir() else None
+    exclude = used_seeds(store)
+    progress.say(f"evaluating {path} ({cfg.env.name}, preset {cfg.preset}) on {device}; parts: {' '.join(args.parts)}")
+    result: dict[str, Any] = {
+        "checkpoint": str(path), "env": cfg.env.name, "preset": cfg.preset, "device": str(device),
+        "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
+        "seed": args.seed, "parts": list(args.parts),
+        "heldout": {"training_store": str(store) if store else None, "training_seeds_seen": len(exclude),
+                    "note": ("seeds used by the run's stored episodes were skipped" if store else
+                             "no training store beside this checkpoint; training seeds are 31-bit hashes, "
+                             "so small consecutive seeds are held out with near certainty")},
+        "timings_s": {},
+    }
+    episodes = None
+    if {"recon", "dynamics"} & set(args.parts):
+        progress.say("collecting held-out episodes in the real env ...")
+        t0 = time.perf_counter()
+        episodes, result["data"] = _collect_data(args, ck, device, progress, exclude)
+        result["timings_s"]["data"] = round(time.perf_counter() - t0, 2)
+    for part in PARTS:
+        if part not in args.parts:
+            continue
+        progress.say(f"[{part}]")
+        t0 = time.perf_counter()
+        if part == "recon":
+            result["recon"] = part_recon(args, ck, device, episodes, progress)
+        elif part == "dynamics":
+            result["dynamics"] = part_dynamics(args, ck, device, episodes, progress)
+        elif part == "agent":
+            result["agent"] = part_agent(args, ck, device, progress, exclude)
+        else:
+            result["feel"] = part_feel(args, path, device)
+        result["timings_s"][part] = round(time.perf_counter() - t0, 2)
+    print(format_report(result))
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        print(f"wrote {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- table
+
+def _f(x: Any, digits: int = 2) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        if math.isinf(x) or math.isnan(x):
+            return str(x)
+        return f"{x:.{digits}f}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
+    return str(x)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    cells = [header] + [[_f(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join("  " + s for s in lines)
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """The results as text tables (the JSON has everything, per step and per achievement)."""
+    out = [f"\nΔ-IRIS checkpoint evaluation: {r['checkpoint']}",
+           f"env {r['env']}, preset {r['preset']}, device {r['device']}, {r['threads']} threads, first seed {r['seed']}"]
+    if "data" in r:
+        d = r["data"]
+        out.append(f"held-out data: {d['transitions']} transitions from {d['episodes']} episodes "
+                   f"(policy: {d['policy']}, seeds {d['seeds'][0]}..{d['seeds'][-1]})")
+    if "recon" in r:
+        rows = [[name, v.get("tokens_per_frame", 0), v["bits_per_frame"], v["mse_mean"], v["psnr_mean"],
+                 v["psnr_median"], v["psnr_worst1pct"], v["psnr_of_mean_mse"]] for name, v in r["recon"].items()]
+        out += ["", "Reconstruction of x_t (PSNR in dB; worst 1% = PSNR of the mean MSE of the worst 1% frames)",
+                _table(["tokenizer", "K", "bits/frame", "MSE", "PSNR mean", "median", "worst 1%", "of mean MSE"], rows)]
+    if "dynamics" in r:
+        dyn = r["dynamics"]
+        rows = [[k, v["accuracy"], v["majority_accuracy"], v["cross_entropy"], v["segments"], v["steps"]]
+                for k, v in dyn["token_accuracy"].items()]
+        out += ["", "World model, teacher-forced next-token accuracy on held-out segments",
+                _table(["world model", "accuracy", "majority", "CE (nats)", "segments", "steps"], rows)]
+        ro = dyn["rollout"]
+        if "error" in ro:
+            out.append(f"  rollouts: {ro['error']}")
+        else:
+            h = ro["horizon"]
+            marks = sorted({1, min(5, h), min(10, h), h})
+            rows = [[k] + [v["psnr_per_step"][m - 1] for m in marks] + [v["mse_mean"]]
+                    for k, v in ro.items() if isinstance(v, dict)]
+            out += ["", f"Imagined vs real frames, same actions ({ro['starts']} starts, context {ro['context']}, "
+                        f"temperature {ro['temperature']}): PSNR in dB at step",
+                    _table(["rollout"] + [f"step {m}" for m in marks] + ["MSE mean"], rows)]
+    if "agent" in r:
+        a = r["agent"]
+        rows = []
+        for k in ("agent", "random"):
+            v = a.get(k, {})
+            if "error" in v:
+                rows.append([k, v["error"], "", "", "", ""])
+            else:
+                rows.append([k, v["return_mean"], v["return_std"], v["length_mean"], v.get("crafter_score"),
+                             v["cut_by_max_steps"]])
+        cap = a["max_steps"] if a["max_steps"] else f"env limit {a['env_length_limit'] or '-'}"
+        out += ["", f"Agent in the real env: {a['episodes']} episodes per policy on the same seeds (max steps: {cap})",
+                _table(["policy", "return", "std", "length", "Crafter score", "cut"], rows)]
+        rates = a.get("agent", {}).get("success_rates")
+        if rates:
+            rnd = a["random"].get("success_rates", {})
+            top = sorted(rates, key=lambda n: -rates[n])
+            out.append("  success rates % (agent / random): " + ", ".join(
+                f"{n} {rates[n]:.0f}/{rnd.get(n, 0):.0f}" for n in top if rates[n] > 0 or rnd.get(n, 0) > 0))
+    if "feel" in r:
+        f = r["feel"]
+        out += ["", f"Feel: one dream step at batch 1: {f['ms_per_step']:.1f} ms = {f['steps_per_s']:.1f} steps/s "
+                    f"({f['device']}, {f['threads']} threads, {f['steps']} steps)"]
+    out.append("timings (s): " + ", ".join(f"{k} {v}" for k, v in r["timings_s"].items()))
+    return "\n".join(out)
