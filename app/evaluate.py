@@ -138,29 +138,35 @@ def _agent_policy(ck, device):
 
 
 def _collect_data(args, ck, device, progress: ProgressLine, exclude: set[int]) -> tuple[list, dict[str, Any]]:
-    """Held-out episodes for recon and dynamics: ``data_episodes`` envs, ``frames`` transitions in all."""
+    """Held-out episodes for recon and dynamics: rounds of ``data_episodes`` envs on fresh seeds until
+    ``frames`` transitions are in (episodes that end early leave room for another round; 4 at most)."""
     from model.collector import RandomPolicy
     from model.evaluation import env_kwargs_for, heldout_seeds, run_episodes
 
     cfg = ck.cfg
     n = max(1, args.data_episodes)
-    per_episode = max(1, math.ceil(args.frames / n))
-    # Agent-eval seeds are seed .. seed+episodes-1 (+ skips); data seeds start far above them.
-    seeds = heldout_seeds(args.seed + 100_000, n, exclude)
     agent = _agent_policy(ck, device)
     mode = args.data_policy if agent is not None else "random"
     n_agent = {"random": 0, "agent": n, "mixed": n // 2}[mode]
     kw = env_kwargs_for(cfg.env.name, cfg.env.max_episode_steps)
-    episodes = []
-    if n - n_agent:
-        episodes += run_episodes(cfg.env.name, RandomPolicy(cfg.env.num_actions, seed=args.seed), seeds[n_agent:],
-                                 max_steps=per_episode, env_kwargs=kw, progress=progress, label="held-out data (random)")
-    if n_agent:
-        episodes += run_episodes(cfg.env.name, agent, seeds[:n_agent], max_steps=per_episode, env_kwargs=kw,
-                                 progress=progress, label="held-out data (agent)")
-    info = {"episodes": len(episodes), "transitions": int(sum(e.length for e in episodes)),
-            "policy": mode, "agent_episodes": n_agent, "max_steps_per_episode": per_episode,
-            "seeds": [int(s) for s in seeds]}
+    random_policy = RandomPolicy(cfg.env.num_actions, seed=args.seed)
+    # Agent-eval seeds are seed .. seed+episodes-1 (+ skips); data seeds start far above them.
+    next_seed, used, episodes, total = args.seed + 100_000, [], [], 0
+    for round_ in range(4):
+        if total >= args.frames:
+            break
+        per_episode = max(1, math.ceil((args.frames - total) / n))
+        seeds = heldout_seeds(next_seed, n, exclude)
+        next_seed, used = seeds[-1] + 1, used + seeds
+        if n - n_agent:
+            episodes += run_episodes(cfg.env.name, random_policy, seeds[n_agent:], max_steps=per_episode,
+                                     env_kwargs=kw, progress=progress, label=f"held-out data {round_ + 1} (random)")
+        if n_agent:
+            episodes += run_episodes(cfg.env.name, agent, seeds[:n_agent], max_steps=per_episode, env_kwargs=kw,
+                                     progress=progress, label=f"held-out data {round_ + 1} (agent)")
+        total = sum(e.length for e in episodes)
+    info = {"episodes": len(episodes), "transitions": int(total), "policy": mode,
+            "agent_episodes": n_agent * (len(used) // n), "seeds": [int(s) for s in used]}
     return episodes, info
 
 
@@ -330,7 +336,7 @@ def format_report(r: dict[str, Any]) -> str:
         out.append(f"held-out data: {d['transitions']} transitions from {d['episodes']} episodes "
                    f"(policy: {d['policy']}, seeds {d['seeds'][0]}..{d['seeds'][-1]})")
     if "recon" in r:
-        rows = [[name, v.get("tokens_per_frame", 0), v["bits_per_frame"], v["mse_mean"], v["psnr_mean"],
+        rows = [[name, v.get("tokens_per_frame", 0), v["bits_per_frame"], f"{v['mse_mean']:.5f}", v["psnr_mean"],
                  v["psnr_median"], v["psnr_worst1pct"], v["psnr_of_mean_mse"]] for name, v in r["recon"].items()]
         out += ["", "Reconstruction of x_t (PSNR in dB; worst 1% = PSNR of the mean MSE of the worst 1% frames)",
                 _table(["tokenizer", "K", "bits/frame", "MSE", "PSNR mean", "median", "worst 1%", "of mean MSE"], rows)]
@@ -346,7 +352,7 @@ def format_report(r: dict[str, Any]) -> str:
         else:
             h = ro["horizon"]
             marks = sorted({1, min(5, h), min(10, h), h})
-            rows = [[k] + [v["psnr_per_step"][m - 1] for m in marks] + [v["mse_mean"]]
+            rows = [[k] + [v["psnr_per_step"][m - 1] for m in marks] + [f"{v['mse_mean']:.5f}"]
                     for k, v in ro.items() if isinstance(v, dict)]
             out += ["", f"Imagined vs real frames, same actions ({ro['starts']} starts, context {ro['context']}, "
                         f"temperature {ro['temperature']}): PSNR in dB at step",
@@ -361,7 +367,7 @@ def format_report(r: dict[str, Any]) -> str:
             else:
                 rows.append([k, v["return_mean"], v["return_std"], v["length_mean"], v.get("crafter_score"),
                              v["cut_by_max_steps"]])
-        cap = a["max_steps"] if a["max_steps"] else f"env limit {a['env_length_limit'] or '-'}"
+        cap = a["max_steps"] or (f"env limit {a['env_length_limit']}" if a["env_length_limit"] else "the env's own limit")
         out += ["", f"Agent in the real env: {a['episodes']} episodes per policy on the same seeds (max steps: {cap})",
                 _table(["policy", "return", "std", "length", "Crafter score", "cut"], rows)]
         rates = a.get("agent", {}).get("success_rates")
