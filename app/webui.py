@@ -486,7 +486,7 @@ def _play_tab(settings: UISettings, state: gr.State, start_ckpt: str | None, nam
                 info = st.session.set_controller(ctrl)
             except (VariantUnavailable, ValueError) as e:
                 raise _user_error(e) from None
-            return [st, _stats(info, st, st.session.env_name), gr.update(value=st.session.controller)]
+            return [st, _stats(info, st, st.session.env_name), st.session.controller]
 
     def set_horizon(st, h):
         if st is not None and st.session is not None:
@@ -898,7 +898,7 @@ def _gallery_tab(settings: UISettings) -> None:
     with gr.Tab("Gallery", id="gallery", elem_id="tab-gallery") as tab:
         gr.Markdown(f"GIFs exported here (saved in `{settings.gallery_dir}`) and dream GIFs written by training runs.")
         refresh = gr.Button("Refresh", elem_id="btn-gallery-refresh")
-        gallery = gr.Gallery(label="GIFs", columns=3, height="auto", elem_id="gallery", format="gif",
+        gallery = gr.Gallery(label="GIFs", columns=3, height=420, elem_id="gallery", format="gif",
                              preview=False, object_fit="contain", elem_classes=["pixelated"])
         files = gr.File(label="Download", file_count="multiple", interactive=False, elem_id="gallery-files")
 

@@ -4,6 +4,7 @@ both world-model variants and the IRIS-style tokenizer exist)."""
 from __future__ import annotations
 
 import math
+import shutil
 import threading
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def server(tiny_run, tmp_path_factory):
     demo = webui.build_app(tiny_run, runs_dir=runs, gallery_dir=gallery, device="cpu")
     _, url = webui.launch(demo, port=None, block=False, quiet=True)
     assert url.startswith("http://127.0.0.1:")
-    yield url, gallery
+    yield url, gallery, runs
     demo.deltaplay["jobs"].shutdown()
     demo.close()
 
@@ -211,3 +212,41 @@ def test_train_tab_refuses_a_busy_folder_and_shows_a_crash(client, server):
     error = out[3]["value"] if isinstance(out[3], dict) else out[3]  # a visibility update carries the text
     assert "NoSuchGame" in error
     assert "crafter-typo" in [row[0] for row in out[1]["data"]]
+
+
+def test_agent_controls_and_play_this_run(client, tiny_run, server):
+    reset(client, tiny_run)
+    stats, ctrl = client.predict("agent", api_name="/set_controller")
+    assert ctrl == "agent" and "**agent**" in stats
+    stats = client.predict(api_name="/agent_step")[2]
+    assert "**step** 1" in stats and "**agent**" in stats
+    # "Play this run" opens a run of the runs folder in the Play tab (its checkpoints/last).
+    runs = Path(server[2])
+    (runs / "copied" / "checkpoints").mkdir(parents=True)
+    shutil.copytree(tiny_run / "checkpoints" / "last", runs / "copied" / "checkpoints" / "last")
+    client.predict("copied", api_name="/train_refresh")
+    out = client.predict("copied", -1, True, True, 16, 1.0, "human", False, api_name="/train_play")
+    checkpoint, dream, _, stats = out[:4]
+    assert checkpoint["value"] == str(runs / "copied")  # the Play tab's checkpoint box (choices refreshed)
+    assert str(runs / "copied") in [c[1] for c in checkpoint["choices"]]
+    assert "**step** 0" in stats and image_size(dream) == (64 * webui.SCALE,) * 2
+
+
+def test_files_are_served_only_from_the_app_folders(server, tiny_run):
+    import urllib.error
+    import urllib.request
+
+    url, gallery, runs = server
+    (runs / "note.txt").write_text("inside the runs folder")
+
+    def status(path: Path) -> int:
+        try:
+            with urllib.request.urlopen(f"{url}gradio_api/file={path}") as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    assert status(runs / "note.txt") == 200
+    assert status(Path(webui.__file__)) == 403  # the source tree is not served
+    assert status(tiny_run / "config.json") == 403  # nor a checkpoint outside the runs folder
+    assert status(Path("/etc/passwd")) == 403
