@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--segments", type=int, default=64, help="dynamics: teacher-forced segments")
     p.add_argument("--horizon", type=int, default=20, help="dynamics: imagined steps per rollout")
     p.add_argument("--starts", type=int, default=16, help="dynamics: rollout starts averaged")
-    p.add_argument("--temperature", type=float, default=1.0, help="dynamics: sampling temperature of the dream")
+    p.add_argument("--temperature", type=float, default=1.0, help="dynamics: sampling temperature of the dream (0 = greedy)")
     p.add_argument("--feel-steps", type=int, default=50, help="feel: timed dream steps")
     p.add_argument("--batch", type=int, default=64, help="frames per tokenizer batch")
     p.add_argument("--device", default="auto")

@@ -312,7 +312,9 @@ def rollout_errors(tokenizer, world_model, windows: Sequence[tuple[Episode, int]
                    progress: Progress | None = None, label: str = "rollouts") -> np.ndarray:
     """MSE (starts, horizon) between imagined frames and the real ones: the dream is primed on the
     real x_{t0-context+1..t0} and their actions, then driven by the recorded a_{t0..t0+horizon-1};
-    the real frames x_{t0+1..t0+horizon} are what the env produced for exactly those actions."""
+    the real frames x_{t0+1..t0+horizon} are what the env produced for exactly those actions.
+    Sampling is seeded, but the noise of a row depends on the batch it runs in: compare models
+    with the same ``batch``."""
     out = []
     torch.manual_seed(seed)  # the same sampling noise for every world model compared
     for i in range(0, len(windows), batch):
