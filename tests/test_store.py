@@ -136,8 +136,8 @@ WRITER = textwrap.dedent("""
 
 def test_writer_killed_mid_collection(tmp_path):
     root = tmp_path / "store"
-    proc = subprocess.Popen([sys.executable, "-c", WRITER.format(repo=str(REPO), tests=str(REPO / "tests"), root=str(root))],
-                            stdout=subprocess.PIPE, text=True)
+    code = WRITER.format(repo=str(REPO), tests=str(REPO / "tests"), root=str(root))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     finished = {}
     try:
         while len(finished) < 8:

@@ -12,7 +12,9 @@ has to encode, while the agent's motion is predictable from the action alone.
 
 Measured over 300 seeded episodes: a uniform random policy returns 0.9 on average (about 1.4 coins,
 and it dies in about half of the episodes); a scripted policy that walks to the nearest coin around
-enemies returns about 19. An agent trained in imagination therefore shows clear progress quickly. Frames are 64x64 RGB, 8 px per cell, flat colours (pixel-exact when scaled).
+enemies returns about 19. An agent trained in imagination therefore shows clear progress quickly.
+
+Frames are 64x64 RGB, 8 px per cell, flat colours (pixel-exact when scaled).
 """
 from __future__ import annotations
 
