@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a config field, e.g. --set train.lr=3e-4 (repeatable)")
     p.add_argument("--baselines", action="store_true",
                    help="also train a no-I-token world model and an IRIS 16-token tokenizer on the same batches")
-    p.add_argument("--epochs", type=int, default=None, help="stop once this epoch number is done")
+    p.add_argument("--epochs", type=int, default=None, help="stop once epoch N is done (counted from the run's start, also on --resume)")
     p.add_argument("--tensorboard", action="store_true", help="also log to run_dir/tensorboard (if installed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (the log and metrics still get written)")
 
@@ -96,7 +96,15 @@ def resume_config(args: argparse.Namespace, run_dir: Path):
         cfg = load_config(source)
     except CheckpointError as e:
         raise UserError(str(e)) from None
-    given = {"--env": (args.env, cfg.env.name), "--preset": (args.preset, cfg.preset),
+    env = args.env
+    if env is not None:
+        from model.envs import canonical_name
+
+        try:
+            env = canonical_name(env)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+    given = {"--env": (env, cfg.env.name), "--preset": (args.preset, cfg.preset),
              "--tokenizer": (args.tokenizer, cfg.tokenizer.kind)}
     for flag, (value, stored) in given.items():
         if value is not None and value != stored:
@@ -105,15 +113,22 @@ def resume_config(args: argparse.Namespace, run_dir: Path):
         raise UserError("--no-i-tokens does not match the run being resumed (trained with I-tokens)")
     if args.baselines and not cfg.train.baselines:
         raise UserError("--baselines cannot be added when resuming a run trained without them")
-    pairs = _overrides(args.set)
-    for key, _ in pairs:
-        if not key.startswith(_RESUMABLE_PREFIXES):
-            raise UserError(f"--set {key}: only train.* and device can change on --resume (the networks are fixed)")
     if args.device is not None:
         cfg.device = args.device
     if args.frames is not None:
         cfg.train.total_frames = args.frames
-    return _apply(cfg, pairs)
+    new = _apply(cfg, _overrides(args.set))
+    # Repeating the run's own settings is fine (the web UI resends its form); changing the networks is not.
+    before, after = cfg.to_dict(), new.to_dict()
+    for key, _ in _overrides(args.set):
+        if key.startswith(_RESUMABLE_PREFIXES):
+            continue
+        a, b = before, after
+        for part in key.split("."):
+            a, b = a[part], b[part]
+        if a != b:
+            raise UserError(f"--set {key}: only train.* and device can change on --resume (the networks are fixed)")
+    return new
 
 
 def run(args: argparse.Namespace) -> int:

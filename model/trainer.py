@@ -360,7 +360,8 @@ class Trainer:
             write_text_atomic(self.rd.config, cfg.to_json())
         if d.on:
             tdist.barrier()
-        self.store = EpisodeStore(self.rd.store(d.rank))
+        # Cache decoded episodes by bytes, not count: sampling touches many small episodes each step.
+        self.store = EpisodeStore(self.rd.store(d.rank), cache_size=100_000, cache_bytes=1 << 30)
         rng = np.random.default_rng([cfg.seed, d.rank, 1])
         alpha = cfg.train.recency_exponent
         self.samplers = {

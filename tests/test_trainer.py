@@ -199,3 +199,30 @@ def test_metrics_skip_torn_lines_and_truncate_on_resume(tmp_path):
     assert [r["epoch"] for r in read_metrics(path)] == [1, 2, 3]
     w.truncate_after(1)
     assert [r["epoch"] for r in read_metrics(path)] == [1]
+
+
+def test_resume_accepts_the_runs_own_settings_and_refuses_new_networks(tmp_path, tiny_cfg):
+    import argparse
+
+    from app import train_cmd
+    from app.cli import UserError
+
+    cfg = quick(tiny_cfg)
+    cfg.tokenizer.kind = "iris"
+    (tmp_path / "config.json").write_text(prepare_config(cfg).to_json())
+    parser = argparse.ArgumentParser()
+    train_cmd.add_arguments(parser)
+
+    def resume(*extra):
+        return train_cmd.resume_config(parser.parse_args(["--resume", *extra]), tmp_path)
+
+    # What the web UI resends on resume: the same env/preset/tokenizer, plus a schedule change.
+    got = resume("--env", "GridWorld", "--preset", "tiny", "--set", "tokenizer.kind=iris", "--frames", "999",
+                 "--set", "train.lr=0.01")
+    assert got.train.total_frames == 999 and got.train.lr == 0.01 and got.tokenizer.tokens_per_frame == 16
+    for extra, message in ((["--set", "world_model.embed_dim=64"], "only train.* and device"),
+                           (["--env", "crafter"], "does not match"),
+                           (["--no-i-tokens"], "does not match"),
+                           (["--baselines"], "cannot be added")):
+        with pytest.raises(UserError, match=message):
+            resume(*extra)
