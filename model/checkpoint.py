@@ -249,3 +249,13 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
         models[name] = model.to(device).float()
     state = load_state(path, device="cpu") if with_state else {}
     return LoadedCheckpoint(cfg=cfg, models=models, state=state, path=path)
+
+
+def export_checkpoint(src: str | Path, dst: str | Path, half: bool = True,
+                      names: tuple[str, ...] | None = None) -> Path:
+    """A shareable copy of a checkpoint (e.g. the bundled one): weights only (no optimizer state),
+    float16 by default, optionally only some models."""
+    ck = load_checkpoint(src, device="cpu", names=names, with_state=False)
+    state = load_state(src)
+    counters = {k: state[k] for k in ("epoch", "env_frames") if k in state}
+    return save_checkpoint(dst, ck.models, ck.cfg, counters, half=half)
