@@ -174,9 +174,10 @@ def part_recon(args, ck, device, episodes, progress: ProgressLine) -> dict[str, 
     from model.evaluation import copy_errors, error_summary, reconstruction_errors, tokenizer_facts
 
     out: dict[str, Any] = {}
-    names = [("tokenizer", "delta" if ck.models["tokenizer"].kind == "delta" else "main")]
+    main_kind = ck.models["tokenizer"].kind
+    names = [("tokenizer", main_kind)]
     if "iris_tokenizer" in ck.models:
-        names.append(("iris_tokenizer", "iris"))
+        names.append(("iris_tokenizer", "iris" if main_kind != "iris" else "iris_baseline"))
     for model_name, label in names:
         tok = ck.models[model_name]
         mse = reconstruction_errors(tok, episodes, batch=args.batch, max_count=args.frames, device=device,
@@ -196,7 +197,8 @@ def part_dynamics(args, ck, device, episodes, progress: ProgressLine) -> dict[st
     for name in ("world_model", "world_model_no_itok"):
         if name in ck.models:
             wm = ck.models[name]
-            wms.setdefault("i_tokens" if wm.i_tokens else "no_i_tokens", wm)
+            label = "iris" if wm.layout == "iris" else ("i_tokens" if wm.i_tokens else "no_i_tokens")
+            wms.setdefault(label, wm)
     out: dict[str, Any] = {"token_accuracy": {}, "rollout": {}}
     for label, wm in wms.items():
         out["token_accuracy"][label] = token_accuracy(tok, wm, episodes, max_segments=args.segments,
@@ -244,12 +246,18 @@ def part_agent(args, ck, device, progress: ProgressLine, exclude: set[int]) -> d
 
 
 def part_feel(args, path: Path, device) -> dict[str, Any]:
+    """Batch-1 dream steps with the play engine's thread setting (1 thread on CPU unless --threads)."""
     import torch
 
-    from app.engine import benchmark_dream
+    from app.engine import benchmark_dream, set_play_threads
 
-    res = benchmark_dream(path, steps=max(1, args.feel_steps), device=str(device), seed=args.seed)
-    return {**res, "threads": torch.get_num_threads()}
+    before = torch.get_num_threads()
+    threads = set_play_threads(args.threads, device)
+    try:
+        res = benchmark_dream(path, steps=max(1, args.feel_steps), device=str(device), seed=args.seed)
+    finally:
+        torch.set_num_threads(before)
+    return {**res, "threads": threads}
 
 
 # ------------------------------------------------------------------------------------------- run
@@ -261,6 +269,13 @@ def run_checkpoint(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from app.cli import UserError
+
+    for name in ("episodes", "frames", "data_episodes", "segments", "horizon", "starts", "feel_steps", "batch"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise UserError("--max-steps must be at least 1")
     progress = ProgressLine(args.quiet)
     path, device, ck = _load(args)
     cfg = ck.cfg

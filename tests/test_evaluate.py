@@ -144,9 +144,9 @@ def test_same_seeds_for_every_policy_and_heldout_seeds(run_dir, ckpt):
 def test_crafter_episodes_have_achievements_and_a_score():
     from model.evaluation import episode_stats
 
-    eps = run_episodes("crafter", RandomPolicy(17, seed=0), [10_000, 10_001], max_steps=20)
+    eps = run_episodes("crafter", RandomPolicy(17, seed=0), [10_000], max_steps=20)  # one world: resets are slow
     stats = episode_stats(eps)
-    assert stats["episodes"] == 2 and stats["cut_by_max_steps"] == 2 and stats["length_mean"] == 20
+    assert stats["episodes"] == 1 and stats["cut_by_max_steps"] == 1 and stats["length_mean"] == 20
     assert len(stats["success_rates"]) == 22 and 0.0 <= stats["crafter_score"] <= 100.0
     assert stats["returns"] == [pytest.approx(e.rewards.sum()) for e in eps]
 
