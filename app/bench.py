@@ -7,8 +7,12 @@ Workloads match the reference table in the README so figures compare one to one:
 * ``train``   - one optimiser step of the tokenizer, the world model and the actor-critic
 * ``collect`` - real env steps/s with 1 and N worker processes
 
-Each figure is the median over ``--repeats`` after ``--warmup`` untimed runs. Results print as a table
-and are written as JSON with the torch version, thread count, dtype and the process's peak RSS.
+Each figure is the median over ``--repeats`` after ``--warmup`` untimed runs. Besides wall time each
+row has ``cpu_*``: the process's CPU time for the same work. On a machine shared with other jobs,
+wall time inflates with the load while CPU time at ``--threads 1`` barely moves, so A/B comparisons
+(``--path fast`` vs ``--path plain``) use it; with more threads CPU time also counts OpenMP spinning.
+Results print as a table and are written as JSON with the torch version, thread count, dtype, path,
+load average and the process's peak RSS.
 """
 from __future__ import annotations
 
@@ -34,6 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float32", choices=("float32", "bf16"),
                    help="bf16 = autocast; float32 = the plain reference path")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument("--path", default="fast", choices=("fast", "plain"),
+                   help="fast = channels-last and exact rewrites (model/fastpath.py); plain = the reference path")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--batch", type=int, nargs="*", default=None,
@@ -47,17 +53,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the hot modules")
 
 
-def timed(fn: Callable[[], Any], repeats: int, warmup: int, sync: Callable[[], None]) -> list[float]:
-    """Wall seconds of ``fn`` per repeat, after untimed warm-up runs."""
+class Timings(list):
+    """Wall seconds per repeat (the list itself) and the process CPU seconds per repeat (``.cpu``)."""
+
+    cpu: list[float]
+
+
+def timed(fn: Callable[[], Any], repeats: int, warmup: int, sync: Callable[[], None]) -> Timings:
+    """Wall (and CPU) seconds of ``fn`` per repeat, after untimed warm-up runs."""
     for _ in range(warmup):
         fn()
     sync()
-    out = []
+    out = Timings()
+    out.cpu = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         sync()
         out.append(time.perf_counter() - t0)
+        out.cpu.append(time.process_time() - c0)
     return out
 
 
@@ -67,13 +81,18 @@ def peak_rss_gib() -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
     import torch
 
     from app import bench_workloads as wl
+    from model import fastpath
     from model.device import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    fastpath.set_enabled(args.path == "fast")
+    load_before = os.getloadavg()[0]
     device = resolve_device(args.device)
     workloads = list(WORKLOADS) if "all" in args.workloads else args.workloads
     ctx = wl.BenchContext.build(args, device)
@@ -85,14 +104,16 @@ def run(args: argparse.Namespace) -> int:
             print(format_row(row), flush=True)
     meta = {
         "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device),
-        "dtype": args.dtype, "preset": args.preset, "checkpoint": args.checkpoint,
+        "dtype": args.dtype, "path": args.path, "compile": args.compile, "preset": args.preset,
+        "checkpoint": args.checkpoint, "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "machine": platform.machine(), "processor": platform.processor(), "repeats": args.repeats,
         "command": "deltaplay bench " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:]),
     }
     out = Path(args.json) if args.json else Path("runs/bench") / time.strftime("%Y%m%d-%H%M%S.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
-    print(f"\nwrote {out}  (torch {meta['torch']}, {meta['threads']} threads, {meta['device']}, {args.dtype})")
+    print(f"\nwrote {out}  (torch {meta['torch']}, {meta['threads']} threads, {meta['device']}, {args.dtype}, "
+          f"{args.path} path, load average {meta['load_avg_1min']})")
     return 0
 
 

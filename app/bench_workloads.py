@@ -30,13 +30,17 @@ class BenchContext:
             from model.checkpoint import load_checkpoint
 
             ck = load_checkpoint(args.checkpoint, device)
-            return cls(args, ck.cfg, device, dict(ck.models))
-        cfg = get_preset(args.preset)
-        if args.env != "crafter":
-            from model.envs import num_actions
+            cfg, models = ck.cfg, dict(ck.models)
+        else:
+            cfg = get_preset(args.preset)
+            if args.env != "crafter":
+                from model.envs import num_actions
 
-            cfg.env.name, cfg.env.num_actions = args.env, num_actions(args.env)
-        return cls(args, cfg, device, build_models(cfg, device))
+                cfg.env.name, cfg.env.num_actions = args.env, num_actions(args.env)
+            models = build_models(cfg, device)
+        if getattr(args, "compile", False):
+            compile_convnets(models)
+        return cls(args, cfg, device, models)
 
     def autocast(self):
         return autocast(self.device, "bf16") if self.args.dtype == "bf16" else contextlib.nullcontext()
@@ -65,6 +69,17 @@ def build_models(cfg: Config, device: torch.device) -> dict[str, torch.nn.Module
     return {k: m.to(device) for k, m in (("tokenizer", tok), ("world_model", wm), ("actor_critic", ac))}
 
 
+def compile_convnets(models: dict[str, torch.nn.Module]) -> None:
+    """torch.compile the conv stacks (where the FLOPs are). Optional: on a 2-core AVX2 CPU it took
+    ~3 minutes to compile the decoder and ran no faster than eager channels-last (docs/benchmarks.md)."""
+    tok, wm, ac = models.get("tokenizer"), models.get("world_model"), models.get("actor_critic")
+    for owner, names in ((tok, ("encoder", "decoder", "frame_cnn")), (wm, ("frame_cnn",)),
+                         (getattr(ac, "model", None), ("cnn",))):
+        for name in names:
+            if owner is not None and isinstance(getattr(owner, name, None), torch.nn.Module):
+                setattr(owner, name, torch.compile(getattr(owner, name)))
+
+
 def _dream(ctx: BenchContext, batch: int):
     from model.imagination import DreamEnv
 
@@ -89,7 +104,7 @@ def bench_dream(ctx: BenchContext) -> list[dict[str, Any]]:
     secs = timed(run, a.repeats, a.warmup, ctx.sync)
     ms = 1000 * median(secs) / a.steps
     return [{"workload": "dream", "what": f"{ctx.cfg.preset} batch 1 step", "ms_per_step": round(ms, 2),
-             "steps_per_s": round(1000 / ms, 1)}]
+             "steps_per_s": round(1000 / ms, 1), "cpu_ms_per_step": round(1000 * median(secs.cpu) / a.steps, 2)}]
 
 
 def bench_imagine(ctx: BenchContext) -> list[dict[str, Any]]:
@@ -110,7 +125,8 @@ def bench_imagine(ctx: BenchContext) -> list[dict[str, Any]]:
         secs = timed(run, max(1, a.repeats // 2), 1, ctx.sync)
         fps = b * a.horizon / median(secs)
         rows.append({"workload": "imagine", "what": f"{ctx.cfg.preset} batch {b} horizon {a.horizon}",
-                     "frames_per_s": round(fps, 1), "s_per_rollout": round(median(secs), 3)})
+                     "frames_per_s": round(fps, 1), "s_per_rollout": round(median(secs), 3),
+                     "cpu_ms_per_frame": round(1000 * median(secs.cpu) / (b * a.horizon), 2)})
     return rows
 
 
@@ -127,7 +143,8 @@ def bench_train(ctx: BenchContext) -> list[dict[str, Any]]:
             secs = timed(step, a.repeats, a.warmup, ctx.sync)
             rows.append({"workload": "train", "what": f"{cfg.preset} {part} batch {b}x{_seq(cfg, part)}",
                          f"ms_per_{unit}": round(1000 * median(secs) / per, 2),
-                         "s_per_step": round(median(secs), 3), "peak_rss_gib": round(peak_rss_gib(), 2)})
+                         "s_per_step": round(median(secs), 3), f"cpu_ms_per_{unit}": round(1000 * median(secs.cpu) / per, 2),
+                         "peak_rss_gib": round(peak_rss_gib(), 2)})
     return rows
 
 
