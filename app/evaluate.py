@@ -47,7 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--segments", type=int, default=64, help="dynamics: teacher-forced segments")
     p.add_argument("--horizon", type=int, default=20, help="dynamics: imagined steps per rollout")
     p.add_argument("--starts", type=int, default=16, help="dynamics: rollout starts averaged")
-    p.add_argument("--temperature", type=float, default=1.0, help="dynamics: sampling temperature of the dream (0 = greedy)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="dynamics: sampling temperature of the dream (0 = greedy)")
     p.add_argument("--feel-steps", type=int, default=50, help="feel: timed dream steps")
     p.add_argument("--batch", type=int, default=64, help="frames per tokenizer batch")
     p.add_argument("--device", default="auto")
@@ -345,7 +346,8 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 def format_report(r: dict[str, Any]) -> str:
     """The results as text tables (the JSON has everything, per step and per achievement)."""
     out = [f"\nΔ-IRIS checkpoint evaluation: {r['checkpoint']}",
-           f"env {r['env']}, preset {r['preset']}, device {r['device']}, {r['threads']} threads, first seed {r['seed']}"]
+           f"env {r['env']}, preset {r['preset']}, device {r['device']}, {r['threads']} threads, "
+           f"first seed {r['seed']}"]
     if "data" in r:
         d = r["data"]
         out.append(f"held-out data: {d['transitions']} transitions from {d['episodes']} episodes "
@@ -382,7 +384,8 @@ def format_report(r: dict[str, Any]) -> str:
             else:
                 rows.append([k, v["return_mean"], v["return_std"], v["length_mean"], v.get("crafter_score"),
                              v["cut_by_max_steps"]])
-        cap = a["max_steps"] or (f"env limit {a['env_length_limit']}" if a["env_length_limit"] else "the env's own limit")
+        limit = a["env_length_limit"]
+        cap = a["max_steps"] or (f"env limit {limit}" if limit else "the env's own limit")
         out += ["", f"Agent in the real env: {a['episodes']} episodes per policy on the same seeds (max steps: {cap})",
                 _table(["policy", "return", "std", "length", "Crafter score", "cut"], rows)]
         rates = a.get("agent", {}).get("success_rates")

@@ -283,7 +283,8 @@ def token_accuracy(tokenizer, world_model, episodes: Sequence[Episode], steps: i
         targets_all.append(targets.cpu())
         _tick(progress, label, min(i + batch, len(segs)), len(segs))
     targets = torch.cat(targets_all)  # (N, K)
-    majority = [float((targets[:, k] == torch.mode(targets[:, k]).values).float().mean()) for k in range(targets.size(1))]
+    majority = [float((targets[:, k] == torch.mode(targets[:, k]).values).float().mean())
+                for k in range(targets.size(1))]
     per_pos = (correct / count).tolist()
     k = targets.size(1)
     return {"accuracy": float(np.mean(per_pos)), "per_position": per_pos,

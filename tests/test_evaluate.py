@@ -100,7 +100,8 @@ def test_token_accuracy_matches_world_model_loss(ckpt, episodes):
     actions = torch.as_tensor(np.stack([a for _, a in segs]))
     b, t = actions.shape
     tokens = tok.encode(frames[:, :-1].flatten(0, 1), actions.flatten(), frames[:, 1:].flatten(0, 1)).view(b, t, -1)
-    _, metrics = wm.compute_loss(frames[:, :-1], actions, tokens, torch.zeros(b, t), torch.zeros(b, t, dtype=torch.long))
+    zeros = torch.zeros(b, t)
+    _, metrics = wm.compute_loss(frames[:, :-1], actions, tokens, zeros, zeros.long())
     out = token_accuracy(tok, wm, episodes, max_segments=3, batch=2)
     assert out["segments"] == 3 and out["steps"] == steps
     assert out["accuracy"] == pytest.approx(metrics["token_acc"], abs=1e-6)
