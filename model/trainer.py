@@ -317,6 +317,9 @@ class Trainer:
     def _setup(self) -> None:
         cfg = self.cfg
         self.dist, self.device = setup_distributed(cfg.device)
+        if self.device.type == "cuda":  # as the published code: TF32 matmuls outside the bf16 autocast
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         d = self.dist
         err = None
         if d.main:
@@ -441,7 +444,7 @@ class Trainer:
     def _count_frames(self) -> int:
         n = self.store.num_steps_in("train")
         if self.dist.on:
-            t = torch.tensor([n], dtype=torch.long)
+            t = torch.tensor([n], dtype=torch.long, device=self.device)  # nccl needs CUDA tensors
             tdist.all_reduce(t)
             n = int(t.item())
         return n
@@ -495,7 +498,7 @@ class Trainer:
         if ext is not None and (ext.is_set() if isinstance(ext, threading.Event) else ext()):
             self._stop_requested = True
         if self.dist.on and sync:
-            t = torch.tensor([int(self._stop_requested)], dtype=torch.int32)
+            t = torch.tensor([int(self._stop_requested)], dtype=torch.int32, device=self.device)
             tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
             self._stop_requested = bool(t.item())
         return self._stop_requested
