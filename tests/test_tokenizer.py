@@ -151,3 +151,15 @@ def test_delta_tokenizer_learns_real_crafter_transitions():
     assert final < 0.5 * initial, (initial, final)
     usage = codebook_usage(tok.encode(prev, act, frames), tok.vocab_size)
     assert usage.shape == (4, tok.vocab_size) and usage.sum() == 4 * len(act)
+
+
+def test_patches_round_trip_and_follow_the_grid():
+    tok = build_tokenizer(tiny().tokenizer, A)  # 8x8 latent, 2x2 grid of 4x4 patches
+    z = torch.randn(2, tok.latent_dim, 8, 8)
+    p = tok.to_patches(z)
+    assert p.shape == (2, 4, tok.latent_dim * 16)
+    assert torch.equal(tok.from_patches(p), z)
+    z2 = z.clone()
+    z2[:, :, 4:, :4] += 1.0  # bottom-left patch only -> token 2 (row-major)
+    changed = (tok.to_patches(z2) != p).any(dim=-1).any(dim=0)
+    assert changed.tolist() == [False, False, True, False]
