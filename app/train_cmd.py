@@ -34,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a config field, e.g. --set train.lr=3e-4 (repeatable)")
     p.add_argument("--baselines", action="store_true",
                    help="also train a no-I-token world model and an IRIS 16-token tokenizer on the same batches")
-    p.add_argument("--epochs", type=int, default=None, help="stop once epoch N is done (counted from the run's start, also on --resume)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="stop once epoch N is done (counted from the run's start, also on --resume)")
     p.add_argument("--tensorboard", action="store_true", help="also log to run_dir/tensorboard (if installed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (the log and metrics still get written)")
 
@@ -108,7 +109,8 @@ def resume_config(args: argparse.Namespace, run_dir: Path):
              "--tokenizer": (args.tokenizer, cfg.tokenizer.kind)}
     for flag, (value, stored) in given.items():
         if value is not None and value != stored:
-            raise UserError(f"{flag} {value} does not match the run being resumed ({stored}); drop it or use a new --run-dir")
+            raise UserError(f"{flag} {value} does not match the run being resumed ({stored}); "
+                            "drop it or use a new --run-dir")
     if args.no_i_tokens and cfg.world_model.i_tokens:
         raise UserError("--no-i-tokens does not match the run being resumed (trained with I-tokens)")
     if args.baselines and not cfg.train.baselines:

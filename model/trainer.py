@@ -232,6 +232,9 @@ class Mean:
                 self.sum[prefix + k] += float(v)
                 self.n[prefix + k] += 1
 
+    def mean(self, key: str) -> float:
+        return self.sum[key] / max(self.n[key], 1)
+
     def result(self) -> dict[str, float]:
         return {k: self.sum[k] / self.n[k] for k in self.sum}
 
@@ -560,7 +563,7 @@ class Trainer:
                     m["loss"] = loss.item()
                     m["grad_norm"] = self._optimize(name, loss)
                     agg.add(m, prefix=f"{name}/")
-                self._emit("tokenizer", step=i + 1, steps=n, loss=agg.sum["tokenizer/loss"] / agg.n["tokenizer/loss"])
+                self._emit("tokenizer", step=i + 1, steps=n, loss=agg.mean("tokenizer/loss"))
         finally:
             for name in names:
                 self.models[name].eval()
@@ -602,7 +605,7 @@ class Trainer:
                         loss, m = wm.compute_loss(frames if wm.i_tokens else None, actions, tokens, rewards, ends, mask)
                     m["grad_norm"] = self._optimize(name, loss)
                     agg.add(m, prefix=f"{name}/")
-                self._emit("world_model", step=i + 1, steps=n, loss=agg.sum["world_model/loss"] / agg.n["world_model/loss"])
+                self._emit("world_model", step=i + 1, steps=n, loss=agg.mean("world_model/loss"))
         finally:
             for name in names:
                 self.models[name].eval()
@@ -626,12 +629,12 @@ class Trainer:
         agg = Mean()
         try:
             for i in self._steps(n, "actor_critic"):
-                b = to_torch(self.samplers["actor_critic"].sample_burn_in(self._batch(self.cfg.train.actor_critic_batch)),
-                             self.device)
+                batch = self.samplers["actor_critic"].sample_burn_in(self._batch(self.cfg.train.actor_critic_batch))
+                b = to_torch(batch, self.device)
                 loss, m = ac.imagine_and_loss(dream, b.frames, b.actions[:, :-1])
                 m["grad_norm"] = self._optimize("actor_critic", loss)
                 agg.add(m, prefix="actor_critic/")
-                self._emit("actor_critic", step=i + 1, steps=n, loss=agg.sum["actor_critic/loss"] / agg.n["actor_critic/loss"])
+                self._emit("actor_critic", step=i + 1, steps=n, loss=agg.mean("actor_critic/loss"))
         finally:
             ac.eval()
         return agg.result()
@@ -862,8 +865,9 @@ class Trainer:
             if self.dist.main and self.console:
                 from tqdm import tqdm
 
-                self._bar = tqdm(total=self.cfg.train.total_frames, initial=min(self.env_frames, self.cfg.train.total_frames),
-                                 unit="frame", dynamic_ncols=True, disable=None, bar_format="{n_fmt}/{total_fmt} frames |{bar}| {postfix}")
+                total = self.cfg.train.total_frames
+                self._bar = tqdm(total=total, initial=min(self.env_frames, total), unit="frame", dynamic_ncols=True,
+                                 disable=None, bar_format="{n_fmt}/{total_fmt} frames |{bar}| {postfix}")
             self._t_mark = time.perf_counter()
             while not self._done():
                 try:
