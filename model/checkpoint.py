@@ -103,8 +103,23 @@ def _side(path: Path, tag: str) -> Path:
     return path.parent / f".{path.name}.{tag}"
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def _recover(path: Path) -> None:
-    """Finish an interrupted swap: if only the previous checkpoint (``.old``) survives, restore it."""
+    """Finish an interrupted swap: if only the previous checkpoint (``.old``) survives, restore it;
+    delete temp folders of writers that died mid-write."""
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
     old = _side(path, "old")
     if old.exists() and not path.exists():
         os.replace(old, path)

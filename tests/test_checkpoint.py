@@ -2,6 +2,8 @@
 import errno
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -92,6 +94,12 @@ def test_replacing_a_checkpoint_is_atomic(tmp_path, setup, monkeypatch):
     monkeypatch.undo()
     assert os.listdir(tmp_path) == ["last"]
     assert load_checkpoint(path).state["epoch"] == 1
+    # A writer SIGKILLed mid-write leaves a temp folder; the next save removes it.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / f".last.tmp-{dead.pid}").mkdir()
+    save_checkpoint(path, models, cfg, {"epoch": 1})
+    assert os.listdir(tmp_path) == ["last"]
     # A crash between moving the old checkpoint aside and renaming the new one in: the old one is restored.
     os.replace(path, tmp_path / ".last.old")
     assert checkpoint_exists(path)
