@@ -281,7 +281,9 @@ def _achievements(info: Any, env_name: str) -> str:
     return head + ("\n\n" + ", ".join(got) if got else "\n\nnone yet")
 
 
-def _error_frame(st: TabState, last: int = 300) -> pd.DataFrame:
+def _error_frame(st: TabState, last: int = 300) -> pd.DataFrame | None:
+    if not st.errors:
+        return None  # see _long: an empty frame would make the plot's axes categorical
     start = max(0, len(st.errors) - last)
     return pd.DataFrame({"step": list(range(start, len(st.errors))), "error": st.errors[start:]})
 
@@ -520,21 +522,28 @@ def _play_tab(settings: UISettings, state: gr.State, start_ckpt: str | None, nam
             return str(out)
 
     ev = dict(api_visibility="private")
+    quiet = dict(show_progress="hidden")  # no spinner flicker per step, and an error does not cover the frames
     for i, b in enumerate(act_btns):
-        b.click(make_act(i), [state], outputs, **ev)
-    step_btn.click(do_step, [state, action_idx], outputs, api_name="step")
+        b.click(make_act(i), [state], outputs, **ev, **quiet)
+    step_btn.click(do_step, [state, action_idx], outputs, api_name="step", **quiet)
     reset_btn.click(do_reset, load_inputs, load_outputs, api_name="reset")
     load_btn.click(on_load, load_inputs, load_outputs, api_name="load_checkpoint")
-    agent_step.click(do_agent_step, [state], outputs, api_name="agent_step")
+    agent_step.click(do_agent_step, [state], outputs, api_name="agent_step", **quiet)
     run_agent.click(lambda: gr.Timer(active=True), None, agent_timer, **ev).then(
         lambda st: set_controller(st, "agent"), [state], [state, stats, controller], **ev)
     pause_agent.click(lambda: gr.Timer(active=False), None, agent_timer, **ev)
     agent_timer.tick(timer_step, [state], outputs, **ev)
-    itok.input(set_itok, [state, itok], [state, frame, real, stats, itok], api_name="set_i_tokens")
-    controller.input(set_controller, [state, controller], [state, stats, controller], api_name="set_controller")
+    # On a refused switch, put the widgets back to what the session really uses.
+    itok.input(set_itok, [state, itok], [state, frame, real, stats, itok], api_name="set_i_tokens",
+               show_progress="hidden").failure(
+        lambda st: st.session.i_tokens if st is not None and st.session is not None else True, [state], [itok], **ev)
+    controller.input(set_controller, [state, controller], [state, stats, controller], api_name="set_controller",
+                     show_progress="hidden").failure(
+        lambda st: st.session.controller if st is not None and st.session is not None else "human", [state],
+        [controller], **ev)
     horizon.release(set_horizon, [state, horizon], [state], **ev)
     temperature.release(set_temperature, [state, temperature], [state], **ev)
-    record.input(set_record, [state, record], [state, stats], api_name="set_record")
+    record.input(set_record, [state, record], [state, stats], api_name="set_record", **quiet)
     gif_btn.click(export_gif, [state], [gif_file], api_name="export_gif")
     return PlayWidgets(ckpt, frame, real, outputs, load_outputs, on_load, load_inputs)
 
@@ -731,7 +740,7 @@ def _itoken_tab(settings: UISettings, state: gr.State, play: PlayWidgets) -> Non
 RUN_HEADERS = ["run", "state", "epoch", "frames", "frames/s", "ETA"]
 
 
-def _long(rows: list[dict[str, Any]], want) -> pd.DataFrame:
+def _long(rows: list[dict[str, Any]], want) -> pd.DataFrame | None:
     """Metrics rows -> long format (epoch, value, series) for the numeric keys ``want`` accepts."""
     out = []
     for i, r in enumerate(rows):
@@ -739,7 +748,8 @@ def _long(rows: list[dict[str, Any]], want) -> pd.DataFrame:
         for k, v in r.items():
             if k != "epoch" and want(k) and isinstance(v, (int, float)) and not isinstance(v, bool):
                 out.append({"epoch": x, "value": float(v), "series": k})
-    return pd.DataFrame(out, columns=["epoch", "value", "series"])
+    # None, not an empty frame: an empty frame's object columns make the plot's axes categorical for good.
+    return pd.DataFrame(out, columns=["epoch", "value", "series"]) if out else None
 
 
 LOSS_KEYS = ("tokenizer_loss", "world_model_loss", "actor_critic_loss")  # model/trainer.py's headline names
