@@ -951,8 +951,16 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from None
     demo = build_app(args.checkpoint, args.runs_dir, args.gallery_dir, args.device)
     jobs: JobManager = demo.deltaplay["jobs"]
+    import signal
+    import sys
+
+    # SIGTERM (e.g. a service manager) stops the server like Ctrl-C, so training children are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        launch(demo, host=args.host, port=args.port or None, block=True)
+        _, url = launch(demo, host=args.host, port=args.port or None, block=False, quiet=True)
+        print(f"Δ-IRIS Playground: {url}  (Ctrl-C to stop; runs in {demo.deltaplay['settings'].runs_dir})", flush=True)
+        demo.block_thread()
     finally:
         jobs.shutdown()
+        demo.close()
     return 0

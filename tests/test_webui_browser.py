@@ -162,6 +162,12 @@ def test_browser_end_to_end(server, browser, tmp_path):
     page.locator("#btn-train-stop").click()
     page.wait_for_function("document.querySelector('#train-progress').innerText.includes('stopped')", timeout=T)
     assert (runs / "ui-run" / "metrics.jsonl").exists()
+    # Resume continues from the checkpoint the stop wrote; stop it again.
+    page.locator("#btn-train-resume").click()
+    page.wait_for_function(
+        "document.querySelector('#train-log textarea').value.includes('resumed at epoch')", timeout=300_000)
+    page.locator("#btn-train-stop").click()
+    page.wait_for_function("document.querySelector('#train-progress').innerText.includes('stopped')", timeout=T)
 
     # Gallery: the exported GIF is listed.
     open_tab(page, "Gallery")
