@@ -92,10 +92,20 @@ def _pid_alive(pid: int | None) -> bool:
         return True
 
 
+_JSONL_CACHE: dict[str, tuple[tuple[int, int], list[dict[str, Any]]]] = {}
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Lines of a JSON-lines file, skipping a half-written last line (the trainer may be mid-write)."""
-    if not path.exists():
+    """Lines of a JSON-lines file, skipping a half-written last line (the trainer may be mid-write).
+    Cached by (mtime, size): the UI polls every second and a long run's file is megabytes."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
         return []
+    key = (st.st_mtime_ns, st.st_size)
+    hit = _JSONL_CACHE.get(str(path))
+    if hit is not None and hit[0] == key:
+        return hit[1]
     rows = []
     for line in path.read_text(errors="replace").splitlines():
         line = line.strip()
@@ -107,6 +117,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             continue
         if isinstance(row, dict):
             rows.append(row)
+    _JSONL_CACHE[str(path)] = (key, rows)
     return rows
 
 

@@ -172,6 +172,9 @@ def test_browser_end_to_end(server, browser, tmp_path):
     # Gallery: the exported GIF is listed.
     open_tab(page, "Gallery")
     page.wait_for_selector("#gallery img", timeout=T)
+    page.wait_for_function("[...document.querySelectorAll('#gallery img')].every(i => i.complete && i.naturalWidth > 0)"
+                           " && document.querySelector('#gallery-files').innerText.includes('play-')", timeout=T)
+    page.wait_for_timeout(800)  # let the fade-in finish before the screenshot
     shot(page, "gallery")
 
     page.close()
