@@ -302,6 +302,7 @@ class Trainer:
         self.wall_time = 0.0
         self._dirty = False  # trained since the last checkpoint
         self._bar = None
+        self._last_progress_log = 0.0  # train.log gets a progress line at most every 30 s
         self._tb = None
         self._log_handler: logging.Handler | None = None
 
@@ -465,6 +466,12 @@ class Trainer:
             return
         event = {"phase": phase, "epoch": self.epoch + (0 if phase == "done" else 1),
                  "env_frames": self.env_frames, "total_frames": self.cfg.train.total_frames, **kw}
+        now = time.monotonic()
+        if "step" in kw and now - self._last_progress_log >= 30.0:
+            # The bar is off when stdout is not a terminal (nohup, the web UI's jobs): keep the log alive.
+            self._last_progress_log = now
+            loss = f" loss {kw['loss']:.4f}" if "loss" in kw else ""
+            log.info("epoch %d %s step %s/%s%s", event["epoch"], phase, kw["step"], kw["steps"], loss)
         if self._bar is not None:
             self._bar.n = min(self.env_frames, self._bar.total)
             post = {"ep": event["epoch"], "phase": phase}
