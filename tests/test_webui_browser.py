@@ -10,16 +10,14 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from playwright import sync_api
+from test_webui_client import build_tiny_run  # one tiny run per pytest session, shared with that file
 
 from app import webui
 
 pytestmark = pytest.mark.browser
+# The system Chromium (scripts/test.sh installs it; `playwright install` cannot download a browser here).
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-if not Path(CHROMIUM).exists():
-    pytest.skip("needs the system Chromium (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
-
-from test_webui_client import build_tiny_run  # noqa: E402  (one tiny run per pytest session)
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

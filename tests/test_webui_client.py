@@ -16,9 +16,8 @@ from PIL import Image
 
 from app import webui
 
-gradio_client = pytest.importorskip("gradio_client")
-from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
 
 _LOCK = threading.Lock()
 
