@@ -1,7 +1,6 @@
 """The play engine on a real tiny checkpoint (GridWorld: instant resets) and real envs."""
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -12,44 +11,9 @@ import torch
 from app.engine import (CheckpointMissing, ModelBundle, PlaySession, StepInfo, VariantUnavailable,
                         benchmark_dream, resolve_checkpoint_path)
 
-_LOCK = threading.Lock()
-
-
-def make_tiny_run(root: Path) -> Path:
-    """A tiny GridWorld run folder with both world-model variants, an agent and a store: trained for
-    one epoch by the real trainer. Built once per pytest session (other test files reuse it)."""
-    done = root / ".done"
-    with _LOCK:
-        if not done.exists():
-            from model.config import tiny
-            from model.trainer import train
-
-            cfg = tiny()
-            cfg.env.name = "gridworld"
-            cfg.train.baselines = True
-            torch.manual_seed(0)
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)  # 2 threads on 2 shared, busy cores ran ~5x slower
-            try:
-                train(cfg, run_dir=root, max_epochs=1, console=False)
-            finally:
-                torch.set_num_threads(threads)
-            done.touch()
-    return root
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Batch-1 play is latency-bound: one thread avoids spin-waiting on 2 shared, busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    return make_tiny_run(tmp_path_factory.getbasetemp() / "tiny_gridworld_run")
+def run_dir(tiny_run) -> Path:
+    return tiny_run
 
 
 @pytest.fixture(scope="module")

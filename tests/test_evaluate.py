@@ -20,12 +20,11 @@ from model.evaluation import (copy_errors, copy_rollout_errors, error_summary, h
                               token_accuracy, used_seeds)
 from model.frames import to_tensor
 from model.store import Episode, EpisodeStore
-from test_engine import make_tiny_run, one_thread  # noqa: F401  (autouse fixture)
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    return make_tiny_run(tmp_path_factory.getbasetemp() / "tiny_gridworld_run")
+def run_dir(tiny_run) -> Path:
+    return tiny_run
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,11 @@ from app.cli import main
 from app.engine import ModelBundle, VariantUnavailable
 from app.gif_export import export_rollout_gif, read_actions
 from app.recorder import SEPARATOR_PX
-from test_engine import make_tiny_run, one_thread  # noqa: F401  (autouse fixture)
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    return make_tiny_run(tmp_path_factory.getbasetemp() / "tiny_gridworld_run")
+def run_dir(tiny_run) -> Path:
+    return tiny_run
 
 
 @pytest.fixture(scope="module")

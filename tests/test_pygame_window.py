@@ -14,14 +14,13 @@ import pytest
 
 from app.engine import ModelBundle, PlaySession
 from app.pygame_window import GAP_PX, HEADER_LINES, LABEL_PX, LINE_PX, PlayWindow, StoredEpisodes
-from test_engine import make_tiny_run, one_thread  # noqa: F401  (autouse fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    return make_tiny_run(tmp_path_factory.getbasetemp() / "tiny_gridworld_run")
+def run_dir(tiny_run) -> Path:
+    return tiny_run
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ and stopped from the Train tab, two pages playing independently, and no request 
 Saves a screenshot of each tab to assets/screenshot_<tab>.png."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -11,7 +12,6 @@ from urllib.parse import urlparse
 
 import pytest
 from playwright import sync_api
-from test_webui_client import build_tiny_run  # one tiny run per pytest session, shared with that file
 
 from app import webui
 
@@ -19,15 +19,18 @@ pytestmark = pytest.mark.browser
 # The system Chromium (scripts/test.sh installs it; `playwright install` cannot download a browser here).
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
+# Screenshots are test artifacts (test-artifacts/, git-ignored); DELTAPLAY_UPDATE_ASSETS=1 refreshes the
+# README's copies in assets/ instead.
+_REPO = Path(__file__).resolve().parents[1]
+ASSETS = _REPO / ("assets" if os.environ.get("DELTAPLAY_UPDATE_ASSETS") == "1" else "test-artifacts")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run", "--disable-quic"]
 T = 60_000  # ms; generous, the CI machine is shared (no timed assertions: these are only deadlines)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    run = build_tiny_run(tmp_path_factory.getbasetemp())
+def server(tiny_run, tmp_path_factory):
+    run = tiny_run
     gallery = tmp_path_factory.mktemp("browser_gallery")
     runs = tmp_path_factory.mktemp("browser_runs")
     mp = pytest.MonkeyPatch()

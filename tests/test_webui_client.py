@@ -19,38 +19,6 @@ from app import webui
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-_LOCK = threading.Lock()
-
-
-def build_tiny_run(base: Path) -> Path:
-    """A tiny GridWorld run (tiny preset, one epoch, baselines) under ``base``, built once per pytest
-    session. It lives where tests/test_engine.py keeps the same run, with the same ``.done`` marker,
-    so whichever test file runs first trains it and the others reuse it."""
-    run = base / "tiny_gridworld_run"
-    with _LOCK:
-        if not (run / ".done").exists():
-            from model.config import tiny
-            from model.trainer import train
-
-            cfg = tiny()
-            cfg.env.name = "gridworld"
-            cfg.train.baselines = True
-            torch.manual_seed(0)
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)  # tiny networks: one thread is faster on a shared 2-core machine
-            try:
-                train(cfg, run_dir=run, max_epochs=1, console=False)
-            finally:
-                torch.set_num_threads(threads)
-            (run / ".done").touch()
-    return run
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    return build_tiny_run(tmp_path_factory.getbasetemp())
-
-
 @pytest.fixture(scope="module")
 def server(tiny_run, tmp_path_factory):
     gallery = tmp_path_factory.mktemp("gallery")
