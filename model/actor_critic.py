@@ -80,6 +80,13 @@ class ActorCritic(nn.Module):
     def device(self) -> torch.device:
         return self.model.actor.weight.device
 
+    def train(self, mode: bool = True) -> "ActorCritic":
+        """The EMA target only ever runs without gradients, so it stays in eval mode (no layer here
+        behaves differently in train mode; eval lets its convs use the inference layout, model/nets.py)."""
+        super().train(mode)
+        self.target.eval()
+        return self
+
     def _zeros(self, batch: int) -> State:
         z = torch.zeros(batch, self.cfg.lstm_dim, device=self.device)
         return z, z.clone()
