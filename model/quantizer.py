@@ -54,8 +54,10 @@ class Quantizer(nn.Module):
 
     @torch.no_grad()
     def nearest(self, e: torch.Tensor) -> torch.Tensor:
-        """Unit vectors (..., code_dim) -> index of the most cosine-similar code."""
-        return (e.float() @ self.codebook.t()).argmax(dim=-1)
+        """Unit vectors (..., code_dim) -> index of the most cosine-similar code (float32 even under
+        autocast: bf16 similarities tie too often)."""
+        with torch.autocast(device_type=e.device.type, enabled=False):
+            return (e.float() @ self.codebook.float().t()).argmax(dim=-1)
 
     def forward(self, z: torch.Tensor, update: bool = False) -> QuantizerOutput:
         """``z`` (N, K, input_dim). ``update=True`` applies one EMA/revival step (training only)."""

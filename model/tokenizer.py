@@ -109,7 +109,7 @@ class Tokenizer(nn.Module):
     def decode(self, prev: torch.Tensor, actions: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """(N, K) tokens -> (N, 3, H, W) in [0, 1]."""
         q = self.quantizer.embed(tokens.long())
-        return self.image(prev, actions, self.from_patches(q)).clamp(0, 1)
+        return self.image(prev, actions, self.from_patches(q)).float().clamp(0, 1)
 
     @torch.no_grad()
     def reconstruct(self, prev, actions, frames) -> tuple[torch.Tensor, torch.Tensor]:
@@ -203,6 +203,9 @@ class ResidualDeltaTokenizer(DeltaTokenizer):
 
     ADVECT_KERNELS = 2
     ADVECT_SIZE = 15
+    # Kernel logits are scaled up so that a kernel can become one sharp displacement in a few hundred
+    # AdamW steps (per-step logit change ~ lr * fan-in otherwise: thousands of steps at lr 3e-4).
+    KERNEL_LOGIT_SCALE = 10.0
 
     def __init__(self, cfg: TokenizerConfig, num_actions: int) -> None:
         Tokenizer.__init__(self, cfg, num_actions)  # skips DeltaTokenizer's paper layers
@@ -244,7 +247,8 @@ class ResidualDeltaTokenizer(DeltaTokenizer):
         a = self.decoder_action(actions).view(-1, self.cfg.action_emb_dim, r, r).to(q_map.dtype)
         h = torch.cat([summary.to(q_map.dtype), a, q_map], dim=1)
         out = F.pixel_shuffle(self.decoder(h, skips), 2).to(prev.dtype)
-        kernels = self.kernel_head(h).view(-1, self.ADVECT_KERNELS, self.ADVECT_SIZE**2).softmax(-1)
+        logits = self.KERNEL_LOGIT_SCALE * self.kernel_head(h)
+        kernels = logits.view(-1, self.ADVECT_KERNELS, self.ADVECT_SIZE**2).softmax(-1)
         moved = advect(prev, kernels.view(-1, self.ADVECT_KERNELS, self.ADVECT_SIZE, self.ADVECT_SIZE).to(prev.dtype))
         candidates = torch.cat([(prev + out[:, :3]).unsqueeze(1), moved], dim=1)  # (N, 1 + m, 3, H, W)
         return (out[:, 3:].softmax(dim=1).unsqueeze(2) * candidates).sum(dim=1)
