@@ -55,6 +55,9 @@ class TokenizerConfig:
     l1_weight: float = 0.1
     l2_weight: float = 1.0
     max_pixel_weight: float = 0.01
+    # Pairs per chunk when computing a training batch's gradients (memory and CPU speed; see
+    # Tokenizer.compute_loss): -1 = auto (16 on CPU, 128 on GPU), 0 = the whole batch at once.
+    grad_chunk: int = -1
 
 
 @dataclass
@@ -69,6 +72,9 @@ class WorldModelConfig:
     frame_latent: int = 8  # 8x8x8 = 512
     num_reward_buckets: int = 255
     head_hidden: int = 512
+    # Sequences per chunk of a training batch's gradients (see WorldModel.compute_loss):
+    # -1 = auto (2 on CPU, whole batch on GPU), 0 = the whole batch at once.
+    grad_chunk: int = -1
 
 
 @dataclass

@@ -13,11 +13,14 @@ float32 path::
         frame = dream.step(actions)
 
 The switch is process-wide (read at call time), not per thread.
+
+Training memory: :func:`loss_in_chunks` computes a batch's gradients chunk by chunk (exactly, see
+there), which the tokenizer and world model use for large batches.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -50,3 +53,53 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
     if _enabled and x.dim() == 4:
         return x.contiguous(memory_format=torch.channels_last)
     return x
+
+
+# ---------------------------------------------------------------------------------------- training
+
+
+def grad_chunk(requested: int, device: torch.device, cpu: int, other: int) -> int:
+    """Chunk size for :func:`loss_in_chunks`: ``requested`` if >= 0 (0 = whole batch), else the
+    device's default. On CPU small chunks are faster, not only lighter: each chunk's activations are
+    reused from the allocator instead of fresh (page-faulting) buffers, and stay in cache (measured:
+    Δ-tokenizer 222 ms/pair in chunks of 16 vs 293 in one batch of 96, world model 27 vs 38 ms/frame
+    for 2 vs 8 sequences). On a GPU large batches keep it busy."""
+    if requested >= 0:
+        return requested
+    return cpu if device.type == "cpu" else other
+
+
+class PrecomputedGrads(torch.autograd.Function):
+    """A loss value whose parameter gradients were computed already: its backward hands each
+    parameter its gradient times the incoming gradient (1 for ``loss.backward()``)."""
+
+    @staticmethod
+    def forward(ctx, value: torch.Tensor, grads: list, *params: torch.Tensor) -> torch.Tensor:
+        ctx.grads = grads
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        return (None, None, *(None if g is None else g * grad_out for g in ctx.grads))
+
+
+def loss_in_chunks(params: list[torch.Tensor], n: int, chunk: int,
+                   terms: Callable[[slice], tuple[torch.Tensor, Any]]) -> tuple[torch.Tensor, list[Any]]:
+    """A loss that is a sum over parts of a batch, computed part by part with bounded memory.
+
+    ``terms(part)`` returns that part's (already weighted) share of the loss and anything else the
+    caller wants back. Each share is differentiated right away (its activations are freed before the
+    next part runs) and the summed gradients travel with the returned loss, so the caller's
+    ``loss.backward()`` fills ``.grad`` exactly as one pass over the whole batch would, up to float
+    summation order. Returns (loss, the extras in part order)."""
+    grads: list[torch.Tensor | None] = [None] * len(params)
+    total: torch.Tensor | float = 0.0
+    extras = []
+    for lo in range(0, n, chunk):
+        share, extra = terms(slice(lo, min(n, lo + chunk)))
+        for i, g in enumerate(torch.autograd.grad(share, params, allow_unused=True)):
+            if g is not None:
+                grads[i] = g if grads[i] is None else grads[i].add_(g)
+        total = total + share.detach()
+        extras.append(extra)
+    return PrecomputedGrads.apply(total, grads, *params), extras
