@@ -242,9 +242,41 @@ class WorldModel(nn.Module):
     def compute_loss(self, frames: torch.Tensor | None, actions: torch.Tensor, tokens: torch.Tensor,
                      rewards: torch.Tensor, ends: torch.Tensor,
                      mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-        """Cross-entropies for tokens, two-hot rewards and ends (weights 1/1/1) over valid steps."""
-        out = self(frames, actions, tokens)
+        """Cross-entropies for tokens, two-hot rewards and ends (weights 1/1/1) over valid steps.
+
+        With autograd on and more than ``cfg.grad_chunk`` sequences, the gradients are computed a
+        few sequences at a time (:func:`model.fastpath.loss_in_chunks`): each term is a sum over
+        valid targets divided by the whole batch's count, so loss and gradients are those of one pass."""
         mask = torch.ones_like(actions, dtype=torch.bool) if mask is None else mask.bool()
+        b = actions.size(0)
+        chunk = fastpath.grad_chunk(self.cfg.grad_chunk, self.pos_emb.weight.device, cpu=2, other=0)
+        params = [p for p in self.parameters() if p.requires_grad]
+        counts = self._target_counts(mask)
+        if not (chunk and b > chunk and params and torch.is_grad_enabled()):
+            loss, stats = self._loss_terms(frames, actions, tokens, rewards, ends, mask, counts)
+        else:
+            def terms(part: slice):
+                f = None if frames is None else frames[part]
+                return self._loss_terms(f, actions[part], tokens[part], rewards[part], ends[part], mask[part], counts)
+
+            loss, stats = fastpath.loss_in_chunks(params, b, chunk, terms)
+            stats = torch.stack(stats).sum(0)
+        values = stats.tolist()  # one host sync
+        metrics = dict(zip(("loss", "loss_tokens", "loss_reward", "loss_end", "token_acc"), values))
+        return loss, metrics
+
+    def _target_counts(self, mask: torch.Tensor) -> torch.Tensor:
+        """(token targets, step targets) of a batch: the denominators of the loss means."""
+        if self.layout == "delta":
+            steps = mask.sum()
+            return torch.stack([steps * self.tokens_per_frame, steps]).clamp_min(1)
+        pair = mask[:, :-1] & mask[:, 1:]
+        return torch.stack([pair.sum() * self.tokens_per_frame, mask.sum()]).clamp_min(1)
+
+    def _loss_terms(self, frames, actions, tokens, rewards, ends, mask, counts):
+        """(loss, detached [loss, loss_tokens, loss_reward, loss_end, token_acc]) with sums divided by
+        ``counts`` (the whole batch's), so the terms of parts of a batch add up to the batch's."""
+        out = self(frames, actions, tokens)
         if self.layout == "delta":
             logits, targets = out.token_logits[mask], tokens[mask]
         else:
@@ -252,15 +284,16 @@ class WorldModel(nn.Module):
             logits, targets = out.token_logits[:, :-1][pair], tokens[:, 1:][pair]
         logits = logits.flatten(0, 1).float()
         targets = targets.flatten()
-        loss_tokens = F.cross_entropy(logits, targets)
-        loss_reward = self.twohot.loss(out.reward_logits[mask], rewards[mask])
-        loss_end = F.cross_entropy(out.end_logits[mask].float(), ends[mask].long())
+        n_tok, n_step = counts[0], counts[1]
+        loss_tokens = F.cross_entropy(logits, targets, reduction="sum") / n_tok
+        reward_logits = out.reward_logits[mask].float()
+        loss_reward = F.cross_entropy(reward_logits, self.twohot.encode(rewards[mask]), reduction="sum") / n_step
+        loss_end = F.cross_entropy(out.end_logits[mask].float(), ends[mask].long(), reduction="sum") / n_step
         loss = loss_tokens + loss_reward + loss_end
         with torch.no_grad():
-            acc = (logits.argmax(-1) == targets).float().mean()
-            values = torch.stack([loss, loss_tokens, loss_reward, loss_end, acc]).tolist()  # one sync
-        metrics = dict(zip(("loss", "loss_tokens", "loss_reward", "loss_end", "token_acc"), values))
-        return loss, metrics
+            acc = (logits.argmax(-1) == targets).float().sum() / n_tok
+            stats = torch.stack([loss, loss_tokens, loss_reward, loss_end, acc])
+        return loss, stats
 
     # ---------------------------------------------------------------- generation
 
