@@ -55,6 +55,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    t = p.add_argument_group("tokenizers (the experiment; --seed/--frames/--data-episodes: held-out data, "
+                             "--batch: eval batch, --threads 0 = 1 thread)")
+    t.add_argument("--minutes", type=float, default=120.0, help="training budget per model, on its own clock")
+    t.add_argument("--steps", type=int, default=0, help="cap on training steps per model (0 = none)")
+    t.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                   help="budget clock: process CPU time in the model's steps (robust to load) or wall time")
+    t.add_argument("--schedule", choices=("interleaved", "sequential"), default="interleaved",
+                   help="one step per model in turn, or one model after another")
+    t.add_argument("--models", nargs="+", choices=("cpu", "paper", "iris"), default=["cpu", "paper", "iris"],
+                   help="which tokenizers to train (cpu is required)")
+    t.add_argument("--width", type=int, default=None, help="conv base width of every model (default: cpu preset, 32)")
+    t.add_argument("--train-batch", type=int, default=0, help="pairs per training step (0 = cpu preset's, 32)")
+    t.add_argument("--train-frames", type=int, default=50_000, help="training transitions (random policy)")
+    t.add_argument("--train-seed", type=int, default=0, help="first training env seed (must stay below --seed)")
+    t.add_argument("--episode-steps", type=int, default=250, help="training episodes are cut after this many steps")
+    t.add_argument("--data-dir", default="runs/tokenizer_data", help="cache of collected transitions (.npz)")
+    t.add_argument("--out-dir", default="runs/tokenizer_experiment", help="checkpoints and worst_frames.png")
+    t.add_argument("--worst", type=int, default=8, help="frames in worst_frames.png")
+    t.add_argument("--curve-every", type=float, default=10.0,
+                   help="held-out learning-curve point every this many budget minutes per model (0 = off)")
+    t.add_argument("--curve-frames", type=int, default=256, help="held-out transitions per learning-curve point")
+    t.add_argument("--eval-only", action="store_true", help="re-evaluate the checkpoints in --out-dir")
 
 
 def run(args: argparse.Namespace) -> int:
