@@ -195,6 +195,7 @@ class Arm:
     window: dict[str, list[float]] = field(default_factory=dict)  # metrics since the last progress line
     curve: list[dict[str, float]] = field(default_factory=list)
     next_curve_s: float = 0.0
+    run: str = ""  # JSON of the settings it was trained with (read back by --eval-only)
 
     def clock(self, kind: str) -> float:
         return self.cpu_s if kind == "cpu" else self.wall_s
@@ -345,8 +346,8 @@ def format_table(r: dict[str, Any]) -> str:
     return "\n".join([
         f"\nTokenizer experiment ({r['budget_minutes']} {r['clock']}-minutes or {r['max_steps'] or 'no'} step cap per "
         f"model, batch {r['train_batch']} pairs, {r['threads']} thread(s), {r['schedule']})",
-        f"train: {d['train']['transitions']} transitions, seeds {d['train']['first_seed']}..{d['train']['last_seed']}; "
-        f"held out: {d['test']['transitions']} transitions, seeds {d['test']['first_seed']}..{d['test']['last_seed']}",
+        (f"train: {d['train']['transitions']} transitions, seeds {d['train']['first_seed']}..{d['train']['last_seed']}; "
+         if d["train"] else "") + f"held out: {d['test']['transitions']} transitions, seeds {d['test']['first_seed']}..{d['test']['last_seed']}",
         "PSNR in dB on held-out x_t (per-frame median and mean; of the mean MSE; of the worst 1% frames' mean MSE);"
         " steps/s on each model's own clock",
         *("  " + s for s in lines)])
@@ -410,14 +411,20 @@ def _run(args) -> int:
                 raise ExperimentError(f"--eval-only: {e}") from None
             st = ck.state
             arms.append(Arm(name, ck.models["tokenizer"], steps=int(st.get("steps", 0)),
-                            cpu_s=float(st.get("cpu_s", 0.0)), wall_s=float(st.get("wall_s", 0.0))))
+                            cpu_s=float(st.get("cpu_s", 0.0)), wall_s=float(st.get("wall_s", 0.0)),
+                            run=str(st.get("run", ""))))
             cfgs[name] = ck.cfg.tokenizer
             continue
         torch.manual_seed(args.train_seed + i)
         tok = build_tokenizer(cfgs[name], checkpoint_config(cfgs[name]).env.num_actions).to(device)
         arms.append(Arm(name, tok, make_optimizer(tok, tr.lr, tr.weight_decay)))
 
-    if not args.eval_only:
+    training = {"threads": torch.get_num_threads(), "clock": clock, "schedule": args.schedule, "budget_minutes": args.minutes, "max_steps": args.steps,
+                "train_batch": batch, "train_data": train_data.meta if train_data is not None else None}
+    if args.eval_only:  # what the checkpoints were trained with, not this command's options
+        runs = [json.loads(a.run) for a in arms if a.run]
+        training = runs[0] if runs else {k: None for k in training}
+    else:
         budget_s = args.minutes * 60 if args.minutes > 0 else math.inf
         params = ", ".join(f"{a.name} {sum(p.numel() for p in a.tok.parameters()) / 1e6:.2f}M" for a in arms)
         _say(q, f"training {params} params; {args.minutes} {clock}-min / {args.steps or 'no cap'} steps each, "
@@ -431,16 +438,16 @@ def _run(args) -> int:
               curve_data=curve_data, eval_batch=args.batch, quiet=q, device=device)
         for a in arms:
             state = {"steps": a.steps, "cpu_s": a.cpu_s, "wall_s": a.wall_s, "experiment": "tokenizers",
-                     "model": a.name}
+                     "model": a.name, "run": json.dumps(training)}
             save_checkpoint(out_dir / a.name, {"tokenizer": a.tok}, checkpoint_config(cfgs[a.name]), state)
 
     _say(q, f"evaluating on {len(test_data)} held-out transitions ...")
     result: dict[str, Any] = {
         "experiment": "tokenizers", "env": ENV, "device": str(device), "torch": torch.__version__,
-        "python": platform.python_version(), "threads": torch.get_num_threads(), "clock": clock,
-        "schedule": args.schedule, "budget_minutes": args.minutes, "max_steps": args.steps, "train_batch": batch,
+        "python": platform.python_version(), "threads": torch.get_num_threads(),
+        **{k: v for k, v in training.items() if k != "train_data"},
         "lr": tr.lr, "weight_decay": tr.weight_decay, "grad_clip": tr.grad_clip, "eval_only": bool(args.eval_only),
-        "data": {"train": train_data.meta if train_data is not None else None, "test": test_data.meta},
+        "data": {"train": training["train_data"], "test": test_data.meta},
         "out_dir": str(out_dir), "models": {},
     }
     errors = {}
@@ -449,7 +456,7 @@ def _run(args) -> int:
         mse, tokens = evaluate(a.tok, test_data, args.batch, device)
         errors[a.name] = mse
         k, v = int(a.tok.tokens_per_frame), int(a.tok.vocab_size)
-        clk = a.clock(clock)
+        clk = a.clock(result["clock"] or clock)
         result["models"][a.name] = {
             "label": LABELS[a.name], "kind": a.tok.kind, "tokens_per_frame": k, "vocab_size": v,
             "bits_per_frame": k * math.log2(v), "params": sum(p.numel() for p in a.tok.parameters()),
