@@ -216,11 +216,13 @@ class Arm:
         self.window.setdefault("loss", []).append(loss.item())
 
     def summary(self) -> str:
+        """Steps, speed and the training metrics averaged since the last call."""
         w = {k: float(np.mean(v)) for k, v in self.window.items() if v}
         self.window = {}
-        rate = self.steps / max(self.cpu_s, 1e-9)
-        return (f"{self.name} {self.steps} steps ({rate:.2f}/cpu-s) loss {w.get('loss', float('nan')):.4f} "
-                f"psnr {w.get('psnr', float('nan')):.1f} H {w.get('codebook_entropy_bits', float('nan')):.1f}b")
+        text = f"{self.name} {self.steps} steps ({self.steps / max(self.cpu_s, 1e-9):.2f}/cpu-s)"
+        if not w:
+            return text + " done"
+        return text + f" loss {w['loss']:.4f} psnr {w['psnr']:.1f} H {w['codebook_entropy_bits']:.1f}b"
 
 
 def batch_indices(seed: int, step: int, n: int, batch: int) -> np.ndarray:
@@ -342,12 +344,13 @@ def format_table(r: dict[str, Any]) -> str:
     widths = [max(len(row[i]) for row in cells) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    d = r["data"]
+    def data(d: dict[str, Any] | None) -> str:
+        return f"{d['transitions']} transitions, seeds {d['first_seed']}..{d['last_seed']}" if d else "unknown"
+
     return "\n".join([
         f"\nTokenizer experiment ({r['budget_minutes']} {r['clock']}-minutes or {r['max_steps'] or 'no'} step cap per "
         f"model, batch {r['train_batch']} pairs, {r['threads']} thread(s), {r['schedule']})",
-        (f"train: {d['train']['transitions']} transitions, seeds {d['train']['first_seed']}..{d['train']['last_seed']}; "
-         if d["train"] else "") + f"held out: {d['test']['transitions']} transitions, seeds {d['test']['first_seed']}..{d['test']['last_seed']}",
+        f"train: {data(r['data']['train'])}; held out: {data(r['data']['test'])}",
         "PSNR in dB on held-out x_t (per-frame median and mean; of the mean MSE; of the worst 1% frames' mean MSE);"
         " steps/s on each model's own clock",
         *("  " + s for s in lines)])
@@ -419,8 +422,9 @@ def _run(args) -> int:
         tok = build_tokenizer(cfgs[name], checkpoint_config(cfgs[name]).env.num_actions).to(device)
         arms.append(Arm(name, tok, make_optimizer(tok, tr.lr, tr.weight_decay)))
 
-    training = {"threads": torch.get_num_threads(), "clock": clock, "schedule": args.schedule, "budget_minutes": args.minutes, "max_steps": args.steps,
-                "train_batch": batch, "train_data": train_data.meta if train_data is not None else None}
+    training = {"threads": torch.get_num_threads(), "clock": clock, "schedule": args.schedule,
+                "budget_minutes": args.minutes, "max_steps": args.steps, "train_batch": batch,
+                "train_data": train_data.meta if train_data is not None else None}
     if args.eval_only:  # what the checkpoints were trained with, not this command's options
         runs = [json.loads(a.run) for a in arms if a.run]
         training = runs[0] if runs else {k: None for k in training}
