@@ -194,18 +194,21 @@ class ResidualDeltaTokenizer(DeltaTokenizer):
     * Decoder: a U-Net. A CNN over (x_{t-1}, action plane) gives an 8x8 summary (concatenated with the
       tokens and the action embedding, as in the paper) and skip features at 16x16 and 32x32.
     * Output: a per-pixel mix (softmax masks) of x_{t-1} + delta and ``ADVECT_KERNELS`` copies of
-      x_{t-1} moved by predicted ``ADVECT_SIZE``-wide kernels, one set per frame (CDNA-style advection,
-      Finn et al. 2016). A whole-view scroll (a Crafter move: 7 pixels) is then one kernel and a mask,
-      learnt in a few hundred steps, instead of a shift every conv layer must learn to draw.
+      x_{t-1} moved by ``ADVECT_SIZE``-wide kernels predicted from the action and the tokens, one set
+      per frame (CDNA-style advection, Finn et al. 2016). A whole-view scroll (a Crafter move: 7
+      pixels) is then one kernel per action and a mask switched on by the tokens, learnt in a few
+      hundred steps, instead of a shift every conv layer must learn to draw.
       The delta and mask layers start at zero with the mask on x_{t-1} + delta, so training starts
       from the copy-x_{t-1} baseline.
     """
 
-    ADVECT_KERNELS = 2
+    ADVECT_KERNELS = 1
     ADVECT_SIZE = 15
-    # Kernel logits are scaled up so that a kernel can become one sharp displacement in a few hundred
-    # AdamW steps (per-step logit change ~ lr * fan-in otherwise: thousands of steps at lr 3e-4).
-    KERNEL_LOGIT_SCALE = 10.0
+    # Kernel logits = ACTION_SCALE * (a learned table per action) + TOKEN_SCALE * (a head over the
+    # tokens and the x_{t-1} summary). The scales let a kernel become one sharp displacement in a few
+    # hundred AdamW steps; unscaled, logits move ~lr per step: thousands of steps at lr 3e-4.
+    ACTION_SCALE = 100.0
+    TOKEN_SCALE = 10.0
 
     def __init__(self, cfg: TokenizerConfig, num_actions: int) -> None:
         Tokenizer.__init__(self, cfg, num_actions)  # skips DeltaTokenizer's paper layers
@@ -223,6 +226,7 @@ class ResidualDeltaTokenizer(DeltaTokenizer):
         m, k = self.ADVECT_KERNELS, self.ADVECT_SIZE
         # 4 output maps at 64x64 (pixel-shuffled from 32x32): delta RGB, then 1 + m mask logits
         self.decoder = Decoder(dec_in, c.channels, mult, down, (3 + 1 + m) * 4, c.num_res_blocks, skip_channels=skip)
+        self.action_kernels = nn.Embedding(num_actions, m * k * k)
         self.kernel_head = nn.Sequential(nn.Conv2d(dec_in, 64, 3, padding=1), nn.SiLU(), nn.AdaptiveAvgPool2d(1),
                                          nn.Flatten(), nn.Linear(64, 64), nn.SiLU(), nn.Linear(64, m * k * k))
         self.quantizer = self._make_quantizer()
@@ -232,6 +236,7 @@ class ResidualDeltaTokenizer(DeltaTokenizer):
         nn.init.zeros_(last.bias)
         last.bias.data[3 * 4:4 * 4] = 5.0  # mask starts on x_{t-1} + delta (softmax weight ~0.99)
         nn.init.zeros_(self.kernel_head[-1].weight)  # kernels start uniform
+        nn.init.zeros_(self.action_kernels.weight)
 
     def _plane(self, emb: nn.Embedding, actions, like):
         return emb(actions).view(-1, 1, like.size(2), like.size(3)).to(like.dtype)
@@ -247,7 +252,7 @@ class ResidualDeltaTokenizer(DeltaTokenizer):
         a = self.decoder_action(actions).view(-1, self.cfg.action_emb_dim, r, r).to(q_map.dtype)
         h = torch.cat([summary.to(q_map.dtype), a, q_map], dim=1)
         out = F.pixel_shuffle(self.decoder(h, skips), 2).to(prev.dtype)
-        logits = self.KERNEL_LOGIT_SCALE * self.kernel_head(h)
+        logits = self.ACTION_SCALE * self.action_kernels(actions) + self.TOKEN_SCALE * self.kernel_head(h)
         kernels = logits.view(-1, self.ADVECT_KERNELS, self.ADVECT_SIZE**2).softmax(-1)
         moved = advect(prev, kernels.view(-1, self.ADVECT_KERNELS, self.ADVECT_SIZE, self.ADVECT_SIZE).to(prev.dtype))
         candidates = torch.cat([(prev + out[:, :3]).unsqueeze(1), moved], dim=1)  # (N, 1 + m, 3, H, W)
