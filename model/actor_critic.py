@@ -65,6 +65,16 @@ class CnnLstm(nn.Module):
         h, c = self.lstm(self.cnn(fastpath.channels_last(frame)).flatten(1), state)
         return self.actor(h), self.critic(h), (h, c)
 
+    def read(self, frames: torch.Tensor, state: State) -> State:
+        """Advance the LSTM over frames (B, T, 3, H, W) (a burn-in): one CNN call for all T frames."""
+        b, t = frames.shape[:2]
+        if t == 0:
+            return state
+        feats = self.cnn(fastpath.channels_last(frames.flatten(0, 1))).flatten(1).view(b, t, -1)
+        for i in range(t):
+            state = self.lstm(feats[:, i], state)
+        return state
+
 
 class ActorCritic(nn.Module):
     def __init__(self, cfg: ActorCriticConfig, num_actions: int, image_size: int = 64) -> None:
@@ -141,9 +151,8 @@ class ActorCritic(nn.Module):
         actions = burn_in_actions[:, :n - 1].to(self.device, torch.long)
         state, target_state = self._zeros(b), self._zeros(b)
         with torch.no_grad():
-            for t in range(n - 1):
-                _, _, state = self.model(frames[:, t], state)
-                _, _, target_state = self.target(frames[:, t], target_state)
+            state = self.model.read(frames[:, :n - 1], state)
+            target_state = self.target.read(frames[:, :n - 1], target_state)
         obs = dream.reset(frames, actions).to(self.device)
 
         logits, value_logits, target_values, taken, rewards, ends = [], [], [], [], [], []

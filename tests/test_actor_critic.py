@@ -125,3 +125,17 @@ def test_imagine_and_loss_trains_actor_and_critic_only(dream_parts):
     assert history[-1]["value_loss"] < history[0]["value_loss"]  # the critic fits the λ-returns
     assert any(not torch.equal(a, p) for a, p in zip(target_before, ac.target.parameters()))
     assert 0 < m["entropy"] <= torch.log(torch.tensor(float(A))).item() + 1e-5
+
+
+def test_burn_in_read_equals_stepping_frame_by_frame():
+    torch.manual_seed(0)
+    ac = ActorCritic(tiny().actor_critic, num_actions=5).eval()
+    frames = torch.rand(3, 4, 3, 64, 64)
+    zeros = ac._zeros(3)
+    with torch.no_grad():
+        h, c = ac.model.read(frames, zeros)
+        state = zeros
+        for t in range(4):
+            _, _, state = ac.model(frames[:, t], state)
+        assert ac.model.read(frames[:, :0], zeros) is zeros
+    assert torch.allclose(h, state[0], atol=1e-6) and torch.allclose(c, state[1], atol=1e-6)
