@@ -43,7 +43,11 @@ def build_tokenizer(cfg: TokenizerConfig, num_actions: int) -> "Tokenizer":
         return DeltaTokenizer(cfg, num_actions)
     if cfg.decoder == "residual":
         return ResidualDeltaTokenizer(cfg, num_actions)
-    raise ValueError(f"unknown tokenizer decoder {cfg.decoder!r} (paper|residual)")
+    if cfg.decoder == "residual_v1":  # the frozen design of the bundled checkpoints
+        from model.tokenizer_v1 import ResidualDeltaTokenizerV1
+
+        return ResidualDeltaTokenizerV1(cfg, num_actions)
+    raise ValueError(f"unknown tokenizer decoder {cfg.decoder!r} (paper|residual|residual_v1)")
 
 
 def grid_size(tokens_per_frame: int) -> int:
