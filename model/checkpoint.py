@@ -182,6 +182,16 @@ def checkpoint_exists(path: str | Path) -> bool:
     return (path / WEIGHTS).is_file() and (path / CONFIG).is_file()
 
 
+def migrate_config(cfg: Config, weights: dict[str, dict[str, torch.Tensor]]) -> Config:
+    """Checkpoints written before the residual tokenizer gained its per-action kernel table (the
+    first cpu design, kept as ``decoder="residual_v1"``, which the bundled checkpoints use) say
+    ``decoder="residual"``: recognise them by their weights so they load as they were trained."""
+    tok = weights.get("tokenizer", {})
+    if cfg.tokenizer.decoder == "residual" and tok and "action_kernels.weight" not in tok:
+        cfg.tokenizer = dataclasses.replace(cfg.tokenizer, decoder="residual_v1")
+    return cfg
+
+
 def load_config(path: str | Path) -> Config:
     """The config of a checkpoint folder (or of a ``config.json`` file)."""
     path = Path(path)
@@ -235,8 +245,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
         _recover(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such checkpoint folder")
-    cfg = load_config(path)
     weights = load_weights(path)
+    cfg = migrate_config(load_config(path), weights)
     file = path / WEIGHTS
     for required in ("tokenizer", "world_model"):
         if required not in weights and (names is None or required in names):
