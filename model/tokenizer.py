@@ -197,13 +197,13 @@ class ResidualDeltaTokenizer(DeltaTokenizer):
     * Encoder input: x_{t-1}, the action plane, x_t and x_t - x_{t-1} (so changes are explicit).
     * Decoder: a U-Net. A CNN over (x_{t-1}, action plane) gives an 8x8 summary (concatenated with the
       tokens and the action embedding, as in the paper) and skip features at 16x16 and 32x32.
-    * Output: a per-pixel mix (softmax masks) of x_{t-1} + delta and ``ADVECT_KERNELS`` copies of
+    * Output: a per-pixel mix (softmax masks) of x_{t-1}, x_{t-1} + delta and ``ADVECT_KERNELS`` copies of
       x_{t-1} moved by ``ADVECT_SIZE``-wide kernels predicted from the action and the tokens, one set
       per frame (CDNA-style advection, Finn et al. 2016). A whole-view scroll (a Crafter move: 7
       pixels) is then one kernel per action and a mask switched on by the tokens, learnt in a few
       hundred steps, instead of a shift every conv layer must learn to draw.
-      The delta and mask layers start at zero with the mask on x_{t-1} + delta, so training starts
-      from the copy-x_{t-1} baseline.
+      The delta and mask layers start at zero with the mask on the first two, so training starts
+      from the copy-x_{t-1} baseline; the plain x_{t-1} keeps unchanged pixels exact.
     """
 
     ADVECT_KERNELS = 1
@@ -228,8 +228,8 @@ class ResidualDeltaTokenizer(DeltaTokenizer):
         skip = [ch if d else 0 for ch, d in zip(self.frame_cnn.level_channels, down)]
         dec_in = c.latent_dim + c.frame_latent + c.action_emb_dim
         m, k = self.ADVECT_KERNELS, self.ADVECT_SIZE
-        # 4 output maps at 64x64 (pixel-shuffled from 32x32): delta RGB, then 1 + m mask logits
-        self.decoder = Decoder(dec_in, c.channels, mult, down, (3 + 1 + m) * 4, c.num_res_blocks, skip_channels=skip)
+        # output maps at 64x64 (pixel-shuffled from 32x32): delta RGB, then 2 + m mask logits
+        self.decoder = Decoder(dec_in, c.channels, mult, down, (3 + 2 + m) * 4, c.num_res_blocks, skip_channels=skip)
         self.action_kernels = nn.Embedding(num_actions, m * k * k)
         self.kernel_head = nn.Sequential(nn.Conv2d(dec_in, 64, 3, padding=1), nn.SiLU(), nn.AdaptiveAvgPool2d(1),
                                          nn.Flatten(), nn.Linear(64, 64), nn.SiLU(), nn.Linear(64, m * k * k))
@@ -238,7 +238,7 @@ class ResidualDeltaTokenizer(DeltaTokenizer):
         last = self.decoder.out[-1]
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
-        last.bias.data[3 * 4:4 * 4] = 5.0  # mask starts on x_{t-1} + delta (softmax weight ~0.99)
+        last.bias.data[3 * 4:5 * 4] = 5.0  # mask starts on x_{t-1} and x_{t-1} + delta (weight ~0.99)
         nn.init.zeros_(self.kernel_head[-1].weight)  # kernels start uniform
         nn.init.zeros_(self.action_kernels.weight)
 
@@ -259,7 +259,8 @@ class ResidualDeltaTokenizer(DeltaTokenizer):
         logits = self.ACTION_SCALE * self.action_kernels(actions) + self.TOKEN_SCALE * self.kernel_head(h)
         kernels = logits.view(-1, self.ADVECT_KERNELS, self.ADVECT_SIZE**2).softmax(-1)
         moved = advect(prev, kernels.view(-1, self.ADVECT_KERNELS, self.ADVECT_SIZE, self.ADVECT_SIZE).to(prev.dtype))
-        candidates = torch.cat([(prev + out[:, :3]).unsqueeze(1), moved], dim=1)  # (N, 1 + m, 3, H, W)
+        candidates = torch.stack([prev, prev + out[:, :3]], dim=1)
+        candidates = torch.cat([candidates, moved], dim=1)  # (N, 2 + m, 3, H, W)
         return (out[:, 3:].softmax(dim=1).unsqueeze(2) * candidates).sum(dim=1)
 
 
