@@ -10,10 +10,10 @@ IRIS: a 4x4 (or 8x8) map with one token per position.
   action embedding (8x8) and the quantized latent, so the tokens only carry what x_{t-1} and
   a_{t-1} do not predict.
 * :class:`ResidualDeltaTokenizer`, ``decoder="residual"`` (cpu preset, a documented deviation):
-  same tokens and loss, but the decoder is a U-Net over x_{t-1} and predicts a correction on top
-  of it (output = x_{t-1} + delta, starting as a copy of x_{t-1}). In the published design the
-  decoder must learn to redraw the whole scene from a 512-number summary, which takes too many
-  CPU steps (shared/calibration.md); here the deterministic part comes almost for free.
+  same tokens and loss, but the decoder is a U-Net over x_{t-1} whose output mixes x_{t-1}, a
+  correction of it and x_{t-1} moved by a per-frame kernel; it starts as a copy of x_{t-1}. In the
+  published design the decoder must learn to redraw the whole scene from a 512-number summary,
+  which takes too many CPU steps (shared/calibration.md); here the deterministic part is nearly free.
 * :class:`IrisTokenizer`: each frame alone, no perceptual loss (no VGG weights can be downloaded
   at run time) and no attention blocks in the conv nets.
 
@@ -207,7 +207,7 @@ class ResidualDeltaTokenizer(DeltaTokenizer):
     """
 
     ADVECT_KERNELS = 1
-    ADVECT_SIZE = 15
+    ADVECT_SIZE = 15  # displacements up to 7 px each way: one Crafter tile
     # Kernel logits = ACTION_SCALE * (a learned table per action) + TOKEN_SCALE * (a head over the
     # tokens and the x_{t-1} summary). The scales let a kernel become one sharp displacement in a few
     # hundred AdamW steps; unscaled, logits move ~lr per step: thousands of steps at lr 3e-4.
@@ -266,7 +266,7 @@ class ResidualDeltaTokenizer(DeltaTokenizer):
 
 def advect(img: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     """Convolve each image with its own kernels ("same" size, zero padding), through FFTs: a grouped
-    15x15 conv is ~50x slower on CPU. img (N, C, H, W), kernels (N, M, k, k) -> (N, M, C, H, W)."""
+    15x15 conv measured ~7x slower on CPU. img (N, C, H, W), kernels (N, M, k, k) -> (N, M, C, H, W)."""
     h, w = img.shape[-2:]
     k = kernels.shape[-1]
     size = (h + k - 1, w + k - 1)  # full linear convolution, no wrap-around

@@ -130,23 +130,33 @@ def _crafter_pairs(n: int, seed: int):
     return to_tensor(np.stack(prev)), torch.as_tensor(acts), to_tensor(np.stack(nxt))
 
 
-def test_delta_tokenizer_learns_real_crafter_transitions():
-    torch.manual_seed(0)
-    prev, act, frames = _crafter_pairs(256, seed=3)
-    tok = build_tokenizer(tiny().tokenizer, A)
-    opt = torch.optim.AdamW(tok.parameters(), lr=2e-3)
+@pytest.fixture(scope="module")
+def crafter_pairs():
+    return _crafter_pairs(256, seed=3)
 
-    def mse() -> float:
-        return (tok.reconstruct(prev, act, frames)[0] - frames).pow(2).mean().item()
 
-    initial = mse()
+def _train(tok, pairs, steps: int, lr: float) -> None:
+    prev, act, frames = pairs
+    opt = torch.optim.AdamW(tok.parameters(), lr=lr)
     g = torch.Generator().manual_seed(0)
-    for _ in range(100):
+    for _ in range(steps):
         i = torch.randint(0, len(act), (16,), generator=g)
         loss, _ = tok.compute_loss(prev[i], act[i], frames[i])
         opt.zero_grad()
         loss.backward()
         opt.step()
+
+
+def test_delta_tokenizer_learns_real_crafter_transitions(crafter_pairs):
+    torch.manual_seed(0)
+    prev, act, frames = crafter_pairs
+    tok = build_tokenizer(tiny().tokenizer, A)
+
+    def mse() -> float:
+        return (tok.reconstruct(prev, act, frames)[0] - frames).pow(2).mean().item()
+
+    initial = mse()
+    _train(tok, crafter_pairs, steps=50, lr=2e-3)
     final = mse()
     assert final < 0.5 * initial, (initial, final)
     usage = codebook_usage(tok.encode(prev, act, frames), tok.vocab_size)
@@ -163,3 +173,17 @@ def test_patches_round_trip_and_follow_the_grid():
     z2[:, :, 4:, :4] += 1.0  # bottom-left patch only -> token 2 (row-major)
     changed = (tok.to_patches(z2) != p).any(dim=-1).any(dim=0)
     assert changed.tolist() == [False, False, True, False]
+
+
+def test_residual_tokenizer_learns_the_scroll_of_each_move_action(crafter_pairs):
+    """A Crafter move scrolls the view by one 7-pixel tile: the per-action advection kernels of the
+    four moves should find four distinct 7-pixel shifts (one move may be rare or blocked here)."""
+    torch.manual_seed(0)
+    tok = build_tokenizer(_variants()["delta-residual"], A)
+    _train(tok, crafter_pairs, steps=60, lr=1e-3)
+    k = tok.ADVECT_SIZE
+    c = k // 2
+    peaks = [divmod(int(tok.action_kernels.weight[a].view(k, k).argmax()), k) for a in range(1, 5)]  # moves
+    shifts = {(y - c, x - c) for y, x in peaks}
+    tile_shifts = {s for s in shifts if sorted(map(abs, s)) == [0, 7]}
+    assert len(tile_shifts) >= 3, peaks
