@@ -75,17 +75,9 @@ class RunDir:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write via a temp file + fsync + rename, so a crash or a full disk leaves the old file intact."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    from model.store import _atomic_write  # the store's crash-safe writer (also fsyncs the folder)
+
+    _atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")))
 
 
 # ----------------------------------------------------------------------------------------- lock
