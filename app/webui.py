@@ -225,7 +225,7 @@ def build_app(checkpoint: str | Path | None = None, runs_dir: str | Path = "runs
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, block: bool = True,
            quiet: bool = False) -> tuple[Any, str]:
-    """Serve ``demo`` with its page script, CSS and file allow-list. Never ``share=True``."""
+    """Serve ``demo`` with its page script, CSS and file allow-list. Never opens a public share link."""
     extra = demo.deltaplay
     app_, url, _ = demo.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=not block,
                                quiet=quiet, js=extra["js"], css=extra["css"], allowed_paths=extra["allowed_paths"],
