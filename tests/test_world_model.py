@@ -209,3 +209,25 @@ def test_chunked_loss_matches_one_pass(layout):
     assert l0 == pytest.approx(l1, rel=1e-6)
     assert m0 == pytest.approx(m1, rel=1e-5)
     assert g0.shape == g1.shape and (g0 - g1).norm() <= 1e-5 * g0.norm()
+
+
+def test_few_row_linear_split_over_threads_matches_linear():
+    """The batch-1 fast path of world_model.Linear (weights cut into per-thread blocks) == nn.Linear."""
+    from model import fastpath
+    from model.world_model import Linear
+
+    torch.manual_seed(0)
+    lin = Linear(64, 96)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.inference_mode():
+            for shape in [(1, 64), (2, 3, 64), (1, 8, 64), (16, 64)]:
+                x = torch.randn(shape)
+                fast = lin(x)
+                with fastpath.plain():
+                    plain = lin(x)
+                assert fast.shape == plain.shape == (*shape[:-1], 96)
+                assert torch.allclose(fast, plain, atol=1e-5)
+    finally:
+        torch.set_num_threads(threads)
