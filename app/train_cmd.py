@@ -36,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also train a no-I-token world model and an IRIS 16-token tokenizer on the same batches")
     p.add_argument("--epochs", type=int, default=None,
                    help="stop once epoch N is done (counted from the run's start, also on --resume)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="wall-clock budget: start no epoch that would not finish within it (ends on an epoch boundary)")
     p.add_argument("--tensorboard", action="store_true", help="also log to run_dir/tensorboard (if installed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (the log and metrics still get written)")
 
@@ -144,10 +146,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--epochs must be at least 1")
     if args.frames is not None and args.frames < 1:
         raise UserError("--frames must be positive")
+    if args.minutes is not None and args.minutes <= 0:
+        raise UserError("--minutes must be positive")
     cfg = resume_config(args, run_dir) if args.resume else fresh_config(args)
     try:
         summary = train(cfg, run_dir, resume=args.resume, max_epochs=args.epochs,
-                        console=not args.quiet, tensorboard=args.tensorboard)
+                        console=not args.quiet, tensorboard=args.tensorboard,
+                        max_seconds=None if args.minutes is None else 60.0 * args.minutes)
     except (ConfigError, CheckpointError, RunLockedError, RunExistsError) as e:
         raise UserError(str(e)) from None
     except OSError as e:

@@ -286,8 +286,14 @@ def _env_kwargs(cfg: Config) -> dict[str, Any]:
 class Trainer:
     def __init__(self, cfg: Config, run_dir: str | Path, resume: bool = False, max_epochs: int | None = None,
                  progress: Progress | None = None, console: bool = True,
-                 stop: Callable[[], bool] | threading.Event | None = None, tensorboard: bool = False):
+                 stop: Callable[[], bool] | threading.Event | None = None, tensorboard: bool = False,
+                 max_seconds: float | None = None):
         self.cfg = prepare_config(cfg)
+        # Wall-clock budget of this invocation: no new epoch starts unless it is expected (from the last
+        # epoch's duration) to finish in time, so a timed run ends on an epoch boundary, not mid-training.
+        self.max_seconds = max_seconds
+        self._last_epoch_time = 0.0
+        self._last_eval_time = 0.0
         self.rd = RunDir(Path(run_dir))
         self.resume, self.max_epochs = resume, max_epochs
         self.progress_cb, self.console, self.tensorboard = progress, console, tensorboard
@@ -493,9 +499,15 @@ class Trainer:
             return []
         old = []
 
+        first: list[float] = []
+
         def handler(signum, frame):
-            if self._stop_requested:  # second signal: give up at once
+            # A second signal gives up at once, unless it is the echo of a process-group kill
+            # (`timeout`, systemd and shells deliver the same signal twice within a moment).
+            if self._stop_requested and first and time.monotonic() - first[0] > 2.0:
                 raise KeyboardInterrupt
+            if not first:
+                first.append(time.monotonic())
             self._stop_requested = True
             log.info("signal %d: stopping after the current step", signum)
 
@@ -809,19 +821,27 @@ class Trainer:
         seed = int(np.random.SeedSequence([cfg.seed, self.dist.rank, e, 7]).generate_state(1)[0])
         torch.manual_seed(seed)
         rec: dict[str, Any] = {}
+        phase_times: dict[str, float] = {}
+
+        def timed(phase: str, fn: Callable[[], dict[str, Any]]) -> None:
+            t = time.perf_counter()
+            rec.update(fn())
+            phase_times[phase] = time.perf_counter() - t
+
         self._emit("collect", step=0, steps=0)
-        rec.update(self.collect())
+        timed("collect", self.collect)
         if self._should_stop():
             raise _Stop
-        rec.update(self.train_tokenizer())
-        rec.update(self.train_world_model())
-        rec.update(self.train_actor_critic())
+        timed("tokenizer", self.train_tokenizer)
+        timed("world_model", self.train_world_model)
+        timed("actor_critic", self.train_actor_critic)
         media: dict[str, str] = {}
         if e % cfg.train.eval_every == 0:
             self._emit("evaluate")
-            rec.update(self.evaluate())
+            timed("evaluate", self.evaluate)
             if self.dist.main:
                 media = self.write_media()
+        self._phase_times = phase_times
         self.epoch = e
         self.wall_time += time.perf_counter() - self._t_mark
         self._t_mark = time.perf_counter()
@@ -857,9 +877,32 @@ class Trainer:
         parts.append(f"{rec['fps']:.1f} fps")
         return " | ".join(parts)
 
+    def _next_epoch_estimate(self) -> float:
+        """Seconds the next epoch should take: each phase of the last epoch scaled by its share of work
+        (the first epoch's long warm-up says little about the later, shorter epochs)."""
+        times = getattr(self, "_phase_times", None)
+        if not times:
+            return self._last_epoch_time
+        cfg, e = self.cfg, self.epoch
+        est = 0.0
+        for comp in ("tokenizer", "world_model", "actor_critic"):
+            est += times.get(comp, 0.0) * steps_for(cfg, comp, e + 1) / max(1, steps_for(cfg, comp, e))
+        collected = collection_target(cfg, e) - collection_target(cfg, e - 1) if e > 1 else collection_target(cfg, 1)
+        upcoming = collection_target(cfg, e + 1) - collection_target(cfg, e)
+        est += times.get("collect", 0.0) * upcoming / max(1, collected)
+        if (e + 1) % cfg.train.eval_every == 0:
+            est += times.get("evaluate", self._last_eval_time)
+        self._last_eval_time = times.get("evaluate", self._last_eval_time)
+        return est
+
     def _done(self) -> bool:
         if self.max_epochs is not None and self.epoch >= self.max_epochs:
             return True
+        if self.max_seconds is not None:
+            elapsed = time.perf_counter() - self._run_start
+            if elapsed + self._next_epoch_estimate() > self.max_seconds:
+                log.info("time budget: %.0f s used of %.0f s, the next epoch would not fit", elapsed, self.max_seconds)
+                return True
         return self.epoch >= 1 and collection_target(self.cfg, self.epoch) >= self.cfg.train.total_frames
 
     def run(self) -> dict[str, Any]:
@@ -875,7 +918,7 @@ class Trainer:
                 total = self.cfg.train.total_frames
                 self._bar = tqdm(total=total, initial=min(self.env_frames, total), unit="frame", dynamic_ncols=True,
                                  disable=None, bar_format="{n_fmt}/{total_fmt} frames |{bar}| {postfix}")
-            self._t_mark = time.perf_counter()
+            self._t_mark = self._run_start = time.perf_counter()
             while not self._done():
                 try:
                     last = self.run_epoch()
@@ -888,6 +931,7 @@ class Trainer:
                         self.save()
                     log.info("stopped during epoch %d; checkpoint at epoch %d", self.epoch + 1, self.epoch)
                     break
+                self._last_epoch_time = float(last.get("epoch_time", 0.0))
                 log.info(self._summary_line(last))
                 self._say(self._summary_line(last))
             if status == "finished":
@@ -904,15 +948,17 @@ class Trainer:
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, max_epochs: int | None = None,
           progress: Progress | None = None, console: bool = True,
-          stop: Callable[[], bool] | threading.Event | None = None, tensorboard: bool = False) -> dict[str, Any]:
+          stop: Callable[[], bool] | threading.Event | None = None, tensorboard: bool = False,
+          max_seconds: float | None = None) -> dict[str, Any]:
     """Train in ``run_dir`` until ``cfg.train.total_frames`` env frames or epoch ``max_epochs``.
 
     ``progress(event)`` gets dicts with ``phase`` (collect, tokenizer, world_model, actor_critic,
     evaluate, done), ``epoch``, ``env_frames``, ``total_frames`` and, in training phases, ``step``,
     ``steps`` and ``loss``. ``stop`` (an Event or a callable) ends the run at the next step with a
-    checkpoint, as SIGTERM/SIGINT do. Returns a summary: status, epoch, env_frames, checkpoint."""
+    checkpoint, as SIGTERM/SIGINT do. ``max_seconds`` starts no epoch that would not end within that
+    wall-clock budget. Returns a summary: status, epoch, env_frames, checkpoint."""
     return Trainer(cfg, run_dir, resume=resume, max_epochs=max_epochs, progress=progress, console=console,
-                   stop=stop, tensorboard=tensorboard).run()
+                   stop=stop, tensorboard=tensorboard, max_seconds=max_seconds).run()
 
 
 def _fmt_s(seconds: float) -> str:
