@@ -200,9 +200,11 @@ def cpu() -> Config:
       deterministic part of the frame is free and the 4 Δ-tokens carry only the change;
     * world model: 3 layers of width 256 (4 heads) instead of 512 (8 heads);
     * actor-critic: LSTM 256;
-    * schedule (sized for ~1 core-hour per first epoch on Crafter, measured): 1000/500/100 first-epoch
-      steps (tokenizer/world model/actor-critic), then 150 each per epoch; batches 16x3 (32 pairs),
-      8x21 and 16; 2 envs; a 20k-frame random first collection, 2k frames per epoch; lr 3e-4.
+    * schedule sized so that one Crafter epoch, evaluation included, takes under 15 minutes on
+      2 cores: 300/200/60 first-epoch steps (tokenizer/world model/actor-critic), then 100 each per
+      epoch; batches 16x3 (32 pairs), 8x21 and 16; 2 envs; a 10k-frame random first collection,
+      2k frames per epoch; evaluation (8 episodes) every epoch; lr 3e-4. On a GPU, raise the batches
+      and steps with ``--set`` (scripts/gpu_bundle.sh shows the bundled checkpoint's settings).
     """
     c = Config(preset="cpu")
     c.tokenizer = TokenizerConfig(decoder="residual", channels=32, num_res_blocks=1, frame_cnn_channels=16,
@@ -212,9 +214,9 @@ def cpu() -> Config:
     c.actor_critic = ActorCriticConfig(cnn_channels=16, lstm_dim=256)
     c.train = TrainConfig(
         lr=3e-4, tokenizer_batch=16, tokenizer_seq=3, world_model_batch=8, world_model_seq=21,
-        actor_critic_batch=16, steps_per_epoch=150, first_epoch_tokenizer_steps=1000,
-        first_epoch_world_model_steps=500, first_epoch_actor_critic_steps=100,
-        initial_random_frames=20_000, frames_per_epoch=2_000, num_envs=2, eval_every=2,
+        actor_critic_batch=16, steps_per_epoch=100, first_epoch_tokenizer_steps=300,
+        first_epoch_world_model_steps=200, first_epoch_actor_critic_steps=60,
+        initial_random_frames=10_000, frames_per_epoch=2_000, num_envs=2, eval_every=1,
         test_episodes=8, total_frames=200_000, snapshot_every=5)
     return c
 

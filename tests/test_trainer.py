@@ -226,3 +226,17 @@ def test_resume_accepts_the_runs_own_settings_and_refuses_new_networks(tmp_path,
                            (["--baselines"], "cannot be added")):
         with pytest.raises(UserError, match=message):
             resume(*extra)
+
+
+def test_time_budget_ends_on_an_epoch_boundary(tmp_path, tiny_cfg):
+    """`--minutes`: epochs run while the next one is expected to fit; the run ends finished, on a
+    boundary, with the checkpoint of its last whole epoch (not stopped mid-epoch)."""
+    cfg = quick(tiny_cfg)
+    cfg.train.eval_every = 100
+    torch.set_num_threads(1)
+    out = train(cfg, tmp_path / "run", console=False, max_seconds=1e-3)  # the first epoch always runs
+    assert out["status"] == "finished" and out["epoch"] == 1
+    out = train(cfg, tmp_path / "run", resume=True, console=False, max_seconds=3600, max_epochs=3)
+    assert out["status"] == "finished" and out["epoch"] == 3
+    assert [r["epoch"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")] == [1, 2, 3]
+    assert "the next epoch would not fit" in (tmp_path / "run" / "train.log").read_text()
