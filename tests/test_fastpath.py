@@ -192,20 +192,29 @@ def test_training_is_unchanged(data, trained):
 
 
 def test_the_fast_path_is_really_taken(trained):
-    """The I-token CNN's first conv sees channels-last input on the fast path, NCHW on the plain one."""
-    _, wm = trained
-    seen: list[bool] = []
-    hook = wm.frame_cnn.net.stem.register_forward_hook(
-        lambda m, inputs, out: seen.append(inputs[0].is_contiguous(memory_format=torch.channels_last)))
-    x = torch.rand(2, 3, 64, 64)
+    """On the fast path the first conv of every CNN of the dream sees channels-last input (the
+    tokenizer's encoder, decoder and its frame CNN, the I-token CNN); on the plain path NCHW. Decoded
+    frames come back in the usual NCHW layout either way."""
+    tok, wm = trained
+    convs = {"tok.encoder": tok.encoder.stem, "tok.frame_cnn": tok.frame_cnn.stem, "tok.decoder": tok.decoder.inp,
+             "wm.frame_cnn": wm.frame_cnn.net.stem}
+    seen: dict[str, list[bool]] = {name: [] for name in convs}
+    hooks = [conv.register_forward_hook(
+        lambda m, inputs, out, name=name: seen[name].append(inputs[0].is_contiguous(memory_format=torch.channels_last)))
+        for name, conv in convs.items()]
+    x, a = torch.rand(2, 3, 64, 64), torch.zeros(2, dtype=torch.long)
     try:
         with torch.inference_mode():
-            wm.embed_frames(x)
-            with fastpath.plain():
-                wm.embed_frames(x)
+            outs = []
+            for plain in (False, True):
+                with fastpath.plain() if plain else contextlib.nullcontext():
+                    outs.append(tok.decode(x, a, tok.encode(x, a, x)))
+                    wm.embed_frames(x)
     finally:
-        hook.remove()
-    assert seen == [True, False]
+        for h in hooks:
+            h.remove()
+    assert seen == {name: [True, False] for name in convs}
+    assert all(o.is_contiguous() for o in outs)
 
 
 def test_bf16_autocast_accuracy(data, trained):
