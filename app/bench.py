@@ -6,6 +6,7 @@ Workloads match the reference table in the README so figures compare one to one:
 * ``imagine`` - batched imagination with the actor acting, batch B, horizon H (frames/s)
 * ``train``   - one optimiser step of the tokenizer, the world model and the actor-critic
 * ``collect`` - real env steps/s with 1 and N worker processes
+* ``profile`` - where the batch-1 dream step's time goes: time, FLOPs and GFLOP/s per network
 
 Each figure is the median over ``--repeats`` after ``--warmup`` untimed runs. Besides wall time each
 row has ``cpu_*``: the process's CPU time for the same work. On a machine shared with other jobs,
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-WORKLOADS = ("dream", "imagine", "train", "collect")
+WORKLOADS = ("dream", "imagine", "train", "collect", "profile")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

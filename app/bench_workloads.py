@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -220,3 +221,91 @@ def bench_collect(ctx: BenchContext) -> list[dict[str, Any]]:
         sps = benchmark_collect(a.env, workers, a.steps * 20)
         rows.append({"workload": "collect", "what": f"{a.env} {workers} worker(s)", "steps_per_s": round(sps, 1)})
     return rows
+
+
+def _profile_parts(ctx: BenchContext) -> dict[str, list[torch.nn.Module]]:
+    """The modules a batch-1 dream step (and the actor's choice) spends its time in, by part."""
+    tok, wm, ac = ctx.models["tokenizer"], ctx.models["world_model"], ctx.models["actor_critic"]
+    parts = {"Δ-decoder (without its frame CNN)": [tok.decoder],
+             "Δ-decoder's frame CNN over x_t": [getattr(tok, "frame_cnn", None)],
+             "I-token CNN": [getattr(wm, "frame_cnn", None)],
+             "transformer (K token passes, KV cache)": [*wm.blocks, wm.ln_f],
+             "world-model heads": [wm.head_tokens, wm.head_reward, wm.head_end],
+             "actor-critic (CNN + LSTM)": [getattr(ac, "model", ac)]}
+    return {k: [m for m in v if m is not None] for k, v in parts.items() if any(m is not None for m in v)}
+
+
+def bench_profile(ctx: BenchContext) -> list[dict[str, Any]]:
+    """Where the batch-1 dream step's time goes: wall and CPU time and FLOPs (convs, matmuls,
+    attention) per part, timed by forward hooks over ``--steps`` steps, each followed by the actor's
+    choice as in imagination; "other" is the rest (embeddings, sampling, glue). Also a large
+    channels-last 3x3 conv alone: the GFLOP/s one core reaches here, the roof for the parts."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    a = ctx.args
+    dream, ac = _dream(ctx, 1), ctx.models["actor_critic"].eval()
+    parts = _profile_parts(ctx)
+    acc = {k: [0.0, 0.0, 0] for k in [*parts, "total"]}  # wall s, cpu s, flops
+    counter: list[FlopCounterMode | None] = [None]
+    started: dict[int, tuple[float, float, int]] = {}
+
+    def now() -> tuple[float, float, int]:
+        ctx.sync()
+        return time.perf_counter(), time.process_time(), counter[0].get_total_flops() if counter[0] else 0
+
+    def pre(m, _inp) -> None:
+        started[id(m)] = now()
+
+    def post_for(part: str):
+        def post(m, _inp, _out) -> None:
+            for i, (x0, x1) in enumerate(zip(started.pop(id(m)), now())):
+                acc[part][i] += x1 - x0
+        return post
+
+    hooks = [h for part, mods in parts.items() for m in mods
+             for h in (m.register_forward_pre_hook(pre), m.register_forward_hook(post_for(part)))]
+
+    def steps(n: int) -> None:
+        t0 = now()
+        with torch.inference_mode():
+            for _ in range(n):
+                dream.step(ac.act(dream.frame))
+        for i, (x0, x1) in enumerate(zip(t0, now())):
+            acc["total"][i] += x1 - x0
+
+    try:
+        with ctx.autocast():
+            ac.reset(1)
+            steps(a.warmup + 1)
+            with FlopCounterMode(display=False) as counter[0]:
+                steps(1)
+            flops = {k: v[2] for k, v in acc.items()}  # of that one step
+            counter[0] = None
+            for v in acc.values():
+                v[:] = [0.0, 0.0, 0]
+            steps(a.steps)
+    finally:
+        for h in hooks:
+            h.remove()
+    acc["other"] = [acc["total"][i] - sum(acc[k][i] for k in parts) for i in range(2)] + [0]
+    flops["other"] = flops["total"] - sum(flops[k] for k in parts)
+    rows = []
+    for name in [*parts, "other", "total"]:
+        wall, cpu = (1000 * x / a.steps for x in acc[name][:2])
+        rows.append({"workload": "profile", "what": f"{ctx.cfg.preset} dream step + actor: {name}",
+                     "wall_ms": round(wall, 2), "cpu_ms": round(cpu, 2),
+                     "share_pct": round(100 * acc[name][0] / acc["total"][0], 1), "gflop": round(flops[name] / 1e9, 3),
+                     "gflop_per_s": round(flops[name] / 1e6 / wall, 1) if wall > 0 else None})
+    return rows + [_conv_roof(ctx)]
+
+
+def _conv_roof(ctx: BenchContext) -> dict[str, Any]:
+    """GFLOP/s of one 128->128 3x3 conv at 16x16, batch 16, channels-last: what a well-shaped conv reaches."""
+    conv = torch.nn.Conv2d(128, 128, 3, padding=1).to(ctx.device)
+    x = torch.rand(16, 128, 16, 16, device=ctx.device).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        secs = timed(lambda: conv(x), 10, 3, ctx.sync)
+    gflop = 2 * 128 * 128 * 9 * 16 * 16 * 16 / 1e9
+    return {"workload": "profile", "what": "roof: 3x3 conv 128->128, 16x16, batch 16, NHWC",
+            "wall_ms": round(1000 * median(secs), 2), "cpu_ms": round(1000 * median(secs.cpu), 2),
+            "gflop": round(gflop, 3), "gflop_per_s": round(gflop / median(secs), 1)}
