@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from model import fastpath
+from model.checkpoint import load_checkpoint
 from model.config import tiny
 from model.envs import make_env
 from model.frames import to_tensor
@@ -138,18 +140,19 @@ def test_tokens_and_decoded_frames_agree(data, trained):
     assert psnr(x_fast, nxt) > tok.untrained_psnr + 3.0  # the weights are trained ones
 
 
-def test_dream_rollouts_agree(data, trained):
-    """Greedy dreams from the same real context, each path on its own, past two window re-primes,
-    with 2 threads so the world model's split batch-1 linears run too."""
-    tok, wm = trained
+def greedy_rollouts(tok, wm, data, steps: int, n_threads: int = 1) -> list[tuple[torch.Tensor, ...]]:
+    """Greedy dreams from the same real held-out context (3 copies, random plans), fast path then
+    plain path, each on its own. One thread: with two on a busy 2-core machine OpenMP waits make this
+    ~10x slower; the world model's split batch-1 linears (> 1 thread) are compared with nn.Linear in
+    tests/test_world_model.py.
+    Returns per path (frames (3, steps+1, ...), tokens (3, steps, K), rewards (3, steps), plan)."""
     frames, actions, valid = data
-    s = next(t for t in range(N_TRAIN, len(valid) - 4) if valid[t:t + 4].all())  # 5 real frames, held out
+    s = next(t for t in range(N_TRAIN, len(valid) - 4) if valid[t:t + 4].all())  # 5 real frames
     ctx_f, ctx_a = frames[None, s:s + 5].repeat(3, 1, 1, 1, 1), actions[None, s:s + 4].repeat(3, 1)
-    steps = 2 * wm.cfg.max_steps + 1
     plan = torch.randint(0, A, (steps, 3), generator=torch.Generator().manual_seed(1))
     runs = []
     for plain in (False, True):
-        with fastpath.plain() if plain else contextlib.nullcontext(), threads(2):
+        with fastpath.plain() if plain else contextlib.nullcontext(), threads(n_threads):
             dream = DreamEnv(tok, wm, temperature=0.0)
             xs, zs, rs = [dream.reset(ctx_f, ctx_a)], [], []
             for t in range(steps):
@@ -157,19 +160,57 @@ def test_dream_rollouts_agree(data, trained):
                 xs.append(x)
                 zs.append(dream._tokens[-1])
                 rs.append(r)
-            runs.append((torch.stack(xs, 1), torch.stack(zs, 1), torch.stack(rs, 1)))
-    (x_fast, z_fast, r_fast), (x_plain, z_plain, r_plain) = runs
-    # Same 99% token criterion as above; a flip early in a rollout would change everything after it.
-    assert agreement(z_fast, z_plain) >= 0.99
-    assert torch.allclose(r_fast, r_plain, atol=1e-4)
-    # Frames one step at a time: the plain path decodes the fast rollout's own inputs. (Whole rollouts
-    # are not compared pixel by pixel: each frame is decoded from the previous one, and a briefly
-    # trained decoder amplifies any rounding difference step after step.)
+            runs.append((torch.stack(xs, 1), torch.stack(zs, 1), torch.stack(rs, 1), plan))
+    return runs
+
+
+def one_step_decodes_psnr(tok, run) -> float:
+    """The plain path decoding the fast rollout's own inputs, one step at a time, vs its frames.
+    (Whole rollouts are not compared pixel by pixel: each frame is decoded from the previous one, and
+    a briefly trained decoder amplifies any rounding difference step after step.)"""
+    x, z, _, plan = run
     with torch.inference_mode(), fastpath.plain():
-        redo = tok.decode(x_fast[:, :-1].flatten(0, 1), plan.t().flatten(), z_fast.flatten(0, 1))
-    print(f"\ndream: tokens {agreement(z_fast, z_plain):.2%} equal, one-step decodes "
-          f"{psnr(redo, x_fast[:, 1:].flatten(0, 1)):.1f} dB apart")
-    assert psnr(redo, x_fast[:, 1:].flatten(0, 1)) >= 60.0
+        redo = tok.decode(x[:, :-1].flatten(0, 1), plan.t().flatten(), z.flatten(0, 1))
+    return psnr(redo, x[:, 1:].flatten(0, 1))
+
+
+def test_dream_rollouts_agree(data, trained):
+    """Past two window re-primes of the world model."""
+    tok, wm = trained
+    fast, plain = greedy_rollouts(tok, wm, data, steps=2 * wm.cfg.max_steps + 1)
+    # Same 99% token criterion as above; a flip early in a rollout would change everything after it.
+    print(f"\ndream: tokens {agreement(fast[1], plain[1]):.2%} equal, one-step decodes "
+          f"{one_step_decodes_psnr(tok, fast):.1f} dB apart")
+    assert agreement(fast[1], plain[1]) >= 0.99
+    assert torch.allclose(fast[2], plain[2], atol=1e-4)
+    assert one_step_decodes_psnr(tok, fast) >= 60.0
+
+
+def test_bundled_checkpoint_agrees(data):
+    """The same checks on the bundled, trained Crafter checkpoint (cpu preset), with bf16 measured too."""
+    ck = load_checkpoint(Path(__file__).resolve().parents[1] / "checkpoints" / "crafter", device="cpu",
+                         with_state=False)
+    tok, wm = ck.models["tokenizer"].eval(), ck.models["world_model"].eval()
+    prev, act, nxt = held_out(data)
+    with torch.inference_mode():
+        z_fast = tok.encode(prev, act, nxt)
+        x_fast = tok.decode(prev, act, z_fast)
+        with fastpath.plain():
+            z_plain = tok.encode(prev, act, nxt)
+            x_plain = tok.decode(prev, act, z_fast)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            z16 = tok.encode(prev, act, nxt)
+            x16 = tok.decode(prev, act, z_fast).float()
+    fast, plain = greedy_rollouts(tok, wm, data, steps=8)
+    print(f"\nbundled checkpoint, fast vs plain: tokens {agreement(z_fast, z_plain):.2%} equal, frames "
+          f"{psnr(x_fast, x_plain):.1f} dB apart, reconstruction {psnr(x_fast, nxt):.3f} vs {psnr(x_plain, nxt):.3f} dB;"
+          f" dream tokens {agreement(fast[1], plain[1]):.2%} equal, one-step decodes "
+          f"{one_step_decodes_psnr(tok, fast):.1f} dB apart\n"
+          f"bundled checkpoint, bf16 vs float32: tokens {agreement(z16, z_fast):.2%} equal, frames "
+          f"{psnr(x16, x_fast):.1f} dB apart, reconstruction {psnr(x16, nxt):.3f} vs {psnr(x_fast, nxt):.3f} dB")
+    assert agreement(z_fast, z_plain) >= 0.99 and agreement(fast[1], plain[1]) >= 0.99
+    assert psnr(x_fast, x_plain) >= 60.0 and one_step_decodes_psnr(tok, fast) >= 60.0
+    assert abs(psnr(x_fast, nxt) - psnr(x_plain, nxt)) < 0.01
 
 
 def test_training_is_unchanged(data, trained):
