@@ -128,11 +128,12 @@ def _recover(path: Path) -> None:
 
 
 def save_checkpoint(path: str | Path, models: dict[str, nn.Module], cfg: Config,
-                    state: dict[str, Any] | None = None, half: bool = False) -> Path:
+                    state: dict[str, Any] | None = None, half: bool = False, skip: tuple[str, ...] = ()) -> Path:
     """Write ``models`` (name -> module, names from MODEL_NAMES), the config and ``state`` atomically.
 
     ``half=True`` stores floating weights as float16 (the bundled checkpoint: half the download);
-    loading casts them back to the models' float32 parameters."""
+    loading casts them back to the models' float32 parameters. ``skip``: weight-name prefixes left out
+    (only ones the loader can rebuild, see :data:`REBUILDABLE`)."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -145,6 +146,8 @@ def save_checkpoint(path: str | Path, models: dict[str, nn.Module], cfg: Config,
             t = v.detach().to("cpu")
             if half and t.is_floating_point():
                 t = t.half()
+            if any(f"{name}.{k}".startswith(p) for p in skip):
+                continue
             tensors[f"{name}.{k}"] = t.contiguous().clone()  # clone: safetensors refuses shared storage
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -262,8 +265,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
             model = build_model(name, cfg)
         except Exception as e:
             raise CheckpointError(f"{path / CONFIG}: cannot build {name} from this config ({e})") from None
-        sd = weights[name]
+        sd = dict(weights[name])
         own = model.state_dict()
+        if name == "actor_critic" and not any(k.startswith("target.") for k in sd):
+            # An exported (play-only) checkpoint leaves out the EMA target critic: start it from the online
+            # network, which it tracks (only training reads it).
+            sd.update({"target." + k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")})
         sd = {k: (v.to(own[k].dtype) if k in own and v.is_floating_point() else v) for k, v in sd.items()}
         try:
             model.load_state_dict(sd, strict=True)
@@ -276,11 +283,15 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     return LoadedCheckpoint(cfg=cfg, models=models, state=state, path=path)
 
 
+REBUILDABLE = ("actor_critic.target.",)  # weights the loader can rebuild when a checkpoint leaves them out
+
+
 def export_checkpoint(src: str | Path, dst: str | Path, half: bool = True,
-                      names: tuple[str, ...] | None = None) -> Path:
+                      names: tuple[str, ...] | None = None, play_only: bool = True) -> Path:
     """A shareable copy of a checkpoint (e.g. the bundled one): weights only (no optimizer state),
-    float16 by default, optionally only some models."""
+    float16 by default, optionally only some models. ``play_only`` also leaves out the actor-critic's
+    EMA target (a copy-sized network that only training reads; 3 MB of the bundle)."""
     ck = load_checkpoint(src, device="cpu", names=names, with_state=False)
     state = load_state(src)
     counters = {k: state[k] for k in ("epoch", "env_frames") if k in state}
-    return save_checkpoint(dst, ck.models, ck.cfg, counters, half=half)
+    return save_checkpoint(dst, ck.models, ck.cfg, counters, half=half, skip=REBUILDABLE if play_only else ())

@@ -148,3 +148,28 @@ def test_state_is_loaded_without_pickle(tmp_path, setup):
     torch.save({"x": Evil()}, path / STATE)
     with pytest.raises(CheckpointError, match="state.pt"):
         load_checkpoint(path)
+
+
+def test_play_only_export_leaves_out_the_ema_target_and_rebuilds_it(tmp_path, setup):
+    """The bundle drops the actor-critic's EMA target (only training reads it): the file has no
+    target weights, and loading starts the target from the online network."""
+    from safetensors import safe_open
+
+    cfg, models = setup
+    with torch.no_grad():
+        for p in models["actor_critic"].target.parameters():
+            p.add_(1.0)  # a target that has drifted from the online network
+    full = save_checkpoint(tmp_path / "full", models, cfg, {"epoch": 1})
+    assert torch.equal(next(load_checkpoint(full).models["actor_critic"].target.parameters()),
+                       next(models["actor_critic"].target.parameters()))  # a training checkpoint keeps it
+    small = export_checkpoint(full, tmp_path / "small")
+    with safe_open(str(small / WEIGHTS), "pt") as f:
+        keys = list(f.keys())
+    assert any(k.startswith("actor_critic.model.") for k in keys)
+    assert not any(k.startswith("actor_critic.target.") for k in keys)
+    ac = load_checkpoint(small).models["actor_critic"]
+    for (k, t), s in zip(ac.target.state_dict().items(), ac.model.state_dict().values()):
+        assert torch.equal(t, s), k
+    kept = export_checkpoint(full, tmp_path / "kept", play_only=False)
+    with safe_open(str(kept / WEIGHTS), "pt") as f:
+        assert any(k.startswith("actor_critic.target.") for k in f.keys())
