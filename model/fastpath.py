@@ -1,10 +1,18 @@
-"""One switch for the fast path of the hot loops (dream steps, imagination, training steps).
+"""One switch for the fast path of the hot loops (dream steps, imagination), and the chunked
+training gradients.
 
-The fast path changes how the networks run, never what they compute: activations in channels-last
-memory layout (oneDNN's and cuDNN's fast conv kernels), exact algebraic rewrites (see
-``model.nets.Upsample``), cached derived weights. Results agree with the plain path up to float
-rounding (tests/test_fastpath.py measures how far on a trained model). Reduced precision is a
-separate, explicit choice: ``model.device.autocast`` (bf16), off by default on CPU.
+The fast path changes how the networks run, never what they compute. What it does (only with
+autograd off, i.e. inference):
+
+* :func:`channels_last`: image inputs of the conv nets (``model.nets`` Encoder/Decoder, the world
+  model's I-token CNN, the actor-critic's CNN) in channels-last memory layout, so oneDNN (cuDNN on a
+  GPU) picks its NHWC conv kernels.
+* ``model.world_model.Linear``: on CPU with more than one thread, a product with at most 8 rows
+  (batch-1 generation) is split into one block of output rows per thread and run as a ``bmm``.
+
+Results agree with the plain path up to float rounding (tests/test_fastpath.py measures how far on
+a trained model). Reduced precision is a separate, explicit choice: ``model.device.autocast`` (bf16),
+off by default on CPU.
 
 ``plain()`` turns the fast path off, e.g. to benchmark or test against the straightforward NCHW
 float32 path::
@@ -14,8 +22,10 @@ float32 path::
 
 The switch is process-wide (read at call time), not per thread.
 
-Training memory: :func:`loss_in_chunks` computes a batch's gradients chunk by chunk (exactly, see
-there), which the tokenizer and world model use for large batches.
+Training memory (not affected by the switch): :func:`loss_in_chunks` computes a batch's gradients
+chunk by chunk (exactly, see there; :class:`PrecomputedGrads` carries them to ``loss.backward()``),
+with chunk sizes from :func:`grad_chunk`. ``Tokenizer.compute_loss`` and ``WorldModel.compute_loss``
+use it for batches larger than their config's ``grad_chunk``.
 """
 from __future__ import annotations
 

@@ -30,6 +30,7 @@ class QuantizerOutput:
     tokens: torch.Tensor  # (N, K) long
     commitment: torch.Tensor  # scalar, already weighted
     metrics: dict[str, float]
+    normalized: torch.Tensor | None = None  # (N, K, code_dim) detached unit inputs: what update_codebook takes
 
 
 class Quantizer(nn.Module):
@@ -70,7 +71,7 @@ class Quantizer(nn.Module):
             metrics["codewords_revived"] = float(self.update_codebook(e.detach().flatten(0, -2), tokens.flatten()))
         metrics["codebook_entropy_bits"] = self.entropy_bits()
         q = e + (q - e).detach()
-        return QuantizerOutput(self.proj_out(q.to(z.dtype)), tokens, commitment, metrics)
+        return QuantizerOutput(self.proj_out(q.to(z.dtype)), tokens, commitment, metrics, e.detach())
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """Tokens (...,) -> the decoder-side vectors (..., input_dim)."""

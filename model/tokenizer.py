@@ -27,9 +27,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from model import fastpath
 from model.config import TokenizerConfig
 from model.nets import Decoder, Encoder, adapt_levels, num_downsamplings
-from model.quantizer import Quantizer, QuantizerOutput, codebook_usage
+from model.quantizer import Quantizer, QuantizerOutput, batch_perplexity, codebook_usage
 
 __all__ = ["build_tokenizer", "DeltaTokenizer", "ResidualDeltaTokenizer", "IrisTokenizer", "codebook_usage"]
 
@@ -122,21 +123,62 @@ class Tokenizer(nn.Module):
         return self.decode(prev, actions, tokens), tokens  # exactly what decode(tokens) gives
 
     def compute_loss(self, prev, actions, frames) -> tuple[torch.Tensor, dict[str, float]]:
-        """One training loss; updates the codebook (EMA, revival) when in train mode."""
-        out = self.quantize(prev, actions, frames, update=self.training)
+        """One training loss; updates the codebook (EMA, revival) when in train mode.
+
+        In train mode with autograd on and more than ``cfg.grad_chunk`` pairs, the gradients are
+        computed a few pairs at a time (:func:`model.fastpath.loss_in_chunks`), as in
+        ``WorldModel.compute_loss``: each term is a sum over the chunk divided by the whole batch's
+        count, so loss and gradients are those of one pass up to float summation order. Every chunk
+        is quantized with the step's codebook (``update=False``); the EMA update and revival then run
+        once with the whole batch's encodings and tokens, as in one pass (where the update also
+        comes after quantizing and does not touch the step's gradients)."""
+        n = frames.size(0)
+        chunk = fastpath.grad_chunk(self.cfg.grad_chunk, self.quantizer.codebook.device, cpu=16, other=128)
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not (chunk and n > chunk and params and self.training and torch.is_grad_enabled()):
+            out = self.quantize(prev, actions, frames, update=self.training)
+            loss, stats = self._loss_terms(prev, actions, frames, out, n)
+            return loss, self._metrics(stats, out.metrics)
+
+        def terms(part: slice):
+            out = self.quantize(prev[part], actions[part], frames[part], update=False)
+            share, stats = self._loss_terms(prev[part], actions[part], frames[part], out, n)
+            return share, (stats, out.normalized, out.tokens)
+
+        loss, extras = fastpath.loss_in_chunks(params, n, chunk, terms)
+        stats = torch.stack([s for s, _, _ in extras]).sum(0)
+        e = torch.cat([e for _, e, _ in extras])
+        tokens = torch.cat([t for _, _, t in extras])
+        q = self.quantizer
+        qmetrics = {"codebook_perplexity": batch_perplexity(tokens, q.vocab_size),
+                    "codewords_revived": float(q.update_codebook(e.flatten(0, -2), tokens.flatten())),
+                    "codebook_entropy_bits": q.entropy_bits()}
+        return loss, self._metrics(stats, qmetrics)
+
+    def _loss_terms(self, prev, actions, frames, out: QuantizerOutput, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss of these pairs (quantized as ``out``) as their share of a batch of ``n`` pairs:
+        sums divided by the batch's counts (pixels, frames; the commitment, a mean over this part's
+        tokens, is scaled by its share of the pairs). Also the detached shares of
+        [l1, l2, max_pixel, commitment, mse], which add up over the parts of a batch."""
         recon = self.image(prev, actions, self.from_patches(out.q)).float()
         delta = frames.float() - recon
-        l1 = delta.abs().mean()
-        l2 = delta.pow(2).mean()
-        max_pixel = delta.pow(2).flatten(1).max(dim=1).values.mean()
+        pixels = n * delta[0].numel()
+        l1 = delta.abs().sum() / pixels
+        l2 = delta.pow(2).sum() / pixels
+        max_pixel = delta.pow(2).flatten(1).max(dim=1).values.sum() / n
+        commitment = out.commitment * (frames.size(0) / n)
         c = self.cfg
-        loss = c.l1_weight * l1 + c.l2_weight * l2 + c.max_pixel_weight * max_pixel + out.commitment
+        loss = c.l1_weight * l1 + c.l2_weight * l2 + c.max_pixel_weight * max_pixel + commitment
         with torch.no_grad():
-            mse = (frames.float() - recon.clamp(0, 1)).pow(2).mean().item()
-        metrics = {"l1": l1.item(), "l2": l2.item(), "max_pixel": max_pixel.item(),
-                   "commitment": out.commitment.item(), "mse": mse,
-                   "psnr": 10 * math.log10(1.0 / max(mse, 1e-10)), **out.metrics}
-        return loss, metrics
+            mse = (frames.float() - recon.clamp(0, 1)).pow(2).sum() / pixels
+            stats = torch.stack([l1.detach(), l2.detach(), max_pixel.detach(), commitment.detach().float(), mse])
+        return loss, stats
+
+    @staticmethod
+    def _metrics(stats: torch.Tensor, quantizer_metrics: dict[str, float]) -> dict[str, float]:
+        l1, l2, max_pixel, commitment, mse = stats.tolist()  # one host sync
+        return {"l1": l1, "l2": l2, "max_pixel": max_pixel, "commitment": commitment, "mse": mse,
+                "psnr": 10 * math.log10(1.0 / max(mse, 1e-10)), **quantizer_metrics}
 
     def latent(self, prev, actions, frames) -> torch.Tensor:
         raise NotImplementedError

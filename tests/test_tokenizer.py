@@ -187,3 +187,35 @@ def test_residual_tokenizer_learns_the_scroll_of_each_move_action(crafter_pairs)
     shifts = {(y - c, x - c) for y, x in peaks}
     tile_shifts = {s for s in shifts if sorted(map(abs, s)) == [0, 7]}
     assert len(tile_shifts) >= 3, peaks
+
+
+@pytest.mark.parametrize("name", ["delta-paper", "delta-residual", "iris16"])
+def test_chunked_gradients_equal_one_pass(name):
+    """``grad_chunk`` (pairs per chunk of a training step's gradients) changes memory, not the step:
+    same loss, metrics, gradients, and one codebook update (EMA and revival) with the whole batch."""
+    n, results = 21, {}
+    prev, act, frames = _batch(n)
+    frames = (0.7 * prev + 0.3 * frames).clamp(0, 1)  # next frames that resemble the previous ones
+    for chunk in (0, 8):
+        torch.manual_seed(0)
+        tok = build_tokenizer(dataclasses.replace(_variants()[name], grad_chunk=chunk), A).train()
+        q = tok.quantizer
+        q.usage.zero_()
+        q.usage[:8] = 1 / 8  # a collapsed usage history: revival runs (in every policy) with random draws
+        torch.manual_seed(1)
+        loss, metrics = tok.compute_loss(prev, act, frames)
+        loss.backward()
+        grads = {k: p.grad.clone() for k, p in tok.named_parameters() if p.grad is not None}
+        results[chunk] = loss.item(), metrics, grads, q.codebook.clone(), q.usage.clone(), int(q.num_updates)
+    (l0, m0, g0, c0, u0, n0), (l8, m8, g8, c8, u8, n8) = results[0], results[8]
+    assert l8 == pytest.approx(l0, rel=1e-5)
+    assert set(m8) == set(m0) and m0["codewords_revived"] > 0
+    for k in m0:
+        assert m8[k] == pytest.approx(m0[k], rel=1e-5, abs=1e-6), k
+    assert set(g8) == set(g0)
+    flat0, flat8 = torch.cat([g.flatten() for g in g0.values()]), torch.cat([g8[k].flatten() for k in g0])
+    assert (flat8 - flat0).norm() <= 1e-4 * flat0.norm()
+    for k in g0:  # each parameter too (a gradient that is ~0 in exact arithmetic, e.g. a bias before a norm, is rounding)
+        assert (g8[k] - g0[k]).norm() <= 1e-4 * g0[k].norm() + 1e-6 * flat0.norm(), k
+    assert n0 == n8 == 1  # one codebook update per step, not one per chunk
+    assert torch.allclose(c8, c0, atol=1e-6) and torch.allclose(u8, u0, atol=1e-7)
