@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="bf16 = autocast; float32 = the plain reference path")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--path", default="fast", choices=("fast", "plain"),
-                   help="fast = channels-last and exact rewrites (model/fastpath.py); plain = the reference path")
+                   help="fast = channels-last inference and split batch-1 linears, same results (model/fastpath.py); plain = straightforward NCHW float32")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--batch", type=int, nargs="*", default=None,
