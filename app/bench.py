@@ -18,7 +18,6 @@ load average and the process's peak RSS.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import resource
 import statistics
@@ -110,9 +109,10 @@ def run(args: argparse.Namespace) -> int:
         "machine": platform.machine(), "processor": platform.processor(), "repeats": args.repeats,
         "command": "deltaplay bench " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:]),
     }
-    out = Path(args.json) if args.json else Path("runs/bench") / time.strftime("%Y%m%d-%H%M%S.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
+    from model.run_dir import write_json
+
+    out = write_json(args.json or Path("runs/bench") / time.strftime("%Y%m%d-%H%M%S.json"),
+                     {"meta": meta, "results": rows})
     print(f"\nwrote {out}  (torch {meta['torch']}, {meta['threads']} threads, {meta['device']}, {args.dtype}, "
           f"{args.path} path, load average {meta['load_avg_1min']})")
     return 0

@@ -17,7 +17,6 @@ prints and writes JSON. ``deltaplay eval tokenizers`` hands over to ``model.toke
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import sys
@@ -338,10 +337,9 @@ def run_checkpoint(args: argparse.Namespace) -> int:
         result["timings_s"][part] = round(time.perf_counter() - t0, 2)
     print(format_report(result))
     if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2), encoding="utf-8")
-        print(f"wrote {out}")
+        from model.run_dir import write_json
+
+        print(f"wrote {write_json(args.json, result)}")
     return 0
 
 

@@ -80,6 +80,14 @@ def write_text_atomic(path: Path, text: str) -> None:
     _atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")))
 
 
+def write_json(path: str | Path, obj: Any) -> Path:
+    """A result file (eval, bench, experiment): parent folders made, written atomically, indented."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(obj, indent=2))
+    return path
+
+
 # ----------------------------------------------------------------------------------------- lock
 
 def _pid_alive(pid: int) -> bool:

@@ -254,8 +254,10 @@ class ResidualDeltaTokenizer(DeltaTokenizer):
     # Kernel logits = ACTION_SCALE * (a learned table per action) + TOKEN_SCALE * (a head over the
     # tokens and the x_{t-1} summary). The scales let a kernel become one sharp displacement in a few
     # hundred AdamW steps; unscaled, logits move ~lr per step: thousands of steps at lr 3e-4.
+    ACTION_TABLE = True
     ACTION_SCALE = 100.0
     TOKEN_SCALE = 10.0
+    PLAIN_COPY = True  # x_{t-1} itself is a mask candidate (unchanged pixels stay exact)
 
     def __init__(self, cfg: TokenizerConfig, num_actions: int) -> None:
         Tokenizer.__init__(self, cfg, num_actions)  # skips DeltaTokenizer's paper layers
@@ -271,9 +273,12 @@ class ResidualDeltaTokenizer(DeltaTokenizer):
         skip = [ch if d else 0 for ch, d in zip(self.frame_cnn.level_channels, down)]
         dec_in = c.latent_dim + c.frame_latent + c.action_emb_dim
         m, k = self.ADVECT_KERNELS, self.ADVECT_SIZE
-        # output maps at 64x64 (pixel-shuffled from 32x32): delta RGB, then 2 + m mask logits
-        self.decoder = Decoder(dec_in, c.channels, mult, down, (3 + 2 + m) * 4, c.num_res_blocks, skip_channels=skip)
-        self.action_kernels = nn.Embedding(num_actions, m * k * k)
+        fixed = 2 if self.PLAIN_COPY else 1  # candidates not moved: [x_{t-1}], x_{t-1} + delta
+        # output maps at 64x64 (pixel-shuffled from 32x32): delta RGB, then fixed + m mask logits
+        self.decoder = Decoder(dec_in, c.channels, mult, down, (3 + fixed + m) * 4, c.num_res_blocks,
+                               skip_channels=skip)
+        if self.ACTION_TABLE:
+            self.action_kernels = nn.Embedding(num_actions, m * k * k)
         self.kernel_head = nn.Sequential(nn.Conv2d(dec_in, 64, 3, padding=1), nn.SiLU(), nn.AdaptiveAvgPool2d(1),
                                          nn.Flatten(), nn.Linear(64, 64), nn.SiLU(), nn.Linear(64, m * k * k))
         self.quantizer = self._make_quantizer()
@@ -281,9 +286,10 @@ class ResidualDeltaTokenizer(DeltaTokenizer):
         last = self.decoder.out[-1]
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
-        last.bias.data[3 * 4:5 * 4] = 5.0  # mask starts on x_{t-1} and x_{t-1} + delta (weight ~0.99)
+        last.bias.data[3 * 4:(3 + fixed) * 4] = 5.0  # mask starts on the unmoved candidates (weight ~0.99)
         nn.init.zeros_(self.kernel_head[-1].weight)  # kernels start uniform
-        nn.init.zeros_(self.action_kernels.weight)
+        if self.ACTION_TABLE:
+            nn.init.zeros_(self.action_kernels.weight)
 
     def _plane(self, emb: nn.Embedding, actions, like):
         return emb(actions).view(-1, 1, like.size(2), like.size(3)).to(like.dtype)
@@ -299,11 +305,13 @@ class ResidualDeltaTokenizer(DeltaTokenizer):
         a = self.decoder_action(actions).view(-1, self.cfg.action_emb_dim, r, r).to(q_map.dtype)
         h = torch.cat([summary.to(q_map.dtype), a, q_map], dim=1)
         out = F.pixel_shuffle(self.decoder(h, skips), 2).to(prev.dtype)
-        logits = self.ACTION_SCALE * self.action_kernels(actions) + self.TOKEN_SCALE * self.kernel_head(h)
+        logits = self.kernel_head(h)
+        if self.ACTION_TABLE:
+            logits = self.ACTION_SCALE * self.action_kernels(actions) + self.TOKEN_SCALE * logits
         kernels = logits.view(-1, self.ADVECT_KERNELS, self.ADVECT_SIZE**2).softmax(-1)
         moved = advect(prev, kernels.view(-1, self.ADVECT_KERNELS, self.ADVECT_SIZE, self.ADVECT_SIZE).to(prev.dtype))
-        candidates = torch.stack([prev, prev + out[:, :3]], dim=1)
-        candidates = torch.cat([candidates, moved], dim=1)  # (N, 2 + m, 3, H, W)
+        fixed = [prev, prev + out[:, :3]] if self.PLAIN_COPY else [prev + out[:, :3]]
+        candidates = torch.cat([torch.stack(fixed, dim=1), moved], dim=1)  # (N, fixed + m, 3, H, W)
         return (out[:, 3:].softmax(dim=1).unsqueeze(2) * candidates).sum(dim=1)
 
 

@@ -492,8 +492,7 @@ def _run(args) -> int:
     print(format_table(result))
     print(f"worst frames: {png}; checkpoints: {', '.join(str(out_dir / a.name) for a in arms)}")
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2), encoding="utf-8")
-        print(f"wrote {path}")
+        from model.run_dir import write_json
+
+        print(f"wrote {write_json(args.json, result)}")
     return 0

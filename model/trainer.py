@@ -292,8 +292,7 @@ class Trainer:
         # Wall-clock budget of this invocation: no new epoch starts unless it is expected (from the last
         # epoch's duration) to finish in time, so a timed run ends on an epoch boundary, not mid-training.
         self.max_seconds = max_seconds
-        self._last_epoch_time = 0.0
-        self._last_eval_time = 0.0
+        self._phase_times: dict[str, float] = {}  # seconds per phase, latest epoch that ran it
         self.rd = RunDir(Path(run_dir))
         self.resume, self.max_epochs = resume, max_epochs
         self.progress_cb, self.console, self.tensorboard = progress, console, tensorboard
@@ -841,7 +840,7 @@ class Trainer:
             timed("evaluate", self.evaluate)
             if self.dist.main:
                 media = self.write_media()
-        self._phase_times = phase_times
+        self._phase_times.update(phase_times)
         self.epoch = e
         self.wall_time += time.perf_counter() - self._t_mark
         self._t_mark = time.perf_counter()
@@ -880,10 +879,9 @@ class Trainer:
     def _next_epoch_estimate(self) -> float:
         """Seconds the next epoch should take: each phase of the last epoch scaled by its share of work
         (the first epoch's long warm-up says little about the later, shorter epochs)."""
-        times = getattr(self, "_phase_times", None)
-        if not times:
-            return self._last_epoch_time
-        cfg, e = self.cfg, self.epoch
+        times, cfg, e = self._phase_times, self.cfg, self.epoch
+        if not times:  # no epoch done yet in this invocation: the first one always runs
+            return 0.0
         est = 0.0
         for comp in ("tokenizer", "world_model", "actor_critic"):
             est += times.get(comp, 0.0) * steps_for(cfg, comp, e + 1) / max(1, steps_for(cfg, comp, e))
@@ -891,8 +889,7 @@ class Trainer:
         upcoming = collection_target(cfg, e + 1) - collection_target(cfg, e)
         est += times.get("collect", 0.0) * upcoming / max(1, collected)
         if (e + 1) % cfg.train.eval_every == 0:
-            est += times.get("evaluate", self._last_eval_time)
-        self._last_eval_time = times.get("evaluate", self._last_eval_time)
+            est += times.get("evaluate", 0.0)
         return est
 
     def _done(self) -> bool:
@@ -931,7 +928,6 @@ class Trainer:
                         self.save()
                     log.info("stopped during epoch %d; checkpoint at epoch %d", self.epoch + 1, self.epoch)
                     break
-                self._last_epoch_time = float(last.get("epoch_time", 0.0))
                 log.info(self._summary_line(last))
                 self._say(self._summary_line(last))
             if status == "finished":

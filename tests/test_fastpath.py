@@ -118,15 +118,22 @@ def trained(data):
     return tok, wm.eval()
 
 
-def test_tokens_and_decoded_frames_agree(data, trained):
-    tok, _ = trained
-    prev, act, nxt = held_out(data)
+def encode_decode_both_paths(tok, prev, act, nxt) -> tuple[torch.Tensor, ...]:
+    """(tokens, frames) on the fast path, then on the plain path; the plain path decodes the fast
+    path's tokens, which isolates the decoder."""
     with torch.inference_mode():
         z_fast = tok.encode(prev, act, nxt)
         x_fast = tok.decode(prev, act, z_fast)
         with fastpath.plain():
             z_plain = tok.encode(prev, act, nxt)
-            x_plain = tok.decode(prev, act, z_fast)  # same tokens: isolates the decoder
+            x_plain = tok.decode(prev, act, z_fast)
+    return z_fast, x_fast, z_plain, x_plain
+
+
+def test_tokens_and_decoded_frames_agree(data, trained):
+    tok, _ = trained
+    prev, act, nxt = held_out(data)
+    z_fast, x_fast, z_plain, x_plain = encode_decode_both_paths(tok, prev, act, nxt)
     print(f"\nfast vs plain: tokens {agreement(z_fast, z_plain):.2%} equal, frames {psnr(x_fast, x_plain):.1f} dB "
           f"apart; reconstruction {psnr(x_fast, nxt):.3f} vs {psnr(x_plain, nxt):.3f} dB")
     # Tokens: the paths differ by float rounding (~1e-6 relative), so a token can only flip where two
@@ -192,15 +199,10 @@ def test_bundled_checkpoint_agrees(data):
                          with_state=False)
     tok, wm = ck.models["tokenizer"].eval(), ck.models["world_model"].eval()
     prev, act, nxt = held_out(data)
-    with torch.inference_mode():
-        z_fast = tok.encode(prev, act, nxt)
-        x_fast = tok.decode(prev, act, z_fast)
-        with fastpath.plain():
-            z_plain = tok.encode(prev, act, nxt)
-            x_plain = tok.decode(prev, act, z_fast)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            z16 = tok.encode(prev, act, nxt)
-            x16 = tok.decode(prev, act, z_fast).float()
+    z_fast, x_fast, z_plain, x_plain = encode_decode_both_paths(tok, prev, act, nxt)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        z16 = tok.encode(prev, act, nxt)
+        x16 = tok.decode(prev, act, z_fast).float()
     fast, plain = greedy_rollouts(tok, wm, data, steps=8)
     print(f"\nbundled checkpoint, fast vs plain: tokens {agreement(z_fast, z_plain):.2%} equal, frames "
           f"{psnr(x_fast, x_plain):.1f} dB apart, reconstruction {psnr(x_fast, nxt):.3f} vs {psnr(x_plain, nxt):.3f} dB;"
