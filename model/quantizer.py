@@ -121,3 +121,63 @@ def codebook_usage(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
     flat = tokens.reshape(-1, k).long()
     offsets = torch.arange(k, device=flat.device) * vocab_size
     return torch.bincount((flat + offsets).flatten(), minlength=k * vocab_size).view(k, vocab_size)
+
+
+class FSQuantizer(nn.Module):
+    """Finite scalar quantization (Mentzer et al., 2023): a factorised code with no codebook to collapse.
+
+    Each token is ``len(levels)`` numbers, each squashed into ``[0, L_i - 1]`` and rounded (straight-through
+    gradient); the token is their mixed-radix index, so levels (4, 4, 4, 4, 4) give exactly 1024 codes.
+    There is nothing to revive and no commitment loss: every code is a fixed grid point, and a code is
+    used as soon as the encoder puts an input in its cell. Used by the cpu preset (a documented
+    deviation) because a cosine-VQ codebook with revival kept only ~10 live codes per position in short
+    CPU trainings, and the decoder learned to ignore tokens whose meaning changed every revival.
+    Same interface as :class:`Quantizer` (``codebook`` holds the V grid points, for ``embed`` and tests).
+    """
+
+    def __init__(self, input_dim: int, levels: tuple[int, ...] = (4, 4, 4, 4, 4), usage_decay: float = 0.98) -> None:
+        super().__init__()
+        if not levels or min(levels) < 2:
+            raise ValueError(f"FSQ levels must be integers >= 2, got {levels}")
+        self.levels = tuple(int(v) for v in levels)
+        self.vocab_size = math.prod(self.levels)
+        self.code_dim = len(self.levels)
+        self.usage_decay = usage_decay
+        self.proj_in = nn.Linear(input_dim, self.code_dim)
+        self.proj_out = nn.Linear(self.code_dim, input_dim)
+        basis = torch.tensor([math.prod(self.levels[:i]) for i in range(self.code_dim)])
+        self.register_buffer("top", torch.tensor(self.levels, dtype=torch.float32) - 1, persistent=False)
+        self.register_buffer("basis", basis, persistent=False)
+        self.register_buffer("codebook", self._grid(torch.arange(self.vocab_size)), persistent=False)
+        self.register_buffer("usage", torch.full((self.vocab_size,), 1.0 / self.vocab_size))
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+
+    def _grid(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token ids (...,) -> their grid points (..., code_dim) in [-1, 1]."""
+        digits = (tokens[..., None] // self.basis) % (self.top.long() + 1)
+        return digits.float() / self.top * 2 - 1
+
+    def forward(self, z: torch.Tensor, update: bool = False) -> QuantizerOutput:
+        u = torch.sigmoid(self.proj_in(z).float()) * self.top  # each number in [0, L_i - 1]
+        digits = u.round()
+        tokens = (digits.long() * self.basis).sum(-1)
+        q = (u + (digits - u).detach()) / self.top * 2 - 1  # straight-through, scaled to [-1, 1]
+        metrics = {"codebook_perplexity": batch_perplexity(tokens, self.vocab_size)}
+        if update:
+            metrics["codewords_revived"] = float(self.update_codebook(q.detach(), tokens.flatten()))
+        metrics["codebook_entropy_bits"] = self.entropy_bits()
+        zero = q.new_zeros(())
+        return QuantizerOutput(self.proj_out(q.to(z.dtype)), tokens, zero, metrics, q.detach())
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.proj_out(self.codebook[tokens])
+
+    @torch.no_grad()
+    def update_codebook(self, e: torch.Tensor, tokens: torch.Tensor) -> int:
+        """Only the usage EMA (for the entropy metric): the grid never changes, nothing is revived."""
+        counts = torch.bincount(tokens, minlength=self.vocab_size).float()
+        self.usage.lerp_(counts / tokens.numel(), 1 - self.usage_decay)
+        self.num_updates += 1
+        return 0
+
+    entropy_bits = Quantizer.entropy_bits

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from model import fastpath
 from model.config import TokenizerConfig
 from model.nets import Decoder, Encoder, adapt_levels, num_downsamplings
-from model.quantizer import Quantizer, QuantizerOutput, batch_perplexity, codebook_usage
+from model.quantizer import FSQuantizer, Quantizer, QuantizerOutput, batch_perplexity, codebook_usage
 
 __all__ = ["build_tokenizer", "DeltaTokenizer", "ResidualDeltaTokenizer", "IrisTokenizer", "codebook_usage"]
 
@@ -88,6 +88,14 @@ class Tokenizer(nn.Module):
             raise ValueError(f"a {self.latent_res}x{self.latent_res} latent cannot be cut into a {self.grid}x{self.grid} grid")
         self.patch = self.latent_res // self.grid
         c = self.cfg
+        if c.quantizer == "fsq":
+            fsq = FSQuantizer(self.latent_dim * self.patch**2, c.fsq_levels, c.usage_decay)
+            if fsq.vocab_size != c.vocab_size:
+                raise ValueError(f"fsq_levels {tuple(c.fsq_levels)} give {fsq.vocab_size} codes, "
+                                 f"but vocab_size is {c.vocab_size}")
+            return fsq
+        if c.quantizer != "vq":
+            raise ValueError(f"unknown quantizer {c.quantizer!r} (vq|fsq)")
         return Quantizer(self.latent_dim * self.patch**2, c.vocab_size, c.code_dim, c.commitment, c.ema_decay,
                          c.usage_decay, c.revival if c.revive_dead_codes else "off")
 

@@ -1,9 +1,13 @@
+import dataclasses
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from model.quantizer import Quantizer, batch_perplexity, codebook_usage
+from model.config import tiny
+from model.quantizer import FSQuantizer, Quantizer, batch_perplexity, codebook_usage
+from model.tokenizer import build_tokenizer
 
 
 def _unit(n: int, d: int, seed: int = 0) -> torch.Tensor:
@@ -80,3 +84,30 @@ def test_usage_counts_and_perplexity():
     assert (u > 0).sum(1).tolist() == [2, 2]
     assert math.isclose(batch_perplexity(torch.tensor([0, 1, 2, 3]), 8), 4.0, rel_tol=1e-5)
     assert math.isclose(batch_perplexity(torch.tensor([5, 5, 5]), 8), 1.0, rel_tol=1e-5)
+
+
+def test_fsq_tokens_are_the_mixed_radix_index_of_the_rounded_grid_point():
+    qz = FSQuantizer(input_dim=6, levels=(4, 4, 4, 4, 4))
+    assert qz.vocab_size == 1024 and qz.codebook.shape == (1024, 5)
+    z = torch.randn(64, 4, 6, requires_grad=True)
+    out = qz(z * 20, update=True)
+    assert out.tokens.shape == (64, 4) and 0 <= out.tokens.min() and out.tokens.max() < 1024
+    # the decoder-side vector of a token is the same whether it comes from encoding or from the id
+    assert torch.allclose(qz.embed(out.tokens), out.q, atol=1e-5)
+    # every grid point is a distinct code, and ids round-trip through the grid
+    assert torch.unique(qz.codebook, dim=0).shape[0] == 1024
+    digits = ((qz.codebook + 1) / 2 * 3).round().long()
+    assert torch.equal((digits * torch.tensor([1, 4, 16, 64, 256])).sum(-1), torch.arange(1024))
+    # straight-through: the encoder gets a gradient, nothing commits, nothing is revived
+    out.q.sum().backward()
+    assert z.grad.abs().sum() > 0 and float(out.commitment) == 0 and out.metrics["codewords_revived"] == 0
+    assert qz.num_updates == 1 and qz.entropy_bits() < 10
+
+
+def test_fsq_levels_must_match_the_vocabulary():
+    cfg = dataclasses.replace(tiny().tokenizer, quantizer="fsq", fsq_levels=(4, 4, 4))  # 64 codes
+    assert build_tokenizer(cfg, 5).vocab_size == 64
+    with pytest.raises(ValueError, match="give 27 codes, but vocab_size is 64"):
+        build_tokenizer(dataclasses.replace(cfg, fsq_levels=(3, 3, 3)), 5)
+    with pytest.raises(ValueError, match="unknown quantizer"):
+        build_tokenizer(dataclasses.replace(cfg, quantizer="lfq"), 5)
