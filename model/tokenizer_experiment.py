@@ -24,7 +24,8 @@ Data: training transitions from env seeds ``--train-seed``.., held-out ones from
 cached as .npz in ``--data-dir`` and reused by later runs with the same settings.
 
 Report (held-out): per-frame PSNR median and mean, PSNR of the mean MSE, PSNR of the worst 1%, the
-copy-x_{t-1} baseline with the same statistics, codebook use (entropy in bits, distinct codes per
+copy-x_{t-1} baseline with the same statistics, the median PSNR with shuffled tokens (do the tokens
+carry anything?), codebook use (entropy in bits, distinct codes per
 token position), bits per frame, steps and steps/s. Checkpoints per model go to ``--out-dir/<name>``
 (``--eval-only`` re-evaluates them), and ``--out-dir/worst_frames.png`` shows the ``--worst``
 held-out frames the cpu Δ-tokenizer gets most wrong (the first model's, without ``cpu``): rows
@@ -291,6 +292,23 @@ def evaluate(tok, data: Transitions, batch: int = 64, device: torch.device | str
     return np.concatenate(mse), torch.cat(tokens)
 
 
+@torch.inference_mode()
+def shuffled_token_mse(tok, data: Transitions, tokens: torch.Tensor, batch: int = 64,
+                       device: torch.device | str = "cpu", seed: int = 0) -> np.ndarray:
+    """Per-frame MSE when each x_t is decoded from x_{t-1}, a_{t-1} and *another* held-out frame's
+    tokens. Close to the real tokens' error means the decoder ignores its tokens (they carry no
+    information: a collapsed posterior); the gap is what the tokens contribute."""
+    tok.eval()
+    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    mse = []
+    for i in range(0, len(data), batch):
+        idx = np.arange(i, min(i + batch, len(data)))
+        prev, act, nxt = data.tensors(idx, device)
+        recon = tok.decode(prev, act, tokens[perm[idx]].to(device))
+        mse.append(frame_mse(recon, nxt).cpu().numpy())
+    return np.concatenate(mse)
+
+
 def copy_mse(prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
     """The copy baseline x̂_t = x_{t-1}: per-frame MSE in [0, 1] units of uint8 (N, H, W, 3) pairs."""
     d = (nxt.astype(np.float32) - prev.astype(np.float32)) / 255.0
@@ -331,17 +349,17 @@ def _f(x: Any) -> str:
 
 def format_table(r: dict[str, Any]) -> str:
     head = ["model", "K", "bits/frame", "PSNR median", "mean", "of mean MSE", "worst 1%", "code H (bits)",
-            "codes per position", "steps", "steps/s"]
+            "shuffled tokens", "codes per position", "steps", "steps/s"]
     rows = []
     for name, m in r["models"].items():
         h, c = m["heldout"], m["codes"]
         rows.append([m["label"], m["tokens_per_frame"], m["bits_per_frame"], h["psnr_median"], h["psnr_mean"],
                      h["psnr_of_mean_mse"], h["psnr_worst1pct"], c["entropy_bits"],
-                     "/".join(str(x) for x in c["per_position_distinct"][:16])
+                     m["shuffled_tokens"]["psnr_median"], "/".join(str(x) for x in c["per_position_distinct"][:16])
                      + ("/..." if len(c["per_position_distinct"]) > 16 else ""), m["steps"], m["steps_per_s"]])
     cp = r["copy_prev"]
     rows.append(["copy x_{t-1}", 0, 0.0, cp["psnr_median"], cp["psnr_mean"], cp["psnr_of_mean_mse"],
-                 cp["psnr_worst1pct"], None, None, None, None])
+                 cp["psnr_worst1pct"], None, None, None, None, None])
     cells = [head] + [[_f(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
@@ -354,7 +372,8 @@ def format_table(r: dict[str, Any]) -> str:
         f"model, batch {r['train_batch']} pairs, {r['threads']} thread(s), {r['schedule']})",
         f"train: {data(r['data']['train'])}; held out: {data(r['data']['test'])}",
         "PSNR in dB on held-out x_t (per-frame median and mean; of the mean MSE; of the worst 1% frames' mean MSE);"
-        " steps/s on each model's own clock",
+        " shuffled tokens: median PSNR when each frame is decoded with another frame's tokens (equal to the"
+        " median: the tokens carry nothing); steps/s on each model's own clock",
         *("  " + s for s in lines)])
 
 
@@ -467,6 +486,7 @@ def _run(args) -> int:
             "config": dataclasses.asdict(cfgs[a.name]), "steps": a.steps, "cpu_s": round(a.cpu_s, 2),
             "wall_s": round(a.wall_s, 2), "steps_per_s": a.steps / clk if clk > 0 else None,
             "checkpoint": str(out_dir / a.name), "heldout": error_summary(mse),
+            "shuffled_tokens": error_summary(shuffled_token_mse(a.tok, test_data, tokens, args.batch, device)),
             "codes": {**code_stats(tokens, v), "usage_ema_entropy_bits": a.tok.quantizer.entropy_bits()},
             "curve": a.curve, "eval_s": round(time.perf_counter() - t0, 2)}
     prev, _, nxt = test_data.pairs(np.arange(len(test_data)))

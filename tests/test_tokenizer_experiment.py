@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from app.cli import main
-from model.tokenizer_experiment import (Arm, Transitions, batch_indices, code_stats, copy_mse, load_or_collect,
-                                        tokenizer_configs, train)
+from model.tokenizer_experiment import (Arm, Transitions, batch_indices, code_stats, copy_mse, evaluate,
+                                        load_or_collect, shuffled_token_mse, tokenizer_configs, train)
 
 WORST = 3
 COMMON = ["--width", "8", "--train-frames", "200", "--episode-steps", "100", "--frames", "60",
@@ -50,6 +50,7 @@ def test_report_fields(experiment):
         assert 0 <= c["entropy_bits"] <= math.log2(c["distinct_codes"]) + 1e-9
         assert [p["steps"] for p in m["curve"]] == [0, 1, 2, 3]  # a point per step at this tiny interval
         assert (root / "out" / name / "weights.safetensors").is_file()
+        assert m["shuffled_tokens"]["frames"] == 60 and math.isfinite(m["shuffled_tokens"]["psnr_median"])
     assert r["models"]["paper"]["config"]["decoder"] == "paper"
     assert r["models"]["cpu"]["config"]["decoder"] == "residual"
     cp = r["copy_prev"]
@@ -147,3 +148,30 @@ def test_code_stats_by_hand():
     assert s["distinct_codes"] == 3
     assert s["entropy_bits"] == pytest.approx(1.5)  # codes 0, 1, 5 used 2, 2, 4 times of 8
     assert s["used_bits_per_frame"] == pytest.approx(1.0)
+
+
+def test_shuffled_tokens_measure_what_the_tokens_carry(experiment):
+    """Decoding with another frame's tokens: the same error when every frame has the same tokens, a
+    different one for IRIS, whose decoder sees nothing but its tokens."""
+    from model.checkpoint import load_checkpoint
+
+    root, _ = experiment
+    data = load_or_collect(root / "data", "test", 10_000, 60, 30, True)
+    iris = load_checkpoint(root / "out" / "iris", names=("tokenizer",)).models["tokenizer"]
+    mse, tokens = evaluate(iris, data)
+    assert not np.allclose(shuffled_token_mse(iris, data, tokens), mse)
+    same = tokens[:1].expand_as(tokens)  # every permutation of identical tokens decodes alike
+    assert np.array_equal(shuffled_token_mse(iris, data, same, seed=0), shuffled_token_mse(iris, data, same, seed=1))
+    assert not np.array_equal(shuffled_token_mse(iris, data, tokens, seed=0),
+                              shuffled_token_mse(iris, data, tokens, seed=1))
+
+
+def test_models_trained_in_separate_processes_are_compared_from_their_checkpoints(experiment, tmp_path):
+    """--models iris alone (the second core's half of a two-process run) picks the worst frames by its
+    own error; --eval-only then tables any subset of the saved models."""
+    root, _ = experiment
+    out = tmp_path / "r.json"
+    assert main(["eval", "tokenizers", "--eval-only", "--models", "iris", "--data-dir", str(root / "data"),
+                 "--out-dir", str(root / "out"), "--json", str(out), *COMMON]) == 0
+    r = json.loads(out.read_text())
+    assert list(r["models"]) == ["iris"] and r["worst_frames"]["chosen_by"] == "iris"
