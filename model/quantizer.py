@@ -130,8 +130,9 @@ class FSQuantizer(nn.Module):
     gradient); the token is their mixed-radix index, so levels (4, 4, 4, 4, 4) give exactly 1024 codes.
     There is nothing to revive and no commitment loss: every code is a fixed grid point, and a code is
     used as soon as the encoder puts an input in its cell. Used by the cpu preset (a documented
-    deviation) because a cosine-VQ codebook with revival kept only ~10 live codes per position in short
-    CPU trainings, and the decoder learned to ignore tokens whose meaning changed every revival.
+    deviation): with the cosine VQ, the residual decoder learned to ignore its tokens (decoding held-out
+    frames with other frames' tokens gave the same PSNR, on Crafter and on GridWorld, and Crafter kept
+    only 7-17 codes per position); with FSQ the same probe costs 5 dB (Crafter) and 24 dB (GridWorld).
     Same interface as :class:`Quantizer` (``codebook`` holds the V grid points, for ``embed`` and tests).
     """
 
