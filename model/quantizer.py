@@ -81,13 +81,11 @@ class Quantizer(nn.Module):
     def update_codebook(self, e: torch.Tensor, tokens: torch.Tensor) -> int:
         """EMA of each used code toward the mean of its inputs, usage EMA, then revival. Returns
         the number of revived codes."""
-        counts = torch.bincount(tokens, minlength=self.vocab_size).float()
+        counts = update_usage(self, tokens)
         sums = torch.zeros_like(self.codebook).index_add_(0, tokens, e.float())
         used = counts > 0
         means = F.normalize(sums[used] / counts[used, None], dim=-1)
         self.codebook[used] = F.normalize(self.codebook[used].lerp(means, 1 - self.ema_decay), dim=-1)
-        self.usage.lerp_(counts / tokens.numel(), 1 - self.usage_decay)
-        self.num_updates += 1
 
         if self.revival == "off" or (self.revival == "low_entropy" and self.entropy_bits() >= self.revival_entropy_bits):
             return 0
@@ -105,6 +103,16 @@ class Quantizer(nn.Module):
         p = self.usage / self.usage.sum()
         p = p[p > 0]
         return float(-(p * p.log2()).sum())
+
+
+@torch.no_grad()
+def update_usage(q: "Quantizer | FSQuantizer", tokens: torch.Tensor) -> torch.Tensor:
+    """One step of a quantizer's usage EMA (and update count) with this batch's flat tokens; returns
+    the per-code counts. Shared by both quantizers: the entropy metric and revival read the EMA."""
+    counts = torch.bincount(tokens, minlength=q.vocab_size).float()
+    q.usage.lerp_(counts / tokens.numel(), 1 - q.usage_decay)
+    q.num_updates += 1
+    return counts
 
 
 def batch_perplexity(tokens: torch.Tensor, vocab_size: int) -> float:
@@ -176,9 +184,7 @@ class FSQuantizer(nn.Module):
     @torch.no_grad()
     def update_codebook(self, e: torch.Tensor, tokens: torch.Tensor) -> int:
         """Only the usage EMA (for the entropy metric): the grid never changes, nothing is revived."""
-        counts = torch.bincount(tokens, minlength=self.vocab_size).float()
-        self.usage.lerp_(counts / tokens.numel(), 1 - self.usage_decay)
-        self.num_updates += 1
+        update_usage(self, tokens)
         return 0
 
     entropy_bits = Quantizer.entropy_bits

@@ -278,35 +278,32 @@ def train(arms: list[Arm], data: Transitions, *, budget_s: float, max_steps: int
 
 @torch.inference_mode()
 def evaluate(tok, data: Transitions, batch: int = 64, device: torch.device | str = "cpu",
-             idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+             idx: np.ndarray | None = None, tokens: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame MSE of ``tok.reconstruct`` against x_t and the tokens, on transitions ``idx``
-    (default: all). The model is left in eval mode."""
+    (default: all); with ``tokens`` (a row per transition), x_t is decoded from those instead of its
+    own. The model is left in eval mode."""
     tok.eval()
     idx = np.arange(len(data)) if idx is None else np.asarray(idx)
-    mse, tokens = [], []
+    mse, used = [], []
     for i in range(0, len(idx), batch):
         prev, act, nxt = data.tensors(idx[i:i + batch], device)
-        recon, tk = tok.reconstruct(prev, act, nxt)
+        if tokens is None:
+            recon, tk = tok.reconstruct(prev, act, nxt)
+        else:
+            tk = tokens[i:i + batch].to(device)
+            recon = tok.decode(prev, act, tk)
         mse.append(frame_mse(recon, nxt).cpu().numpy())
-        tokens.append(tk.cpu())
-    return np.concatenate(mse), torch.cat(tokens)
+        used.append(tk.cpu())
+    return np.concatenate(mse), torch.cat(used)
 
 
-@torch.inference_mode()
 def shuffled_token_mse(tok, data: Transitions, tokens: torch.Tensor, batch: int = 64,
                        device: torch.device | str = "cpu", seed: int = 0) -> np.ndarray:
     """Per-frame MSE when each x_t is decoded from x_{t-1}, a_{t-1} and *another* held-out frame's
     tokens. Close to the real tokens' error means the decoder ignores its tokens (they carry no
     information: a collapsed posterior); the gap is what the tokens contribute."""
-    tok.eval()
     perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
-    mse = []
-    for i in range(0, len(data), batch):
-        idx = np.arange(i, min(i + batch, len(data)))
-        prev, act, nxt = data.tensors(idx, device)
-        recon = tok.decode(prev, act, tokens[perm[idx]].to(device))
-        mse.append(frame_mse(recon, nxt).cpu().numpy())
-    return np.concatenate(mse)
+    return evaluate(tok, data, batch, device, tokens=tokens[perm])[0]
 
 
 def copy_mse(prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
