@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a config field, e.g. --set train.lr=3e-4 (repeatable)")
     p.add_argument("--baselines", action="store_true",
                    help="also train a no-I-token world model and an IRIS 16-token tokenizer on the same batches")
+    p.add_argument("--init", action="append", default=[], metavar="NAME=FOLDER[:STORED]",
+                   help="start model NAME (tokenizer, iris_tokenizer, world_model, ...) from the weights in a "
+                        "checkpoint folder, e.g. --init tokenizer=runs/tok/cpu (repeatable; new runs only)")
     p.add_argument("--epochs", type=int, default=None,
                    help="stop once epoch N is done (counted from the run's start, also on --resume)")
     p.add_argument("--minutes", type=float, default=None,
@@ -42,12 +45,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar (the log and metrics still get written)")
 
 
-def _overrides(pairs: list[str]) -> list[tuple[str, str]]:
+def _overrides(pairs: list[str], flag: str = "--set") -> list[tuple[str, str]]:
     out = []
     for s in pairs:
         key, sep, value = s.partition("=")
         if not sep or not key:
-            raise UserError(f"--set expects KEY=VALUE, got {s!r}")
+            raise UserError(f"{flag} expects KEY=VALUE, got {s!r}")
         out.append((key.strip(), value.strip()))
     return out
 
@@ -83,6 +86,10 @@ def fresh_config(args: argparse.Namespace):
         cfg.train.total_frames = args.frames
     if args.baselines:
         cfg.train.baselines = True
+    for name, folder in _overrides(args.init, "--init"):
+        if not Path(folder.rpartition(":")[0] if ":" in Path(folder).name else folder).is_dir():
+            raise UserError(f"--init {name}={folder}: no such checkpoint folder")
+        cfg.train.init[name] = folder
     return _apply(cfg, _overrides(args.set))
 
 
@@ -115,6 +122,8 @@ def resume_config(args: argparse.Namespace, run_dir: Path):
                             "drop it or use a new --run-dir")
     if args.no_i_tokens and cfg.world_model.i_tokens:
         raise UserError("--no-i-tokens does not match the run being resumed (trained with I-tokens)")
+    if args.init:
+        raise UserError("--init starts the models of a new run; a resumed run continues from its checkpoint")
     if args.baselines and not cfg.train.baselines:
         raise UserError("--baselines cannot be added when resuming a run trained without them")
     if args.device is not None:

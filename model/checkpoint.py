@@ -283,6 +283,26 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     return LoadedCheckpoint(cfg=cfg, models=models, state=state, path=path)
 
 
+def load_init_weights(name: str, spec: str, cfg: Config, model: nn.Module) -> str:
+    """Warm start (``train.init``): copy into ``model`` (this run's ``name``) the weights of a model stored
+    in another checkpoint. ``spec`` is ``folder`` or ``folder:stored_name`` (e.g. an IRIS tokenizer that
+    the tokenizer experiment stored as ``tokenizer``). Returns a line for the log; raises
+    :class:`CheckpointError` when the stored model was built for another env or other shapes."""
+    folder, _, stored = spec.rpartition(":") if ":" in Path(spec).name else (spec, "", name)
+    stored = stored or name
+    src = load_checkpoint(folder, names=(stored,), with_state=False)
+    if src.cfg.env.name != cfg.env.name:
+        raise CheckpointError(f"{folder}: train.init.{name} was trained on {src.cfg.env.name}, "
+                              f"this run is {cfg.env.name}")
+    try:
+        model.load_state_dict(src.models[stored].state_dict(), strict=True)
+    except RuntimeError as e:
+        detail = " ".join(x.strip() for x in str(e).strip().splitlines()[:3])
+        raise CheckpointError(f"{folder}: its {stored} does not fit this run's {name} ({detail})") from None
+    steps = load_state(folder).get("steps")
+    return f"{name} starts from {folder} ({stored}{f', {steps} steps' if steps else ''})"
+
+
 REBUILDABLE = ("actor_critic.target.",)  # weights the loader can rebuild when a checkpoint leaves them out
 
 

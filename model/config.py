@@ -125,6 +125,10 @@ class TrainConfig:
     # (the paper's ablation) and an IRIS-style 16-token tokenizer. Used for the bundled checkpoint.
     baselines: bool = False
     iris_tokens: int = 16
+    # Warm start: model name -> checkpoint folder ("folder" or "folder:stored_name") whose weights the
+    # model starts from instead of a random init (e.g. tokenizers from `deltaplay eval tokenizers`). Kept
+    # in the config, so every checkpoint of the run says where its weights began.
+    init: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -53,11 +53,12 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
-from model.checkpoint import build_model, checkpoint_exists, load_checkpoint, save_checkpoint
+from model.checkpoint import build_model, checkpoint_exists, load_checkpoint, load_init_weights, save_checkpoint
 from model.config import PRESETS, Config, TokenizerConfig
 from model.device import autocast, resolve_device
 from model.frames import to_tensor, to_uint8
 from model.run_dir import MetricsWriter, RunDir, RunLock, write_text_atomic
+from model.token_cache import TokenCache
 
 log = logging.getLogger("deltaplay.train")
 
@@ -137,6 +138,10 @@ def prepare_config(cfg: Config) -> Config:
     if tr.baselines and (t.kind != "delta" or not w.i_tokens):
         p.append("train.baselines trains the no-I-token and IRIS comparisons beside a Δ model with "
                  "I-tokens: use it with --tokenizer delta and without --no-i-tokens")
+    unknown_init = sorted(set(tr.init) - set(model_names(cfg)))
+    if unknown_init:
+        p.append(f"train.init names {', '.join(unknown_init)}, not a model of this run "
+                 f"({', '.join(model_names(cfg))})")
     if p:
         raise ConfigError("; ".join(p))
     return cfg
@@ -356,6 +361,10 @@ class Trainer:
                     self.models[name] = build_model(name, cfg)
                 except (ValueError, RuntimeError, AssertionError) as e:
                     raise ConfigError(f"cannot build the {name} from this config: {e}") from None
+                if name in cfg.train.init:  # also on a resume that found no checkpoint yet
+                    line = load_init_weights(name, cfg.train.init[name], cfg, self.models[name])
+                    if d.main:
+                        log.info("warm start: %s", line)
         for m in self.models.values():
             m.to(self.device).eval()
         if d.on:
@@ -376,6 +385,7 @@ class Trainer:
         self.store = EpisodeStore(self.rd.store(d.rank), cache_size=100_000, cache_bytes=1 << 30)
         rng = np.random.default_rng([cfg.seed, d.rank, 1])
         alpha = cfg.train.recency_exponent
+        self.token_cache = TokenCache(cfg.tokenizer.tokens_per_frame, frame_only=cfg.tokenizer.kind == "iris")
         self.samplers = {
             "tokenizer": SegmentSampler(self.store, cfg.train.tokenizer_seq, alpha, rng=rng),
             "world_model": SegmentSampler(self.store, cfg.train.world_model_seq + 1, alpha, rng=rng),
@@ -592,18 +602,15 @@ class Trainer:
         from model.sampler import to_torch
 
         tok = self.models["tokenizer"]
-        b = to_torch(self.samplers["world_model"].sample(self._batch(self.cfg.train.world_model_batch)), self.device)
-        frames, nxt = b.frames[:, :-1], b.frames[:, 1:]
-        actions = b.actions[:, :-1]
-        B, L = actions.shape
-        with torch.no_grad(), self._autocast():
-            if tok.kind == "iris":
-                flat = frames.flatten(0, 1)
-                tokens = tok.encode(flat, actions.flatten(), flat)
-            else:
-                tokens = tok.encode(frames.flatten(0, 1), actions.flatten(), nxt.flatten(0, 1))
-        tokens = tokens.view(B, L, -1)
-        return frames, actions, tokens, b.rewards[:, :-1], b.ends[:, :-1], b.action_mask[:, :-1]
+        raw = self.samplers["world_model"].sample(self._batch(self.cfg.train.world_model_batch))
+        b = to_torch(raw, self.device)
+
+        def encode(prev, actions, nxt):
+            with torch.no_grad(), self._autocast():
+                return tok.encode(prev, actions, nxt)
+
+        tokens = self.token_cache.tokens(raw, b.frames, encode)
+        return b.frames[:, :-1], b.actions[:, :-1], tokens, b.rewards[:, :-1], b.ends[:, :-1], b.action_mask[:, :-1]
 
     def train_world_model(self) -> dict[str, float]:
         names = ["world_model"] + (["world_model_no_itok"] if "world_model_no_itok" in self.models else [])
@@ -612,6 +619,7 @@ class Trainer:
         counts = torch.zeros(V, dtype=torch.long)
         for name in names:
             self.models[name].train()
+        self.token_cache.clear()  # the tokenizer trained since the last phase
         agg = Mean()
         try:
             for i in self._steps(n, "world_model"):

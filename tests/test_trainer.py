@@ -240,3 +240,34 @@ def test_time_budget_ends_on_an_epoch_boundary(tmp_path, tiny_cfg):
     assert out["status"] == "finished" and out["epoch"] == 3
     assert [r["epoch"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")] == [1, 2, 3]
     assert "the next epoch would not fit" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_init_starts_a_model_from_another_checkpoint(tmp_path, tiny_cfg, capsys):
+    """`--init tokenizer=FOLDER`: the new run's tokenizer begins as the stored one (it then trains on), the
+    other models start fresh, the config records the source, and a model that does not fit is refused."""
+    from model.checkpoint import CheckpointError, build_model, load_init_weights
+
+    src = tmp_path / "src"
+    _run(quick(tiny_cfg), src)
+    stored = load_checkpoint(src / "checkpoints" / "last").models["tokenizer"].state_dict()
+
+    cfg = quick(tiny_cfg)
+    cfg.train.init = {"tokenizer": str(src / "checkpoints" / "last")}
+    cfg.train.first_epoch_tokenizer_steps = 0  # nothing trains it: it must still equal the stored one
+    _run(cfg, tmp_path / "warm")
+    ck = load_checkpoint(tmp_path / "warm" / "checkpoints" / "last")
+    got = ck.models["tokenizer"].state_dict()
+    assert all(torch.equal(got[k], stored[k]) for k in stored)
+    assert ck.cfg.train.init == cfg.train.init
+    assert "warm start: tokenizer starts from" in (tmp_path / "warm" / "train.log").read_text()
+
+    other = quick(tiny_cfg)
+    other.tokenizer.channels = 4  # other shapes
+    other = prepare_config(other)
+    with pytest.raises(CheckpointError, match="does not fit this run's tokenizer"):
+        load_init_weights("tokenizer", str(src / "checkpoints" / "last"), other, build_model("tokenizer", other))
+    with pytest.raises(ConfigError, match="train.init names critic"):
+        prepare_config(quick(tiny_cfg).override("train.init", '{"critic": "x"}'))
+    code, err = _cli(["--env", "gridworld", "--preset", "tiny", "--run-dir", str(tmp_path / "r"),
+                      "--init", f"tokenizer={tmp_path / 'nowhere'}"], capsys)
+    assert code == 2 and "no such checkpoint folder" in err and len(err.splitlines()) == 1
