@@ -33,11 +33,11 @@ class BenchContext:
             ck = load_checkpoint(args.checkpoint, device)
             cfg, models = ck.cfg, dict(ck.models)
         else:
-            cfg = get_preset(args.preset)
+            cfg = get_preset(args.preset, args.env)
             if args.env != "crafter":
                 from model.envs import num_actions
 
-                cfg.env.name, cfg.env.num_actions = args.env, num_actions(args.env)
+                cfg.env.num_actions = num_actions(args.env)
             models = build_models(cfg, device)
         if getattr(args, "compile", False):
             compile_convnets(models)

@@ -142,7 +142,7 @@ class ModelBundle:
         from model.checkpoint import build_model
         from model.envs import action_names
 
-        cfg = get_preset(preset) if isinstance(preset, str) else preset
+        cfg = get_preset(preset, env) if isinstance(preset, str) else preset
         if env is not None:
             cfg.env.name = env
         cfg.env.num_actions = len(action_names(cfg.env.name))

@@ -70,8 +70,7 @@ def fresh_config(args: argparse.Namespace):
     preset = args.preset or "cpu"
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    cfg = get_preset(preset)
-    cfg.env.name = args.env or "crafter"
+    cfg = get_preset(preset, args.env or "crafter")
     if args.tokenizer is not None:
         if args.tokenizer not in ("delta", "iris"):
             raise UserError(f"unknown tokenizer {args.tokenizer!r}; choose delta or iris")

@@ -54,7 +54,7 @@ def mask_until_first_end(ends: torch.Tensor) -> torch.Tensor:
 class CnnLstm(nn.Module):
     def __init__(self, cfg: ActorCriticConfig, num_actions: int, image_size: int = 64) -> None:
         super().__init__()
-        self.cnn = FrameCNN(3, cfg.cnn_channels, cfg.cnn_latent, image_size, out_size=8)
+        self.cnn = FrameCNN(3, cfg.cnn_channels, cfg.cnn_latent, image_size, out_size=8, unshuffle=cfg.cnn_unshuffle)
         self.lstm = nn.LSTMCell(cfg.cnn_latent * 8 * 8, cfg.lstm_dim)
         self.actor = nn.Linear(cfg.lstm_dim, num_actions)
         self.critic = nn.Linear(cfg.lstm_dim, cfg.num_value_buckets)

@@ -82,6 +82,18 @@ def num_downsamplings(size: int, out_size: int) -> int:
     return n
 
 
+def after_unshuffle(mult: tuple[int, ...], down: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """A level plan for a network that starts with a lossless 2x2 pixel-unshuffle, which replaces the
+    first level when that level downsamples (as in every preset), else the first downsampling."""
+    if down[0] and len(down) > 1:
+        return tuple(mult[1:]), tuple(down[1:])
+    if 1 not in down:
+        raise ValueError("a network that starts with a pixel-unshuffle needs at least one downsampling level")
+    d = list(down)
+    d[d.index(1)] = 0
+    return tuple(mult), tuple(d)
+
+
 class Encoder(nn.Module):
     """stem conv -> per level: ``num_res_blocks`` ResBlocks (then a x2 downsample where ``down``) ->
     GroupNorm, SiLU, conv to ``latent`` channels.
@@ -173,11 +185,17 @@ class FrameCNN(nn.Module):
 
     def __init__(self, in_ch: int = 3, channels: int = 32, latent: int = 8, image_size: int = 64,
                  out_size: int = 8, mult: Sequence[int] = (1, 1, 2, 2, 4), down: Sequence[int] = (1, 0, 1, 1, 0),
-                 num_res_blocks: int = 1) -> None:
+                 num_res_blocks: int = 1, unshuffle: bool = False) -> None:
         super().__init__()
         mult, down = adapt_levels(mult, down, num_downsamplings(image_size, out_size))
+        # unshuffle: start with a lossless 2x2 pixel-unshuffle instead of the full-resolution first level,
+        # which costs about half of this network's compute (the cpu preset's GridWorld setting).
+        self.unshuffle = unshuffle
+        if unshuffle:
+            mult, down = after_unshuffle(tuple(mult), tuple(down))
+            in_ch *= 4
         self.out_shape = (latent, out_size, out_size)
         self.net = Encoder(in_ch, channels, mult, down, latent, num_res_blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(F.pixel_unshuffle(x, 2) if self.unshuffle else x)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from model import fastpath
 from model.config import TokenizerConfig
-from model.nets import Decoder, Encoder, adapt_levels, num_downsamplings
+from model.nets import Decoder, Encoder, adapt_levels, after_unshuffle, num_downsamplings
 from model.quantizer import FSQuantizer, Quantizer, QuantizerOutput, batch_perplexity, codebook_usage
 
 __all__ = ["build_tokenizer", "DeltaTokenizer", "ResidualDeltaTokenizer", "IrisTokenizer", "codebook_usage"]
@@ -224,18 +224,6 @@ class DeltaTokenizer(Tokenizer):
         return self.decoder(torch.cat([self.frame_cnn(prev).to(q_map.dtype), a, q_map], dim=1))
 
 
-def _after_unshuffle(mult: tuple[int, ...], down: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """The residual design starts with a lossless 2x2 pixel-unshuffle, which replaces the first
-    level when that level downsamples (as in every preset), else the first downsampling."""
-    if down[0] and len(down) > 1:
-        return tuple(mult[1:]), tuple(down[1:])
-    if 1 not in down:
-        raise ValueError("the residual tokenizer needs at least one downsampling level")
-    d = list(down)
-    d[d.index(1)] = 0
-    return tuple(mult), tuple(d)
-
-
 class ResidualDeltaTokenizer(DeltaTokenizer):
     """cpu-preset Δ-tokenizer (a deviation from the paper; same tokens, loss and API).
 
@@ -270,7 +258,7 @@ class ResidualDeltaTokenizer(DeltaTokenizer):
     def __init__(self, cfg: TokenizerConfig, num_actions: int) -> None:
         Tokenizer.__init__(self, cfg, num_actions)  # skips DeltaTokenizer's paper layers
         c, size = cfg, cfg.image_size
-        mult, down = _after_unshuffle(tuple(c.mult), tuple(c.down))
+        mult, down = after_unshuffle(tuple(c.mult), tuple(c.down))
         self.latent_dim = c.latent_dim
         self.latent_res = size // 2 // 2 ** sum(down)
         self.encoder_action = nn.Embedding(num_actions, size * size)

@@ -189,7 +189,8 @@ class WorldModel(nn.Module):
         self.token_emb = nn.Embedding(vocab_size, d)
         self.action_emb = nn.Embedding(num_actions, d)
         if self.i_tokens:
-            self.frame_cnn = FrameCNN(3, cfg.frame_cnn_channels, cfg.frame_latent, image_size, out_size=8)
+            self.frame_cnn = FrameCNN(3, cfg.frame_cnn_channels, cfg.frame_latent, image_size, out_size=8,
+                                      unshuffle=cfg.frame_cnn_unshuffle)
             flat = cfg.frame_latent * 8 * 8  # paper: 8 x 8 x 8 = 512 = embed_dim, no projection needed
             self.frame_proj = nn.Identity() if flat == d else nn.Linear(flat, d)
             self.frame_norm = nn.LayerNorm(d)

@@ -18,3 +18,13 @@ def test_override_parses_values_and_rejects_unknown_keys():
         cfg.override("train.nope", "1")
     with pytest.raises(ValueError, match="unknown preset"):
         get_preset("huge")
+
+
+def test_env_adjustments_apply_to_their_env_only():
+    from model.config import get_preset
+
+    g, c = get_preset("cpu", "gridworld"), get_preset("cpu", "crafter")
+    assert g.env.name == "gridworld" and g.world_model.frame_cnn_unshuffle and g.actor_critic.cnn_unshuffle
+    assert g.train.first_epoch_world_model_steps > c.train.first_epoch_world_model_steps
+    assert c.to_dict() == {**get_preset("cpu").to_dict(), "env": c.to_dict()["env"]}  # Crafter: the plain preset
+    assert not get_preset("paper", "gridworld").world_model.frame_cnn_unshuffle  # paper stays published
