@@ -264,7 +264,7 @@ def gridworld_cpu(c: Config) -> None:
     c.world_model.frame_cnn_unshuffle = True
     c.actor_critic.cnn_unshuffle = True
     t = c.train
-    t.first_epoch_tokenizer_steps, t.first_epoch_world_model_steps, t.first_epoch_actor_critic_steps = 150, 700, 100
+    t.first_epoch_tokenizer_steps, t.first_epoch_world_model_steps, t.first_epoch_actor_critic_steps = 150, 1200, 150
 
 
 ENV_ADJUSTMENTS = {("cpu", "gridworld"): gridworld_cpu}
