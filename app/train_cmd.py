@@ -85,10 +85,12 @@ def fresh_config(args: argparse.Namespace):
         cfg.train.total_frames = args.frames
     if args.baselines:
         cfg.train.baselines = True
-    for name, folder in _overrides(args.init, "--init"):
-        if not Path(folder.rpartition(":")[0] if ":" in Path(folder).name else folder).is_dir():
-            raise UserError(f"--init {name}={folder}: no such checkpoint folder")
-        cfg.train.init[name] = folder
+    from model.checkpoint import split_init_spec
+
+    for name, spec in _overrides(args.init, "--init"):
+        if not Path(split_init_spec(spec)[0]).is_dir():
+            raise UserError(f"--init {name}={spec}: no such checkpoint folder")
+        cfg.train.init[name] = spec
     return _apply(cfg, _overrides(args.set))
 
 

@@ -187,7 +187,7 @@ def checkpoint_exists(path: str | Path) -> bool:
 
 def migrate_config(cfg: Config, weights: dict[str, dict[str, torch.Tensor]]) -> Config:
     """Checkpoints written before the residual tokenizer gained its per-action kernel table (the
-    first cpu design, kept as ``decoder="residual_v1"``, which the bundled checkpoints use) say
+    first cpu design, kept as ``decoder="residual_v1"``, which the earlier bundles used) say
     ``decoder="residual"``: recognise them by their weights so they load as they were trained."""
     tok = weights.get("tokenizer", {})
     if cfg.tokenizer.decoder == "residual" and tok and "action_kernels.weight" not in tok:
@@ -283,12 +283,21 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     return LoadedCheckpoint(cfg=cfg, models=models, state=state, path=path)
 
 
+def split_init_spec(spec: str) -> tuple[str, str | None]:
+    """``folder`` or ``folder:stored_name`` -> (folder, stored_name or None); a colon counts only in the
+    last path component, so Windows drives and folders with colons higher up are left alone."""
+    if ":" in Path(spec).name:
+        folder, _, stored = spec.rpartition(":")
+        return folder, stored or None
+    return spec, None
+
+
 def load_init_weights(name: str, spec: str, cfg: Config, model: nn.Module) -> str:
     """Warm start (``train.init``): copy into ``model`` (this run's ``name``) the weights of a model stored
     in another checkpoint. ``spec`` is ``folder`` or ``folder:stored_name`` (e.g. an IRIS tokenizer that
     the tokenizer experiment stored as ``tokenizer``). Returns a line for the log; raises
     :class:`CheckpointError` when the stored model was built for another env or other shapes."""
-    folder, _, stored = spec.rpartition(":") if ":" in Path(spec).name else (spec, "", name)
+    folder, stored = split_init_spec(spec)
     stored = stored or name
     src = load_checkpoint(folder, names=(stored,), with_state=False)
     if src.cfg.env.name != cfg.env.name:

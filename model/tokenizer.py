@@ -44,7 +44,7 @@ def build_tokenizer(cfg: TokenizerConfig, num_actions: int) -> "Tokenizer":
         return DeltaTokenizer(cfg, num_actions)
     if cfg.decoder == "residual":
         return ResidualDeltaTokenizer(cfg, num_actions)
-    if cfg.decoder == "residual_v1":  # the frozen design of the bundled checkpoints
+    if cfg.decoder == "residual_v1":  # the frozen first design (older runs)
         from model.tokenizer_v1 import ResidualDeltaTokenizerV1
 
         return ResidualDeltaTokenizerV1(cfg, num_actions)

@@ -1,4 +1,4 @@
-"""The first cpu-preset Δ-tokenizer design, frozen because checkpoints/gridworld was trained with it.
+"""The first cpu-preset Δ-tokenizer design, frozen so that runs trained with it (the earlier bundles) still load.
 
 ``decoder="residual_v1"``: the design the current ``residual`` decoder grew from (see
 :class:`model.tokenizer.ResidualDeltaTokenizer` for the rationale), i.e. the same U-Net with two

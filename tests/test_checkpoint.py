@@ -173,3 +173,24 @@ def test_play_only_export_leaves_out_the_ema_target_and_rebuilds_it(tmp_path, se
     kept = export_checkpoint(full, tmp_path / "kept", play_only=False)
     with safe_open(str(kept / WEIGHTS), "pt") as f:
         assert any(k.startswith("actor_critic.target.") for k in f.keys())
+
+
+def test_runs_of_the_first_residual_design_still_load(tmp_path, tiny_cfg):
+    """Checkpoints of the first cpu tokenizer say ``decoder="residual"`` but lack the per-action kernel
+    table: they load as ``residual_v1`` (model/tokenizer_v1.py), the design they were trained with."""
+    import dataclasses
+
+    from model.config import Config
+
+    tiny_cfg.env.name = "gridworld"
+    cfg = prepare_config(tiny_cfg)
+    cfg.tokenizer = dataclasses.replace(cfg.tokenizer, decoder="residual_v1")
+    models = {n: build_model(n, cfg) for n in ("tokenizer", "world_model")}
+    as_written = Config.from_dict(cfg.to_dict())
+    as_written.tokenizer = dataclasses.replace(cfg.tokenizer, decoder="residual")  # what those runs wrote
+    save_checkpoint(tmp_path / "old", models, as_written, {})
+    ck = load_checkpoint(tmp_path / "old")
+    assert ck.cfg.tokenizer.decoder == "residual_v1"
+    x = torch.rand(2, 3, 64, 64)
+    a = torch.zeros(2, dtype=torch.long)
+    assert torch.equal(ck.models["tokenizer"].encode(x, a, x), models["tokenizer"].encode(x, a, x))

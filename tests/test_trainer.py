@@ -245,7 +245,10 @@ def test_time_budget_ends_on_an_epoch_boundary(tmp_path, tiny_cfg):
 def test_init_starts_a_model_from_another_checkpoint(tmp_path, tiny_cfg, capsys):
     """`--init tokenizer=FOLDER`: the new run's tokenizer begins as the stored one (it then trains on), the
     other models start fresh, the config records the source, and a model that does not fit is refused."""
-    from model.checkpoint import CheckpointError, build_model, load_init_weights
+    from model.checkpoint import CheckpointError, build_model, load_init_weights, split_init_spec
+
+    assert split_init_spec("runs/tok/iris:tokenizer") == ("runs/tok/iris", "tokenizer")
+    assert split_init_spec("C:/runs/tok") == ("C:/runs/tok", None)  # a colon above the last part is a path
 
     src = tmp_path / "src"
     _run(quick(tiny_cfg), src)
