@@ -258,7 +258,7 @@ def tiny() -> Config:
 def gridworld_cpu(c: Config) -> None:
     """The ``cpu`` preset on GridWorld: a schedule for a 30-minute run on 2 cores (issue: the agent must
     beat a random policy within it), spent on the world model and the actor-critic. GridWorld's
-    flat 8-pixel cells need little tokenizer training (35 dB after 150 steps); the world model has to
+    flat 8-pixel cells need little tokenizer training (30 dB after 150 steps, 35 after 270); the world model has to
     see many rare reward events (2% of random-policy steps), so its phase is long, and the I-token and
     actor CNNs start with a lossless pixel-unshuffle (1.5x faster world-model steps)."""
     c.world_model.frame_cnn_unshuffle = True
