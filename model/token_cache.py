@@ -46,22 +46,21 @@ class TokenCache:
         # Every pair that touches a real frame is a fixed function of (episode, step): also the one
         # from zero padding into x_0 and the one from x_T into padding.
         valid = m[:, :-1] if self.frame_only else m[:, :-1] | m[:, 1:]
-        pos = list(zip(*np.nonzero(valid)))
-        keys = [(int(batch.episode_ids[b]), int(batch.starts[b] + t)) for b, t in pos]
+        bs, ts = np.nonzero(valid)
+        keys = list(zip(batch.episode_ids[bs].tolist(), (batch.starts[bs] + ts).tolist()))
         first: dict[tuple[int, int], int] = {}
         for i, k in enumerate(keys):
             if k not in self._tokens:
                 first.setdefault(k, i)  # a segment may repeat in one batch: encode it once
-        todo = list(first.values())
+        todo = np.fromiter(first.values(), dtype=np.int64, count=len(first))
         self.misses += len(todo)
         self.hits += len(keys) - len(todo)
-        if todo:
-            bi = torch.as_tensor([int(pos[i][0]) for i in todo])
-            ti = torch.as_tensor([int(pos[i][1]) for i in todo])
+        if len(todo):
+            bi, ti = torch.as_tensor(bs[todo]), torch.as_tensor(ts[todo])
             prev = frames[bi, ti]
             nxt = prev if self.frame_only else frames[bi, ti + 1]
-            acts = torch.as_tensor(batch.actions[bi.numpy(), ti.numpy()], device=frames.device)
-            for i, z in zip(todo, encode(prev, acts, nxt).cpu().numpy()):
+            acts = torch.as_tensor(batch.actions[bs[todo], ts[todo]], device=frames.device)
+            for i, z in zip(todo.tolist(), encode(prev, acts, nxt).cpu().numpy()):
                 self._tokens[keys[i]] = z
         out = torch.empty((B, L - 1, self.K), dtype=torch.long, device=frames.device)
         if not valid.all():
@@ -70,6 +69,6 @@ class TokenCache:
                 self._pad = encode(zero, torch.zeros(1, dtype=torch.long, device=frames.device), zero)[0]
             out[:] = self._pad
         if keys:
-            vb, vt = (torch.as_tensor(np.array(x)) for x in zip(*pos))
-            out[vb, vt] = torch.as_tensor(np.stack([self._tokens[k] for k in keys]), device=frames.device)
+            out[torch.as_tensor(bs), torch.as_tensor(ts)] = torch.as_tensor(
+                np.stack([self._tokens[k] for k in keys]), device=frames.device)
         return out
