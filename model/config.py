@@ -75,7 +75,14 @@ class WorldModelConfig:
     frame_cnn_channels: int = 32  # I-token CNN
     frame_latent: int = 8  # 8x8x8 = 512
     frame_cnn_unshuffle: bool = False  # I-token CNN starts with a 2x2 pixel-unshuffle (about 2x cheaper)
+    # Deviation (off in the paper preset): the action token's input is the action embedding *plus* the
+    # step's I-token, so the heads read at the action token (reward, end, first Δ-token) see the
+    # current frame without first learning to attend to it (see WorldModel._step_head).
+    action_sees_frame: bool = False
     num_reward_buckets: int = 255
+    # "twohot" (symlog two-hot over num_reward_buckets, the paper's Crafter setting) | "sign" (3 classes
+    # -1/0/+1, the published code's Atari setting ``two_hot_rews: false``; see model/twohot.py)
+    reward_encoding: str = "twohot"
     head_hidden: int = 512
     # Sequences per chunk of a training batch's gradients (see WorldModel.compute_loss):
     # -1 = auto (2 on CPU, whole batch on GPU), 0 = the whole batch at once.
@@ -260,8 +267,11 @@ def gridworld_cpu(c: Config) -> None:
     beat a random policy within it), spent on the world model and the actor-critic. GridWorld's
     flat 8-pixel cells need little tokenizer training (30 dB after 150 steps, 35 after 270); the world model has to
     see many rare reward events (2% of random-policy steps), so its phase is long, and the I-token and
-    actor CNNs start with a lossless pixel-unshuffle (1.5x faster world-model steps)."""
+    actor CNNs start with a lossless pixel-unshuffle (1.5x faster world-model steps). The action token
+    also carries the I-token (``action_sees_frame``): the coin reward, read at the action token, was
+    learned about 4x more sharply after ~600 world-model steps (a probe on one store and seed)."""
     c.world_model.frame_cnn_unshuffle = True
+    c.world_model.action_sees_frame = True
     c.actor_critic.cnn_unshuffle = True
     t = c.train
     t.first_epoch_tokenizer_steps, t.first_epoch_world_model_steps, t.first_epoch_actor_critic_steps = 150, 1200, 150

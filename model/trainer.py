@@ -59,6 +59,7 @@ from model.device import autocast, resolve_device
 from model.frames import to_tensor, to_uint8
 from model.run_dir import MetricsWriter, RunDir, RunLock, write_text_atomic
 from model.token_cache import TokenCache
+from model.twohot import REWARD_ENCODINGS
 
 log = logging.getLogger("deltaplay.train")
 
@@ -110,6 +111,8 @@ def prepare_config(cfg: Config) -> Config:
         p.append("frames are 64x64: env.image_size and tokenizer.image_size must be 64")
     if w.embed_dim % w.num_heads:
         p.append(f"world_model.embed_dim ({w.embed_dim}) must be divisible by num_heads ({w.num_heads})")
+    if w.reward_encoding not in REWARD_ENCODINGS:
+        p.append(f"world_model.reward_encoding must be one of {', '.join(REWARD_ENCODINGS)}, got {w.reward_encoding!r}")
     if not 2 <= tr.world_model_seq <= w.max_steps:
         p.append(f"train.world_model_seq ({tr.world_model_seq}) must be in 2..world_model.max_steps ({w.max_steps})")
     if tr.tokenizer_seq < 2:

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from model import fastpath
 from model.config import WorldModelConfig
 from model.nets import FrameCNN
-from model.twohot import TwoHot
+from model.twohot import reward_codec
 
 LAYOUTS = ("delta", "iris")
 
@@ -199,9 +199,9 @@ class WorldModel(nn.Module):
         self.blocks = nn.ModuleList(Block(d, cfg.num_heads, cfg.dropout) for _ in range(cfg.num_layers))
         self.ln_f = nn.LayerNorm(d)
         self.head_tokens = _mlp_head(d, cfg.head_hidden, vocab_size)
-        self.head_reward = _mlp_head(d, cfg.head_hidden, cfg.num_reward_buckets)
+        self.reward_codec = reward_codec(cfg.reward_encoding, cfg.num_reward_buckets)
+        self.head_reward = _mlp_head(d, cfg.head_hidden, self.reward_codec.num_buckets)
         self.head_end = _mlp_head(d, cfg.head_hidden, 2)
-        self.twohot = TwoHot(cfg.num_reward_buckets)
 
         for name, m in self.named_modules():
             if name.startswith("frame_cnn"):
@@ -231,10 +231,20 @@ class WorldModel(nn.Module):
             if frames is None:
                 raise ValueError("this world model uses I-tokens: frames are required")
             i = self.embed_frames(frames.reshape(b * t, *frames.shape[2:])).view(b, t, 1, -1)
-            parts = [i, a, z]
+            parts = [*self._step_head(i, a), z]
         else:
             parts = [a, z]
         return torch.cat(parts, dim=2).flatten(1, 2)
+
+    def _step_head(self, i: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The I-token and action token that open a delta step.
+
+        With ``action_sees_frame`` the action token also carries the I-token. Why: a step's reward
+        (a coin under the agent's next cell) depends on x_t and a_t together; read at the action token,
+        it otherwise has to come through attention to the I-token among up to ``max_steps`` steps of
+        context, which a small model learns far more slowly than a CNN does from the frame itself
+        (measured on GridWorld: see checkpoints/README.md). The I-token keeps its own position."""
+        return (i, a + i) if self.cfg.action_sees_frame else (i, a)
 
     # ---------------------------------------------------------------- training
 
@@ -309,7 +319,7 @@ class WorldModel(nn.Module):
         n_tok, n_step = counts[0], counts[1]
         loss_tokens = F.cross_entropy(logits, targets, reduction="sum") / n_tok
         reward_logits = out.reward_logits[mask].float()
-        loss_reward = F.cross_entropy(reward_logits, self.twohot.encode(rewards[mask]), reduction="sum") / n_step
+        loss_reward = F.cross_entropy(reward_logits, self.reward_codec.encode(rewards[mask]), reduction="sum") / n_step
         loss_end = F.cross_entropy(out.end_logits[mask].float(), ends[mask].long(), reduction="sum") / n_step
         loss = loss_tokens + loss_reward + loss_end
         with torch.no_grad():
@@ -390,8 +400,9 @@ class WorldModel(nn.Module):
         if self.i_tokens:
             if frame is None:
                 raise ValueError("this world model uses I-tokens: generate_step needs the current frame")
-            parts.append(self.embed_frames(frame).unsqueeze(1))
-        parts.append(self.action_emb(action).unsqueeze(1))
+            parts.extend(self._step_head(self.embed_frames(frame).unsqueeze(1), self.action_emb(action).unsqueeze(1)))
+        else:
+            parts.append(self.action_emb(action).unsqueeze(1))
         cache.pending = None
         h = self._append(cache, torch.cat([p.float() for p in parts], dim=1),
                          reserve=self.tokens_per_frame - 1)[:, -1]
@@ -406,6 +417,6 @@ class WorldModel(nn.Module):
         cache.pending = self.token_emb(sampled[-1]).unsqueeze(1)
         cache.last = WorldModelOutput(torch.stack(all_logits, 1).unsqueeze(1), reward_logits.unsqueeze(1),
                                       end_logits.unsqueeze(1))
-        reward = self.twohot.decode(reward_logits)
+        reward = self.reward_codec.decode(reward_logits)
         end_prob = F.softmax(end_logits.float(), dim=-1)[:, 1]
         return torch.stack(sampled, dim=1), reward, end_prob

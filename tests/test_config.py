@@ -25,6 +25,8 @@ def test_env_adjustments_apply_to_their_env_only():
 
     g, c = get_preset("cpu", "gridworld"), get_preset("cpu", "crafter")
     assert g.env.name == "gridworld" and g.world_model.frame_cnn_unshuffle and g.actor_critic.cnn_unshuffle
+    assert g.world_model.action_sees_frame and not c.world_model.action_sees_frame
     assert g.train.first_epoch_world_model_steps > c.train.first_epoch_world_model_steps
     assert c.to_dict() == {**get_preset("cpu").to_dict(), "env": c.to_dict()["env"]}  # Crafter: the plain preset
-    assert not get_preset("paper", "gridworld").world_model.frame_cnn_unshuffle  # paper stays published
+    p = get_preset("paper", "gridworld").world_model  # paper stays published
+    assert not p.frame_cnn_unshuffle and not p.action_sees_frame

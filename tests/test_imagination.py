@@ -54,7 +54,7 @@ def test_dream_step_is_the_world_model_and_tokenizer_wired_together(i_tokens):
     with torch.no_grad():
         out = full_forward_on_history(dream)
         assert torch.equal(out.token_logits[:, -1].argmax(-1), z)
-        assert torch.allclose(reward, wm.twohot.decode(out.reward_logits[:, -1]), atol=1e-4)
+        assert torch.allclose(reward, wm.reward_codec.decode(out.reward_logits[:, -1]), atol=1e-4)
         assert torch.allclose(end_prob, out.end_logits[:, -1].softmax(-1)[:, 1], atol=1e-5)
         assert torch.allclose(nxt, tok.decode(frames[:, -1], a, z), atol=1e-5)
     # The context's tokens are the tokenizer's Δ-tokens of the real transitions.
@@ -123,7 +123,7 @@ def test_iris_dream():
     with torch.no_grad():
         out = wm(None, acts, toks)
     assert torch.equal(out.token_logits[:, -2].argmax(-1), z)  # step 2 predicts tok(x_3)
-    assert torch.allclose(r, wm.twohot.decode(out.reward_logits[:, -2]), atol=1e-4)
+    assert torch.allclose(r, wm.reward_codec.decode(out.reward_logits[:, -2]), atol=1e-4)
 
 
 def test_single_frame_context_and_bf16_autocast():

@@ -166,6 +166,12 @@ def test_prepare_config_rejects_unknown_env(tiny_cfg):
         prepare_config(tiny_cfg)
 
 
+def test_prepare_config_rejects_an_unknown_reward_encoding(tiny_cfg):
+    tiny_cfg.world_model.reward_encoding = "cubic"
+    with pytest.raises(ConfigError, match="world_model.reward_encoding must be one of twohot, sign"):
+        prepare_config(tiny_cfg)
+
+
 # ---------------------------------------------------------------------------------- run folder
 
 def test_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path):

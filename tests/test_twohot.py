@@ -54,3 +54,17 @@ def test_loss_regresses_a_value():
         opt.step()
     assert loss.item() < first
     assert torch.allclose(th.decode(logits.detach()), target, rtol=0.05, atol=0.05)
+
+
+def test_sign_classes_encode_the_sign_and_decode_the_expectation():
+    from model.twohot import SignClasses, reward_codec
+
+    sc = reward_codec("sign", 255)
+    assert isinstance(sc, SignClasses) and sc.num_buckets == 3
+    p = sc.encode(torch.tensor([-1.0, 0.0, 0.3, 5.0]))
+    assert p.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1]]
+    sure = torch.tensor([[9.0, -9.0, -9.0], [-9.0, 9.0, -9.0], [-9.0, -9.0, 9.0]])
+    assert torch.allclose(sc.decode(sure), torch.tensor([-1.0, 0.0, 1.0]), atol=1e-6)
+    assert sc.decode(torch.log(torch.tensor([0.2, 0.3, 0.5]))).item() == pytest.approx(0.3, abs=1e-6)
+    with pytest.raises(ValueError, match="unknown reward encoding"):
+        reward_codec("bogus", 3)

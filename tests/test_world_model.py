@@ -53,7 +53,7 @@ def test_forward_shapes_and_causality(layout, i_tokens):
     b, t, k = tokens.shape
     out = wm(frames, actions, tokens)
     assert out.token_logits.shape == (b, t, k, wm.vocab_size)
-    assert out.reward_logits.shape == (b, t, wm.cfg.num_reward_buckets)
+    assert out.reward_logits.shape == (b, t, wm.reward_codec.num_buckets)
     assert out.end_logits.shape == (b, t, 2)
     # Changing the last step's tokens must not change anything read before them.
     tokens2 = tokens.clone()
@@ -142,7 +142,7 @@ def _check_generation(wm, t0, t_total, iris=False):
             worst = max(worst, (got.token_logits[:, 0] - ref_tok).abs().max().item(),
                         (got.reward_logits[:, 0] - ref_rew).abs().max().item(),
                         (got.end_logits[:, 0] - ref_end).abs().max().item())
-            assert torch.allclose(reward, wm.twohot.decode(ref_rew), atol=1e-4)
+            assert torch.allclose(reward, wm.reward_codec.decode(ref_rew), atol=1e-4)
     # A re-prime (one forward over the kept window) at most once every max_steps - keep steps.
     assert reprimes <= math.ceil((t_total - t0) / (s_max - keep)), reprimes
     return worst
@@ -157,6 +157,20 @@ def test_kv_cached_generation_matches_full_forward(i_tokens):
     assert _check_generation(wm, t0=1, t_total=3 * s_max + 1) < 1e-4
     assert _check_generation(wm, t0=0, t_total=3) < 1e-4  # no context at all
     assert _check_generation(wm, t0=2 * s_max, t_total=2 * s_max + 4) < 1e-4  # context longer than the window
+
+
+def test_action_sees_frame_feeds_the_i_token_to_the_action_token():
+    """The flag's heads at the action token depend on the current frame even with attention cut to
+    that token alone; cached generation stays exact."""
+    wm = make("delta", True, action_sees_frame=True)
+    assert _check_generation(wm, t0=1, t_total=2 * wm.cfg.max_steps) < 1e-4
+    frames, actions, tokens = batch(wm, b=1, t=1)
+    emb = wm._embed_steps(frames, actions, tokens)
+    plain = make("delta", True)  # same seed, same weights: only the flag differs
+    plain_emb = plain._embed_steps(frames, actions, tokens)
+    assert torch.allclose(emb[:, 0], plain_emb[:, 0])  # the I-token keeps its own position
+    assert torch.allclose(emb[:, 1], plain_emb[:, 1] + plain_emb[:, 0])  # action token = a + I
+    assert torch.allclose(emb[:, 2:], plain_emb[:, 2:])
 
 
 def test_slide_by_one_policy_is_still_exact():
