@@ -83,6 +83,10 @@ class WorldModelConfig:
     # "twohot" (symlog two-hot over num_reward_buckets, the paper's Crafter setting) | "sign" (3 classes
     # -1/0/+1, the published code's Atari setting ``two_hot_rews: false``; see model/twohot.py)
     reward_encoding: str = "twohot"
+    # Loss weights (the published code's latents/rewards/ends_weight: 1/1/1 on Crafter, 0.1/1/0.1 on Atari)
+    token_loss_weight: float = 1.0
+    reward_loss_weight: float = 1.0
+    end_loss_weight: float = 1.0
     head_hidden: int = 512
     # Sequences per chunk of a training batch's gradients (see WorldModel.compute_loss):
     # -1 = auto (2 on CPU, whole batch on GPU), 0 = the whole batch at once.
@@ -272,6 +276,8 @@ def gridworld_cpu(c: Config) -> None:
     learned about 4x more sharply after ~600 world-model steps (a probe on one store and seed)."""
     c.world_model.frame_cnn_unshuffle = True
     c.world_model.action_sees_frame = True
+    c.world_model.reward_encoding = "sign"
+    c.world_model.token_loss_weight = c.world_model.end_loss_weight = 0.1
     c.actor_critic.cnn_unshuffle = True
     t = c.train
     t.first_epoch_tokenizer_steps, t.first_epoch_world_model_steps, t.first_epoch_actor_critic_steps = 150, 1200, 150

@@ -274,7 +274,7 @@ class WorldModel(nn.Module):
     def compute_loss(self, frames: torch.Tensor | None, actions: torch.Tensor, tokens: torch.Tensor,
                      rewards: torch.Tensor, ends: torch.Tensor,
                      mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-        """Cross-entropies for tokens, two-hot rewards and ends (weights 1/1/1) over valid steps.
+        """Cross-entropies for tokens, rewards and ends (weights ``cfg.*_loss_weight``) over valid steps.
 
         With autograd on and more than ``cfg.grad_chunk`` sequences, the gradients are computed a
         few sequences at a time (:func:`model.fastpath.loss_in_chunks`): each term is a sum over
@@ -321,7 +321,8 @@ class WorldModel(nn.Module):
         reward_logits = out.reward_logits[mask].float()
         loss_reward = F.cross_entropy(reward_logits, self.reward_codec.encode(rewards[mask]), reduction="sum") / n_step
         loss_end = F.cross_entropy(out.end_logits[mask].float(), ends[mask].long(), reduction="sum") / n_step
-        loss = loss_tokens + loss_reward + loss_end
+        c = self.cfg
+        loss = c.token_loss_weight * loss_tokens + c.reward_loss_weight * loss_reward + c.end_loss_weight * loss_end
         with torch.no_grad():
             acc = (logits.argmax(-1) == targets).float().sum() / n_tok
             stats = torch.stack([loss, loss_tokens, loss_reward, loss_end, acc])

@@ -173,6 +173,21 @@ def test_action_sees_frame_feeds_the_i_token_to_the_action_token():
     assert torch.allclose(emb[:, 2:], plain_emb[:, 2:])
 
 
+def test_loss_weights_scale_their_terms():
+    """token/reward/end_loss_weight (the published code's latents/rewards/ends_weight)."""
+    wm = make("delta", True)
+    frames, actions, tokens = batch(wm, b=2, t=4)
+    rewards = torch.tensor([[0.0, 1.0, 0.0, -1.0], [0.0, 0.0, 1.0, 0.0]])
+    ends = torch.tensor([[0, 0, 0, 1], [0, 0, 0, 0]], dtype=torch.bool)
+    with torch.no_grad():
+        loss, m = wm.compute_loss(frames, actions, tokens, rewards, ends)
+        assert loss.item() == pytest.approx(m["loss_tokens"] + m["loss_reward"] + m["loss_end"], rel=1e-5)
+        wm.cfg = dataclasses.replace(wm.cfg, token_loss_weight=0.1, reward_loss_weight=2.0, end_loss_weight=0.0)
+        loss, m2 = wm.compute_loss(frames, actions, tokens, rewards, ends)
+    assert m2["loss_tokens"] == pytest.approx(m["loss_tokens"]) and m2["loss_reward"] == pytest.approx(m["loss_reward"])
+    assert loss.item() == pytest.approx(0.1 * m["loss_tokens"] + 2.0 * m["loss_reward"], rel=1e-5)
+
+
 def test_slide_by_one_policy_is_still_exact():
     """window_keep = max_steps - 1: the window slides one step per step (re-prime every step)."""
     wm = make("delta", True)
