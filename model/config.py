@@ -271,9 +271,10 @@ def gridworld_cpu(c: Config) -> None:
     beat a random policy within it), spent on the world model and the actor-critic. GridWorld's
     flat 8-pixel cells need little tokenizer training (30 dB after 150 steps, 35 after 270); the world model has to
     see many rare reward events (2% of random-policy steps), so its phase is long, and the I-token and
-    actor CNNs start with a lossless pixel-unshuffle (1.5x faster world-model steps). The action token
-    also carries the I-token (``action_sees_frame``): the coin reward, read at the action token, was
-    learned about 4x more sharply after ~600 world-model steps (a probe on one store and seed)."""
+    actor CNNs start with a lossless pixel-unshuffle (1.5x faster world-model steps). The world model
+    takes the published code's Atari reward setting (sign classes, loss weights 0.1/1/0.1) and its action
+    token also carries the I-token (``action_sees_frame``): over the 30-minute run, the mean predicted
+    reward on coin steps went from 0.03 (two-hot, 1/1/1) to 0.53 (checkpoints/README.md)."""
     c.world_model.frame_cnn_unshuffle = True
     c.world_model.action_sees_frame = True
     c.world_model.reward_encoding = "sign"
