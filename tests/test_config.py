@@ -26,6 +26,8 @@ def test_env_adjustments_apply_to_their_env_only():
     g, c = get_preset("cpu", "gridworld"), get_preset("cpu", "crafter")
     assert g.env.name == "gridworld" and g.world_model.frame_cnn_unshuffle and g.actor_critic.cnn_unshuffle
     assert g.world_model.action_sees_frame and not c.world_model.action_sees_frame
+    assert (g.world_model.reward_encoding, g.world_model.token_loss_weight) == ("sign", 0.1)
+    assert (c.world_model.reward_encoding, c.world_model.token_loss_weight) == ("twohot", 1.0)
     assert g.train.first_epoch_world_model_steps > c.train.first_epoch_world_model_steps
     assert c.to_dict() == {**get_preset("cpu").to_dict(), "env": c.to_dict()["env"]}  # Crafter: the plain preset
     p = get_preset("paper", "gridworld").world_model  # paper stays published

@@ -160,8 +160,8 @@ def test_kv_cached_generation_matches_full_forward(i_tokens):
 
 
 def test_action_sees_frame_feeds_the_i_token_to_the_action_token():
-    """The flag's heads at the action token depend on the current frame even with attention cut to
-    that token alone; cached generation stays exact."""
+    """With the flag the action token's input is a_t + I(x_t) (the I-token and the Δ-tokens unchanged),
+    and cached generation stays exact."""
     wm = make("delta", True, action_sees_frame=True)
     assert _check_generation(wm, t0=1, t_total=2 * wm.cfg.max_steps) < 1e-4
     frames, actions, tokens = batch(wm, b=1, t=1)
