@@ -244,7 +244,7 @@ class WorldModel(nn.Module):
         action token, they otherwise have to come through attention to the I-token among up to
         ``max_steps`` steps of context. Measured on GridWorld (30-minute cpu runs, two-hot rewards): the
         predicted reward on death steps went from 0.03 to -0.24, on coin steps it hardly moved (0.030 ->
-        0.033); see checkpoints/README.md. The I-token keeps its own position.
+        0.033); see checkpoints/README.md. The I-token keeps its own position."""
         return (i, a + i) if self.cfg.action_sees_frame else (i, a)
 
     # ---------------------------------------------------------------- training
