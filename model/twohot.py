@@ -75,13 +75,12 @@ class SignClasses(nn.Module):
         return probs[..., 2] - probs[..., 0]
 
 
-REWARD_ENCODINGS = ("twohot", "sign")
+_CODECS = {"twohot": TwoHot, "sign": lambda num_buckets: SignClasses()}
+REWARD_ENCODINGS = tuple(_CODECS)
 
 
 def reward_codec(encoding: str, num_buckets: int) -> nn.Module:
     """The reward head's target encoding by name (``WorldModelConfig.reward_encoding``)."""
-    if encoding == "twohot":
-        return TwoHot(num_buckets)
-    if encoding == "sign":
-        return SignClasses()
-    raise ValueError(f"unknown reward encoding {encoding!r}; choose one of {', '.join(REWARD_ENCODINGS)}")
+    if encoding not in _CODECS:
+        raise ValueError(f"unknown reward encoding {encoding!r}; choose one of {', '.join(REWARD_ENCODINGS)}")
+    return _CODECS[encoding](num_buckets)
