@@ -51,18 +51,28 @@ def mask_until_first_end(ends: torch.Tensor) -> torch.Tensor:
     return ended_before == 0
 
 
+def normalized_advantages(advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) advantages -> centred per step over the rows where ``mask`` (B, T) is on, then scaled to unit
+    root mean square over those entries (``ActorCriticConfig.normalize_advantages`` says why)."""
+    with torch.no_grad():
+        per_step = (advantages * mask).sum(0) / mask.sum(0).clamp_min(1)
+        centred = (advantages - per_step) * mask
+        return centred / (centred.pow(2).sum() / mask.sum().clamp_min(1)).sqrt().clamp_min(1e-3)
+
+
 class CnnLstm(nn.Module):
     def __init__(self, cfg: ActorCriticConfig, num_actions: int, image_size: int = 64) -> None:
         super().__init__()
-        self.cnn = FrameCNN(3, cfg.cnn_channels, cfg.cnn_latent, image_size, out_size=8, unshuffle=cfg.cnn_unshuffle)
-        self.lstm = nn.LSTMCell(cfg.cnn_latent * 8 * 8, cfg.lstm_dim)
+        self.cnn = FrameCNN(3, cfg.cnn_channels, cfg.cnn_latent, image_size, out_size=8, unshuffle=cfg.cnn_unshuffle,
+                            pool=cfg.cnn_pool)
+        self.lstm = nn.LSTMCell(self.cnn.out_dim, cfg.lstm_dim)
         self.actor = nn.Linear(cfg.lstm_dim, num_actions)
         self.critic = nn.Linear(cfg.lstm_dim, cfg.num_value_buckets)
         nn.init.zeros_(self.critic.weight)
         nn.init.zeros_(self.critic.bias)
 
     def forward(self, frame: torch.Tensor, state: State) -> tuple[torch.Tensor, torch.Tensor, State]:
-        h, c = self.lstm(self.cnn(fastpath.channels_last(frame)).flatten(1), state)
+        h, c = self.lstm(self.cnn.features(frame), state)
         return self.actor(h), self.critic(h), (h, c)
 
     def read(self, frames: torch.Tensor, state: State) -> State:
@@ -70,7 +80,7 @@ class CnnLstm(nn.Module):
         b, t = frames.shape[:2]
         if t == 0:
             return state
-        feats = self.cnn(fastpath.channels_last(frames.flatten(0, 1))).flatten(1).view(b, t, -1)
+        feats = self.cnn.features(frames.flatten(0, 1)).view(b, t, -1)
         for i in range(t):
             state = self.lstm(feats[:, i], state)
         return state
@@ -185,6 +195,9 @@ class ActorCritic(nn.Module):
 
         def masked_mean(x: torch.Tensor) -> torch.Tensor:  # weights, not boolean indexing: no sync
             return (x * mask).sum() / n
+
+        if cfg.normalize_advantages:
+            advantages = normalized_advantages(advantages, mask)
 
         dist = Categorical(logits=logits, validate_args=False)
         policy_loss = -masked_mean(dist.log_prob(taken) * advantages)

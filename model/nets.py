@@ -185,9 +185,14 @@ class FrameCNN(nn.Module):
 
     def __init__(self, in_ch: int = 3, channels: int = 32, latent: int = 8, image_size: int = 64,
                  out_size: int = 8, mult: Sequence[int] = (1, 1, 2, 2, 4), down: Sequence[int] = (1, 0, 1, 1, 0),
-                 num_res_blocks: int = 1, unshuffle: bool = False) -> None:
+                 num_res_blocks: int = 1, unshuffle: bool = False, pool: bool = False) -> None:
         super().__init__()
         mult, down = adapt_levels(mult, down, num_downsamplings(image_size, out_size))
+        # pool: ``features`` also gives each channel's max over the map. Why: a local pattern (a coin next
+        # to the agent) then has one feature wherever it occurs; flattened alone, the next linear layer
+        # learns it separately at each of the out_size**2 positions, from a few examples each.
+        self.pool = pool
+        self.out_dim = latent * (out_size * out_size + int(pool))
         # unshuffle: start with a lossless 2x2 pixel-unshuffle instead of the full-resolution first level,
         # which costs about half of this network's compute (the cpu preset's GridWorld setting).
         self.unshuffle = unshuffle
@@ -199,3 +204,8 @@ class FrameCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(F.pixel_unshuffle(x, 2) if self.unshuffle else x)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, out_dim): the flattened map, then (with ``pool``) its max per channel."""
+        m = self(fastpath.channels_last(x))
+        return torch.cat([m.flatten(1), m.amax(dim=(2, 3))], dim=1) if self.pool else m.flatten(1)

@@ -191,7 +191,7 @@ class WorldModel(nn.Module):
         if self.i_tokens:
             self.frame_cnn = FrameCNN(3, cfg.frame_cnn_channels, cfg.frame_latent, image_size, out_size=8,
                                       unshuffle=cfg.frame_cnn_unshuffle)
-            flat = cfg.frame_latent * 8 * 8  # paper: 8 x 8 x 8 = 512 = embed_dim, no projection needed
+            flat = self.frame_cnn.out_dim  # paper: 8 x 8 x 8 = 512 = embed_dim, no projection needed
             self.frame_proj = nn.Identity() if flat == d else nn.Linear(flat, d)
             self.frame_norm = nn.LayerNorm(d)
         self.pos_emb = nn.Embedding(self.max_len, d)
@@ -218,7 +218,7 @@ class WorldModel(nn.Module):
 
     def embed_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """I-tokens: frames (N, 3, H, W) -> (N, D)."""
-        return self.frame_norm(self.frame_proj(self.frame_cnn(fastpath.channels_last(frames)).flatten(1)))
+        return self.frame_norm(self.frame_proj(self.frame_cnn.features(frames)))
 
     def _embed_steps(self, frames: torch.Tensor | None, actions: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """T whole steps -> input embeddings (B, T*S, D) in layout order."""

@@ -1,8 +1,10 @@
 """Actor-critic: λ-returns by hand, parameter budget, acting, and a real imagination update."""
+import dataclasses
+
 import pytest
 import torch
 
-from model.actor_critic import ActorCritic, lambda_returns, mask_until_first_end
+from model.actor_critic import ActorCritic, lambda_returns, mask_until_first_end, normalized_advantages
 from model.config import paper, tiny
 from model.imagination import DreamEnv
 from model.tokenizer import build_tokenizer
@@ -139,3 +141,41 @@ def test_burn_in_read_equals_stepping_frame_by_frame():
             _, _, state = ac.model(frames[:, t], state)
         assert ac.model.read(frames[:, :0], zeros) is zeros
     assert torch.allclose(h, state[0], atol=1e-6) and torch.allclose(c, state[1], atol=1e-6)
+
+
+def test_pooled_frame_cnn_feature_is_the_same_wherever_the_pattern_is():
+    """`pool` (cpu preset on GridWorld): the features end with each channel's max over the 8x8 map, so a
+    pattern moved by one map cell (8 px, the CNN's stride) gives the same pooled part and a different
+    flattened part. The actor-critic's LSTM reads it."""
+    from model.nets import FrameCNN
+
+    torch.manual_seed(0)
+    net = FrameCNN(3, 8, 4, unshuffle=True, pool=True).eval()
+    assert net.out_dim == 4 * 64 + 4
+    x = torch.zeros(1, 3, 64, 64)
+    x[:, :, 24:30, 24:30] = 1.0  # a square near the middle
+    moved = torch.roll(x, shifts=(8, 8), dims=(2, 3))
+    with torch.no_grad():
+        a, b = net.features(x), net.features(moved)
+    pooled_diff = (a[:, -4:] - b[:, -4:]).abs().max()
+    # Not exactly equal: zero padding and GroupNorm see the borders (measured: 0.03 of a pooled 1.5)
+    assert pooled_diff < 0.05 * a[:, -4:].abs().max()
+    assert (a[:, :-4] - b[:, :-4]).abs().max() > 20 * pooled_diff  # measured 2.0: the map itself moved
+    cfg = dataclasses.replace(tiny().actor_critic, cnn_pool=True)
+    ac = ActorCritic(cfg, num_actions=5)
+    assert ac.model.lstm.input_size == cfg.cnn_latent * (64 + 1)
+    logits, _ = ac(x)
+    assert logits.shape == (1, 5)
+
+
+def test_normalized_advantages_are_centred_per_step_and_unit_scale_over_live_steps():
+    """`normalize_advantages`: with a critic still at 0 every advantage is a positive return; centred per
+    imagined step over the batch, half of them become negative, and steps after an end do not count."""
+    adv = torch.tensor([[3.0, 2.0, 1.0], [5.0, 2.0, 9.0], [4.0, 5.0, 7.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    out = normalized_advantages(adv, mask)
+    live = mask.bool()
+    assert torch.allclose((out * mask).sum(0), torch.zeros(3), atol=1e-6)  # per step: mean 0 over live rows
+    assert torch.allclose((out[live] ** 2).mean(), torch.tensor(1.0), atol=1e-5)
+    assert out[0, 0] < 0 < out[1, 0]  # 3 is below that step's mean of 4, 5 above
+    assert torch.allclose(out[0, 2], torch.tensor(0.0), atol=1e-6)  # the only live row of step 3: its own mean
