@@ -7,7 +7,8 @@ keeps the targets from chasing themselves.
 
 Training (``imagine_and_loss``): the LSTMs read the real burn-in frames (no gradient), the dream is
 reset from the same frames, then ``cfg.horizon`` actions are sampled from the policy in the dream.
-Loss = REINFORCE with the target critic as baseline (advantage = λ-return − target value, detached)
+Loss = REINFORCE with the target critic as baseline (advantage = λ-return − target value, detached;
+optionally centred per step and scaled, ``normalize_advantages``)
 − entropy bonus + two-hot cross-entropy of the critic against the λ-returns, over steps up to and
 including the first imagined end. Ends are sampled from the world model's end probability, as in
 the published code. The EMA target is updated at each call (one step behind the optimizer, as in the
@@ -22,7 +23,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.distributions import Categorical
 
-from model import fastpath
 from model.config import ActorCriticConfig
 from model.nets import FrameCNN
 from model.twohot import TwoHot
