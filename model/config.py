@@ -285,13 +285,6 @@ def gridworld_cpu(c: Config) -> None:
     c.world_model.reward_encoding = "sign"
     c.world_model.token_loss_weight = c.world_model.end_loss_weight = 0.1
     c.actor_critic.cnn_unshuffle = True
-    # The actor-critic gets about 270 updates in 30 minutes. In a synthetic dream where a move onto the
-    # adjacent coin pays 1 (scripts outside the repo, 100 updates), the paper's setting (gamma 0.997,
-    # lambda 0.95, raw advantages) learnt nothing and collapsed its entropy; centred advantages and a
-    # short horizon of credit (gamma = lambda = 0.8) learnt the move. GridWorld's coins are a few cells away.
-    c.actor_critic.cnn_pool = True
-    c.actor_critic.normalize_advantages = True
-    c.actor_critic.gamma = c.actor_critic.lambda_ = 0.8
     t = c.train
     t.first_epoch_tokenizer_steps, t.first_epoch_world_model_steps, t.first_epoch_actor_critic_steps = 150, 1200, 150
 
