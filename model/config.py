@@ -106,8 +106,8 @@ class ActorCriticConfig:
     gamma: float = 0.997
     lambda_: float = 0.95
     entropy_weight: float = 1e-3
-    # Deviation (off in the paper preset): centre the advantages per imagined step over the batch and scale
-    # them to unit std. Why: the critic starts at 0, so early advantages are the (all positive) returns and a
+    # Deviation (off in every preset): centre the advantages per imagined step over the batch and scale
+    # them to unit RMS. Why: the critic starts at 0, so early advantages are the (all positive) returns and a
     # short run collapses the policy onto whatever it sampled before the critic catches up (ActorCritic).
     normalize_advantages: bool = False
     target_tau: float = 0.995

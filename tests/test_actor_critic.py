@@ -100,10 +100,12 @@ def dream_parts():
     return c, tok, wm
 
 
-def test_imagine_and_loss_trains_actor_and_critic_only(dream_parts):
+@pytest.mark.parametrize("short_run_options", [False, True], ids=["paper", "pool+normalized"])
+def test_imagine_and_loss_trains_actor_and_critic_only(dream_parts, short_run_options):
     c, tok, wm = dream_parts
     torch.manual_seed(0)
-    ac = ActorCritic(c.actor_critic, A)
+    cfg = dataclasses.replace(c.actor_critic, cnn_pool=short_run_options, normalize_advantages=short_run_options)
+    ac = ActorCritic(cfg, A)
     dream = DreamEnv(tok, wm)
     b, n = 4, c.actor_critic.burn_in + 1
     frames = torch.rand(b, n, 3, 64, 64)
