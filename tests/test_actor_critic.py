@@ -146,7 +146,7 @@ def test_burn_in_read_equals_stepping_frame_by_frame():
 
 
 def test_pooled_frame_cnn_feature_is_the_same_wherever_the_pattern_is():
-    """`pool` (cpu preset on GridWorld): the features end with each channel's max over the 8x8 map, so a
+    """`pool` (`actor_critic.cnn_pool`, off in every preset): the features end with each channel's max over the 8x8 map, so a
     pattern moved by one map cell (8 px, the CNN's stride) gives the same pooled part and a different
     flattened part. The actor-critic's LSTM reads it."""
     from model.nets import FrameCNN
