@@ -7,10 +7,13 @@ PATH is a checkpoint folder or a run folder (default: the bundled ``checkpoints/
 
 * ``recon``    - Δ-tokenizer vs the IRIS-style tokenizer (if the checkpoint has one) vs copying x_{t-1}
 * ``dynamics`` - teacher-forced token accuracy and 20-step rollout pixel error, with/without I-tokens
+* ``rewards``  - the world models' predicted reward and end probability on every held-out step, grouped
+  by what the real env gave (positive / negative / zero reward, terminal): does the dream pay for the
+  right events?
 * ``agent``    - return and Crafter score of the actor-critic vs a random policy, same seeds
 * ``feel``     - batch-1 dream step latency, as a player feels it
 
-``recon`` and ``dynamics`` share one held-out data set collected in the real env (half random policy,
+``recon``, ``dynamics`` and ``rewards`` share one held-out data set collected in the real env (half random policy,
 half the agent, by default). The measurements live in :mod:`model.evaluation`; this module loads,
 prints and writes JSON. ``deltaplay eval tokenizers`` hands over to ``model.tokenizer_experiment``.
 """
@@ -24,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-PARTS = ("recon", "dynamics", "agent", "feel")
+PARTS = ("recon", "dynamics", "rewards", "agent", "feel")
 WHAT = ("checkpoint", "tokenizers")
 
 
@@ -210,17 +213,31 @@ def part_recon(args, ck, device, episodes, progress: ProgressLine) -> dict[str, 
     return out
 
 
-def part_dynamics(args, ck, device, episodes, progress: ProgressLine) -> dict[str, Any]:
-    from model.evaluation import (copy_rollout_errors, rollout_errors, rollout_summary, rollout_windows,
-                                  token_accuracy)
-
-    tok = ck.models["tokenizer"]
+def _world_models(ck) -> dict[str, Any]:
+    """The checkpoint's world models by what they are: i_tokens / no_i_tokens / iris."""
     wms = {}
     for name in ("world_model", "world_model_no_itok"):
         if name in ck.models:
             wm = ck.models[name]
             label = "iris" if wm.layout == "iris" else ("i_tokens" if wm.i_tokens else "no_i_tokens")
             wms.setdefault(label, wm)
+    return wms
+
+
+def part_rewards(args, ck, device, episodes, progress: ProgressLine) -> dict[str, Any]:
+    from model.evaluation import reward_predictions
+
+    return {label: reward_predictions(ck.models["tokenizer"], wm, episodes, batch=max(1, args.batch // 4),
+                                      device=device, progress=progress, label=f"rewards ({label})")
+            for label, wm in _world_models(ck).items()}
+
+
+def part_dynamics(args, ck, device, episodes, progress: ProgressLine) -> dict[str, Any]:
+    from model.evaluation import (copy_rollout_errors, rollout_errors, rollout_summary, rollout_windows,
+                                  token_accuracy)
+
+    tok = ck.models["tokenizer"]
+    wms = _world_models(ck)
     out: dict[str, Any] = {"token_accuracy": {}, "rollout": {}}
     for label, wm in wms.items():
         out["token_accuracy"][label] = token_accuracy(tok, wm, episodes, max_segments=args.segments,
@@ -316,7 +333,7 @@ def run_checkpoint(args: argparse.Namespace) -> int:
         "timings_s": {},
     }
     episodes = None
-    if {"recon", "dynamics"} & set(args.parts):
+    if {"recon", "dynamics", "rewards"} & set(args.parts):
         progress.say("collecting held-out episodes in the real env ...")
         t0 = time.perf_counter()
         episodes, result["data"] = _collect_data(args, ck, device, progress, exclude)
@@ -330,6 +347,8 @@ def run_checkpoint(args: argparse.Namespace) -> int:
             result["recon"] = part_recon(args, ck, device, episodes, progress)
         elif part == "dynamics":
             result["dynamics"] = part_dynamics(args, ck, device, episodes, progress)
+        elif part == "rewards":
+            result["rewards"] = part_rewards(args, ck, device, episodes, progress)
         elif part == "agent":
             result["agent"] = part_agent(args, ck, device, progress, exclude)
         else:
@@ -394,6 +413,14 @@ def format_report(r: dict[str, Any]) -> str:
             out += ["", f"Imagined vs real frames, same actions ({ro['starts']} starts, context {ro['context']}, "
                         f"temperature {ro['temperature']}): PSNR in dB at step",
                     _table(["rollout"] + [f"step {m}" for m in marks] + ["MSE mean"], rows)]
+    if "rewards" in r:
+        rows = []
+        for k, v in r["rewards"].items():
+            for outcome in ("positive", "negative", "zero", "terminal"):
+                g = v[outcome]
+                rows.append([k, outcome, g["steps"], g["predicted_reward"], g["end_probability"]])
+        out += ["", "World model, teacher-forced reward and end predictions on held-out steps, by the real outcome",
+                _table(["world model", "real step", "steps", "mean predicted reward", "mean end prob."], rows)]
     if "agent" in r:
         a = r["agent"]
         rows = []

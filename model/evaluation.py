@@ -292,6 +292,50 @@ def token_accuracy(tokenizer, world_model, episodes: Sequence[Episode], steps: i
             "segments": len(segs), "steps": int(steps), "predictions": int(count * k)}
 
 
+@torch.inference_mode()
+def reward_predictions(tokenizer, world_model, episodes: Sequence[Episode], batch: int = 16,
+                       device: torch.device | str = "cpu", progress: Progress | None = None,
+                       label: str = "rewards") -> dict[str, Any]:
+    """Teacher-forced reward and end predictions on every held-out step, grouped by what the real env
+    gave. Why: the agent learns from these predictions alone, so a world model that pays for the wrong
+    event (GridWorld: a step onto an enemy) teaches the wrong behaviour, and only held-out frames show
+    it (on its training frames such a model can look right by memorising them). Each episode is cut
+    into consecutive windows of the world model's context, so every step is predicted once."""
+    wm = world_model
+    windows: dict[int, list[tuple[Episode, int, int]]] = {}
+    for ep in episodes:
+        for a in range(0, ep.length, wm.cfg.max_steps):
+            b = min(a + wm.cfg.max_steps, ep.length)
+            windows.setdefault(b - a, []).append((ep, a, b))
+    chunks = [(n, group[i:i + batch]) for n, group in sorted(windows.items()) for i in range(0, len(group), batch)]
+    pred_r, pred_end, real_r, real_end = [], [], [], []
+    for j, (n, chunk) in enumerate(chunks):
+        frames = to_tensor(np.stack([ep.frames[a:b + 1] for ep, a, b in chunk]), device)  # (B, n+1, 3, H, W)
+        actions = torch.as_tensor(np.stack([ep.actions[a:b] for ep, a, b in chunk]), device=device).long()
+        if wm.layout == "delta":
+            tokens = tokenizer.encode(frames[:, :-1].flatten(0, 1), actions.flatten(),
+                                      frames[:, 1:].flatten(0, 1)).view(len(chunk), n, -1)
+            out = wm(frames[:, :-1] if wm.i_tokens else None, actions, tokens)
+        else:
+            out = wm(None, actions, tokenizer.encode(None, None, frames[:, :-1].flatten(0, 1)).view(len(chunk), n, -1))
+        pred_r.append(wm.reward_codec.decode(out.reward_logits.float()).flatten().cpu())
+        pred_end.append(torch.softmax(out.end_logits.float(), -1)[..., 1].flatten().cpu())
+        real_r.append(torch.as_tensor(np.concatenate([ep.rewards[a:b] for ep, a, b in chunk])))
+        real_end.append(torch.as_tensor(np.concatenate([ep.terminated[a:b] for ep, a, b in chunk])))
+        _tick(progress, label, j + 1, len(chunks))
+    if not chunks:
+        raise ValueError("no held-out steps to predict rewards on")
+    r, e, rr, re = (torch.cat(x) for x in (pred_r, pred_end, real_r, real_end))
+
+    def group(mask: torch.Tensor) -> dict[str, Any]:
+        n = int(mask.sum())
+        return {"steps": n, "predicted_reward": float(r[mask].mean()) if n else None,
+                "end_probability": float(e[mask].mean()) if n else None}
+
+    return {"positive": group(rr > 0), "negative": group(rr < 0), "zero": group(rr == 0),
+            "terminal": group(re), "reward_mae": float((r - rr).abs().mean()), "steps": int(rr.numel())}
+
+
 def rollout_windows(episodes: Sequence[Episode], context: int, horizon: int, count: int,
                     seed: int = 0) -> list[tuple[Episode, int]]:
     """Up to ``count`` (episode, t0) pairs with ``context`` real frames ending at x_{t0} and ``horizon``

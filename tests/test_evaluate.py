@@ -16,8 +16,8 @@ from app.cli import main
 from model.checkpoint import load_checkpoint
 from model.collector import RandomPolicy
 from model.evaluation import (copy_errors, copy_rollout_errors, error_summary, heldout_seeds, psnr_from_mse,
-                              reconstruction_errors, rollout_errors, rollout_windows, run_episodes, segments,
-                              token_accuracy, used_seeds)
+                              reconstruction_errors, reward_predictions, rollout_errors, rollout_windows,
+                              run_episodes, segments, token_accuracy, used_seeds)
 from model.frames import to_tensor
 from model.store import Episode, EpisodeStore
 
@@ -108,6 +108,33 @@ def test_token_accuracy_matches_world_model_loss(ckpt, episodes):
     assert len(out["per_position"]) == tok.tokens_per_frame
 
 
+def test_reward_predictions_cover_every_step_once(ckpt, episodes):
+    tok, wm = ckpt.models["tokenizer"], ckpt.models["world_model"]
+    out = reward_predictions(tok, wm, episodes, batch=3)
+    rewards = np.concatenate([e.rewards for e in episodes])
+    assert out["steps"] == len(rewards) == sum(e.length for e in episodes)
+    assert out["positive"]["steps"] == (rewards > 0).sum() and out["negative"]["steps"] == (rewards < 0).sum()
+    assert out["positive"]["steps"] + out["negative"]["steps"] + out["zero"]["steps"] == out["steps"]
+    assert out["terminal"]["steps"] == sum(int(e.terminated.sum()) for e in episodes)
+    # By hand on one long episode: consecutive windows of the model's context, each run on its own.
+    ep = max(episodes, key=lambda e: e.length)
+    assert ep.length > wm.cfg.max_steps  # so the episode is cut into several windows, the last one shorter
+    pred = []
+    for a in range(0, ep.length, wm.cfg.max_steps):
+        b = min(a + wm.cfg.max_steps, ep.length)
+        frames = to_tensor(ep.frames[a:b + 1])
+        actions = torch.as_tensor(ep.actions[a:b]).long()
+        tokens = tok.encode(frames[:-1], actions, frames[1:])
+        with torch.no_grad():
+            o = wm(frames[None, :-1], actions[None], tokens[None])
+        pred.append(wm.reward_codec.decode(o.reward_logits[0]))
+    pred = torch.cat(pred).numpy()
+    one = reward_predictions(tok, wm, [ep], batch=2)
+    assert one["steps"] == ep.length
+    np.testing.assert_allclose(one["zero"]["predicted_reward"], pred[ep.rewards == 0].mean(), rtol=1e-4, atol=1e-6)
+    assert one["reward_mae"] == pytest.approx(np.abs(pred - ep.rewards).mean(), rel=1e-4, abs=1e-6)
+
+
 def test_rollouts_are_reproducible_and_use_the_recorded_actions(ckpt, episodes):
     tok, wm = ckpt.models["tokenizer"], ckpt.models["world_model"]
     windows = rollout_windows(episodes, context=2, horizon=5, count=4, seed=0)
@@ -158,10 +185,11 @@ def test_cli_eval_checkpoint_writes_every_part(run_dir, tmp_path, capsys):
                "--feel-steps", "3", "--device", "cpu", "--json", str(out), "--quiet"])
     assert rc == 0
     text = capsys.readouterr().out
-    for heading in ("Reconstruction", "teacher-forced", "Imagined vs real", "Agent in the real env", "Feel"):
+    for heading in ("Reconstruction", "teacher-forced", "Imagined vs real", "reward and end predictions",
+                    "Agent in the real env", "Feel"):
         assert heading in text
     r = json.loads(out.read_text())
-    assert r["env"] == "gridworld" and r["parts"] == ["recon", "dynamics", "agent", "feel"]
+    assert r["env"] == "gridworld" and r["parts"] == ["recon", "dynamics", "rewards", "agent", "feel"]
     assert r["heldout"]["training_seeds_seen"] > 0
     trained = {ep.seed for ep in EpisodeStore(run_dir / "store")}
     assert not (set(r["data"]["seeds"]) | set(r["agent"]["seeds"])) & trained
@@ -189,6 +217,12 @@ def test_cli_eval_checkpoint_writes_every_part(run_dir, tmp_path, capsys):
     assert ro["horizon"] == 6 and ro["starts"] == 3
     for k in ("i_tokens", "no_i_tokens", "copy_start"):
         assert len(ro[k]["psnr_per_step"]) == 6 and all(math.isfinite(p) for p in ro[k]["psnr_per_step"])
+
+    rw = r["rewards"]
+    assert set(rw) == {"i_tokens", "no_i_tokens"}
+    for v in rw.values():
+        assert v["steps"] == 120 and math.isfinite(v["reward_mae"])
+        assert v["zero"]["steps"] + v["positive"]["steps"] + v["negative"]["steps"] == 120
 
     ag = r["agent"]
     assert ag["episodes"] == 3 and len(ag["seeds"]) == 3
