@@ -75,6 +75,7 @@ class WorldModelConfig:
     frame_cnn_channels: int = 32  # I-token CNN
     frame_latent: int = 8  # 8x8x8 = 512
     frame_cnn_unshuffle: bool = False  # I-token CNN starts with a 2x2 pixel-unshuffle (about 2x cheaper)
+    frame_cnn_pool: bool = False  # the I-token also reads the CNN map's max per channel (model/nets.py FrameCNN)
     # Deviation (off in the paper preset): the action token's input is the action embedding *plus* the
     # step's I-token, so the heads read at the action token (reward, end, first Δ-token) see the
     # current frame without first learning to attend to it (see WorldModel._step_head).

@@ -190,7 +190,7 @@ class WorldModel(nn.Module):
         self.action_emb = nn.Embedding(num_actions, d)
         if self.i_tokens:
             self.frame_cnn = FrameCNN(3, cfg.frame_cnn_channels, cfg.frame_latent, image_size, out_size=8,
-                                      unshuffle=cfg.frame_cnn_unshuffle)
+                                      unshuffle=cfg.frame_cnn_unshuffle, pool=cfg.frame_cnn_pool)
             flat = self.frame_cnn.out_dim  # paper: 8 x 8 x 8 = 512 = embed_dim, no projection needed
             self.frame_proj = nn.Identity() if flat == d else nn.Linear(flat, d)
             self.frame_norm = nn.LayerNorm(d)
@@ -213,6 +213,11 @@ class WorldModel(nn.Module):
         for block in self.blocks:  # GPT-2: scale the residual projections by depth
             for lin in (block.attn.proj, block.mlp[2]):
                 nn.init.normal_(lin.weight, std=0.02 / math.sqrt(2 * cfg.num_layers))
+        if self.i_tokens and cfg.action_sees_frame:
+            # The action token's input is a + i, and i leaves a LayerNorm (unit scale per channel): at the
+            # usual std 0.02 the action would be 2% of that sum, and the heads read there (reward, end) could
+            # hardly tell the four moves apart. Start the action at the I-token's scale instead.
+            nn.init.normal_(self.action_emb.weight, std=1.0)
 
     # ---------------------------------------------------------------- embeddings
 

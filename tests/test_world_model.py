@@ -166,7 +166,10 @@ def test_action_sees_frame_feeds_the_i_token_to_the_action_token():
     assert _check_generation(wm, t0=1, t_total=2 * wm.cfg.max_steps) < 1e-4
     frames, actions, tokens = batch(wm, b=1, t=1)
     emb = wm._embed_steps(frames, actions, tokens)
-    plain = make("delta", True)  # same seed, same weights: only the flag differs
+    plain = make("delta", True)  # same seed, same weights but the action table: only the flag differs
+    # The flag starts the action table at the I-token's scale (a LayerNorm output), not at std 0.02.
+    assert 0.8 < wm.action_emb.weight.std() < 1.2 and plain.action_emb.weight.std() < 0.03
+    plain.action_emb.weight.data.copy_(wm.action_emb.weight)
     plain_emb = plain._embed_steps(frames, actions, tokens)
     assert torch.allclose(emb[:, 0], plain_emb[:, 0])  # the I-token keeps its own position
     assert torch.allclose(emb[:, 1], plain_emb[:, 1] + plain_emb[:, 0])  # action token = a + I
@@ -280,3 +283,18 @@ def test_unshuffled_frame_cnn_keeps_the_summary_shape_and_costs_less():
     x2 = x.clone()
     x2[:, :, 0, 1] += 0.5  # one pixel of a 2x2 block: the summary must change (nothing dropped)
     assert not torch.allclose(fast(x), fast(x2))
+
+
+def test_pooled_i_token_adds_the_per_channel_max_and_generates_exactly():
+    """`frame_cnn_pool`: the I-token CNN's features end with each channel's max over its 8x8 map, so a pattern
+    (GridWorld: an enemy next to the agent) gives one feature wherever it is on the grid."""
+    wm = make("delta", True, frame_cnn_pool=True, action_sees_frame=True)
+    c = wm.cfg
+    assert wm.frame_cnn.out_dim == c.frame_latent * (8 * 8 + 1) == wm.frame_proj.in_features
+    x = torch.rand(3, 3, 64, 64)
+    m = wm.frame_cnn(x)
+    assert torch.allclose(wm.frame_cnn.features(x)[:, -c.frame_latent:], m.amax(dim=(2, 3)))
+    frames, actions, tokens = batch(wm)
+    out = wm(frames, actions, tokens)
+    assert out.reward_logits.shape[:2] == actions.shape
+    assert _check_generation(wm, t0=1, t_total=2 * c.max_steps) < 1e-4
