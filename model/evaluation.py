@@ -308,6 +308,8 @@ def reward_predictions(tokenizer, world_model, episodes: Sequence[Episode], batc
             b = min(a + wm.cfg.max_steps, ep.length)
             windows.setdefault(b - a, []).append((ep, a, b))
     chunks = [(n, group[i:i + batch]) for n, group in sorted(windows.items()) for i in range(0, len(group), batch)]
+    if not chunks:
+        raise ValueError("no held-out steps to predict rewards on")
     pred_r, pred_end, real_r, real_end = [], [], [], []
     for j, (n, chunk) in enumerate(chunks):
         frames = to_tensor(np.stack([ep.frames[a:b + 1] for ep, a, b in chunk]), device)  # (B, n+1, 3, H, W)
@@ -323,8 +325,6 @@ def reward_predictions(tokenizer, world_model, episodes: Sequence[Episode], batc
         real_r.append(torch.as_tensor(np.concatenate([ep.rewards[a:b] for ep, a, b in chunk])))
         real_end.append(torch.as_tensor(np.concatenate([ep.terminated[a:b] for ep, a, b in chunk])))
         _tick(progress, label, j + 1, len(chunks))
-    if not chunks:
-        raise ValueError("no held-out steps to predict rewards on")
     r, e, rr, re = (torch.cat(x) for x in (pred_r, pred_end, real_r, real_end))
 
     def group(mask: torch.Tensor) -> dict[str, Any]:
