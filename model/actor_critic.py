@@ -64,7 +64,7 @@ class CnnLstm(nn.Module):
     def __init__(self, cfg: ActorCriticConfig, num_actions: int, image_size: int = 64) -> None:
         super().__init__()
         self.cnn = FrameCNN(3, cfg.cnn_channels, cfg.cnn_latent, image_size, out_size=8, unshuffle=cfg.cnn_unshuffle,
-                            pool=cfg.cnn_pool)
+                            pool=cfg.cnn_pool, keypoints=cfg.cnn_keypoints)
         self.lstm = nn.LSTMCell(self.cnn.out_dim, cfg.lstm_dim)
         self.actor = nn.Linear(cfg.lstm_dim, num_actions)
         self.critic = nn.Linear(cfg.lstm_dim, cfg.num_value_buckets)

@@ -100,6 +100,7 @@ class ActorCriticConfig:
     cnn_latent: int = 16  # 8x8x16 = 1024
     cnn_unshuffle: bool = False  # the CNN starts with a 2x2 pixel-unshuffle (about 2x cheaper)
     cnn_pool: bool = False  # the LSTM also reads the CNN map's max per channel (model/nets.py FrameCNN)
+    cnn_keypoints: bool = False  # ... and its soft-argmax position per channel (model/nets.py FrameCNN)
     lstm_dim: int = 512
     num_value_buckets: int = 255
     burn_in: int = 5

@@ -185,14 +185,20 @@ class FrameCNN(nn.Module):
 
     def __init__(self, in_ch: int = 3, channels: int = 32, latent: int = 8, image_size: int = 64,
                  out_size: int = 8, mult: Sequence[int] = (1, 1, 2, 2, 4), down: Sequence[int] = (1, 0, 1, 1, 0),
-                 num_res_blocks: int = 1, unshuffle: bool = False, pool: bool = False) -> None:
+                 num_res_blocks: int = 1, unshuffle: bool = False, pool: bool = False,
+                 keypoints: bool = False) -> None:
         super().__init__()
         mult, down = adapt_levels(mult, down, num_downsamplings(image_size, out_size))
         # pool: ``features`` also gives each channel's max over the map. Why: a local pattern (a coin next
         # to the agent) then has one feature wherever it occurs; flattened alone, the next linear layer
         # learns it separately at each of the out_size**2 positions, from a few examples each.
         self.pool = pool
-        self.out_dim = latent * (out_size * out_size + int(pool))
+        # keypoints: ``features`` also gives each channel's soft-argmax, the expected (row, col) in [-1, 1] under
+        # a softmax over the map (a spatial softmax, Levine et al. 2016). Why: where one thing is relative to
+        # another ("the coin is right of the agent") is then a difference of two features, which a linear
+        # policy reads at once; from the flattened map it takes a learned conjunction per pair of positions.
+        self.keypoints = keypoints
+        self.out_dim = latent * (out_size * out_size + int(pool) + 2 * int(keypoints))
         # unshuffle: start with a lossless 2x2 pixel-unshuffle instead of the full-resolution first level,
         # which costs about half of this network's compute (the cpu preset's GridWorld setting).
         self.unshuffle = unshuffle
@@ -206,6 +212,22 @@ class FrameCNN(nn.Module):
         return self.net(F.pixel_unshuffle(x, 2) if self.unshuffle else x)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> (N, out_dim): the flattened map, then (with ``pool``) its max per channel."""
+        """(N, C, H, W) -> (N, out_dim): the flattened map, then (with ``pool``) its max per channel, then
+        (with ``keypoints``) its soft-argmax rows and columns per channel."""
         m = self(fastpath.channels_last(x))
-        return torch.cat([m.flatten(1), m.amax(dim=(2, 3))], dim=1) if self.pool else m.flatten(1)
+        parts = [m.flatten(1)]
+        if self.pool:
+            parts.append(m.amax(dim=(2, 3)))
+        if self.keypoints:
+            parts.extend(soft_argmax(m))
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+
+def soft_argmax(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C, H, W) map -> expected row and column per channel, each (N, C) in [-1, 1], under a softmax
+    over the H*W positions of that channel."""
+    n, c, h, w = m.shape
+    p = torch.softmax(m.float().flatten(2), dim=-1).view(n, c, h, w)
+    rows = torch.linspace(-1.0, 1.0, h, device=m.device)
+    cols = torch.linspace(-1.0, 1.0, w, device=m.device)
+    return (p.sum(3) * rows).sum(2).to(m.dtype), (p.sum(2) * cols).sum(2).to(m.dtype)

@@ -181,3 +181,30 @@ def test_normalized_advantages_are_centred_per_step_and_unit_scale_over_live_ste
     assert torch.allclose((out[live] ** 2).mean(), torch.tensor(1.0), atol=1e-5)
     assert out[0, 0] < 0 < out[1, 0]  # 3 is below that step's mean of 4, 5 above
     assert torch.allclose(out[0, 2], torch.tensor(0.0), atol=1e-6)  # the only live row of step 3: its own mean
+
+
+def test_soft_argmax_finds_a_peak_and_keypoint_features_follow_a_moved_pattern():
+    """`keypoints` (`actor_critic.cnn_keypoints`): each channel's soft-argmax (row, col) in [-1, 1]. A sharp peak
+    lands on its cell's coordinate; a pattern moved by whole map cells moves the keypoints the same way."""
+    from model.nets import FrameCNN, soft_argmax
+
+    m = torch.zeros(2, 3, 8, 8)
+    m[0, 0, 1, 6] = m[1, 2, 7, 0] = 50.0  # peaks; the other channels are flat (centre 0, 0)
+    rows, cols = soft_argmax(m)
+    grid = torch.linspace(-1, 1, 8)
+    assert torch.allclose(rows[0, 0], grid[1], atol=1e-4) and torch.allclose(cols[0, 0], grid[6], atol=1e-4)
+    assert torch.allclose(rows[1, 2], grid[7], atol=1e-4) and torch.allclose(cols[1, 2], grid[0], atol=1e-4)
+    assert rows[0, 1].abs() < 1e-6 and cols[1, 0].abs() < 1e-6
+
+    torch.manual_seed(0)
+    net = FrameCNN(3, 8, 4, unshuffle=True, pool=True, keypoints=True).eval()
+    assert net.out_dim == 4 * (64 + 1 + 2)
+    x = torch.zeros(1, 3, 64, 64)
+    x[:, :, 8:14, 8:14] = 1.0
+    moved = torch.roll(x, shifts=(0, 32), dims=(2, 3))  # four cells to the right
+    with torch.no_grad():
+        a, b = net.features(x)[0, -8:], net.features(moved)[0, -8:]
+    assert (a[:4] - b[:4]).abs().max() < 0.1  # rows: about unchanged (measured 0.04, GroupNorm sees the move)
+    assert (b[4:] - a[4:]).max() > 0.15  # columns: some channel's keypoint moved right (measured 0.27)
+    cfg = dataclasses.replace(tiny().actor_critic, cnn_pool=True, cnn_keypoints=True)
+    assert ActorCritic(cfg, num_actions=5).model.lstm.input_size == cfg.cnn_latent * (64 + 1 + 2)
