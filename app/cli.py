@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("app.train_cmd", "train Δ-IRIS (tokenizer, world model, actor-critic) in a run folder"),
     "export-gif": ("app.gif_export", "roll out a world model and write a GIF"),
     "eval": ("app.evaluate", "measure tokenizers, world models and agents on held-out data"),
+    "oracle": ("app.oracle_cmd", "train a GridWorld actor-critic in a perfect dream (the real env) and test it"),
     "bench": ("app.bench", "speed and memory benchmarks (dream, imagine, train, collect)"),
 }
 

@@ -108,3 +108,26 @@ class GridWorldEnv(gym.Env):
 
     def render(self):
         return self._render()
+
+    def restore(self, frame: np.ndarray, t: int = 0) -> None:
+        """Put the env in the state a rendered frame shows (``parse_frame``), at step ``t``: what lets the
+        real env stand in for a perfect world model (model/oracle_dream.py)."""
+        self.grid[:], self.agent = parse_frame(frame)
+        self.t = t
+
+
+def parse_frame(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (64, 64, 3) frame -> (grid (8, 8) of EMPTY/COIN/ENEMY, agent (row, col)). Exact on rendered
+    frames: flat colours, and a cell's corner pixel is the agent's or an enemy's colour, its centre a coin's."""
+    f = np.asarray(frame)
+    if f.shape != (GRID * CELL, GRID * CELL, 3):
+        raise ValueError(f"a GridWorld frame is {(GRID * CELL, GRID * CELL, 3)}, got {f.shape}")
+    corner = f[1::CELL, 1::CELL].astype(int)  # (8, 8, 3)
+    centre = f[3::CELL, 3::CELL].astype(int)
+    grid = np.zeros((GRID, GRID), np.int8)
+    grid[(centre == COIN_RGB).all(-1)] = COIN
+    grid[(corner == ENEMY_RGB).all(-1)] = ENEMY
+    agent = np.argwhere((corner == AGENT_RGB).all(-1))
+    if len(agent) != 1:
+        raise ValueError(f"a GridWorld frame shows one agent, this one {len(agent)}")
+    return grid, agent[0]
