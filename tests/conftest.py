@@ -42,3 +42,17 @@ def tiny_run(tmp_path_factory):
     """Built once per pytest session and shared by the engine, window, GIF, eval and web UI tests."""
     return _train_tiny_run(tmp_path_factory.getbasetemp() / "tiny_gridworld_run")
 
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_run):
+    """The shared tiny run folder (the engine, GIF, window and eval tests read it; none writes to it)."""
+    return tiny_run
+
+
+@pytest.fixture(scope="module")
+def bundle(run_dir):
+    """The tiny run's models, loaded once per test module through the engine's one loading path."""
+    from app.engine import ModelBundle
+
+    return ModelBundle.load(run_dir, device="cpu")

@@ -1,7 +1,6 @@
 """The play engine on a real tiny checkpoint (GridWorld: instant resets) and real envs."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -10,16 +9,6 @@ import torch
 
 from app.engine import (CheckpointMissing, ModelBundle, PlaySession, StepInfo, VariantUnavailable,
                         benchmark_dream, resolve_checkpoint_path)
-
-@pytest.fixture(scope="module")
-def run_dir(tiny_run) -> Path:
-    return tiny_run
-
-
-@pytest.fixture(scope="module")
-def bundle(run_dir) -> ModelBundle:
-    return ModelBundle.load(run_dir, device="cpu")
-
 
 def test_bundle_load_resolves_run_folder_and_is_cached(run_dir, bundle):
     assert bundle.path == (run_dir / "checkpoints" / "last").resolve()

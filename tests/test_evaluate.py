@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,11 +19,6 @@ from model.evaluation import (copy_errors, copy_rollout_errors, error_summary, h
                               run_episodes, segments, token_accuracy, used_seeds)
 from model.frames import to_tensor
 from model.store import Episode, EpisodeStore
-
-
-@pytest.fixture(scope="module")
-def run_dir(tiny_run) -> Path:
-    return tiny_run
 
 
 @pytest.fixture(scope="module")

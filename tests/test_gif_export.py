@@ -13,16 +13,6 @@ from app.gif_export import export_rollout_gif, read_actions
 from app.recorder import SEPARATOR_PX
 
 
-@pytest.fixture(scope="module")
-def run_dir(tiny_run) -> Path:
-    return tiny_run
-
-
-@pytest.fixture(scope="module")
-def bundle(run_dir) -> ModelBundle:
-    return ModelBundle.load(run_dir, device="cpu")
-
-
 def gif_facts(path: Path) -> tuple[tuple[int, ...], list[int]]:
     shape = iio.improps(path, index=None).shape
     return shape, [iio.immeta(path, index=k)["duration"] for k in range(shape[0])]

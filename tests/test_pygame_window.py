@@ -18,16 +18,6 @@ from app.pygame_window import GAP_PX, HEADER_LINES, LABEL_PX, LINE_PX, PlayWindo
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def run_dir(tiny_run) -> Path:
-    return tiny_run
-
-
-@pytest.fixture(scope="module")
-def bundle(run_dir) -> ModelBundle:
-    return ModelBundle.load(run_dir, device="cpu")
-
-
 @pytest.fixture
 def window(bundle, tmp_path):
     w = PlayWindow(PlaySession(bundle, shadow=True, seed=0), mode="dream", scale=2, fps=10,

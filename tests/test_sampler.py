@@ -3,22 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from model.envs import make_env
+from helpers import gridworld_episode
 from model.sampler import SegmentSampler, to_torch
 from model.store import Episode, EpisodeStore
 
 
 def rollout(seed: int, max_steps: int) -> Episode:
-    env = make_env("gridworld", max_steps=max_steps)
-    rng = np.random.default_rng(seed)
-    obs, _ = env.reset(seed=seed)
-    frames, actions, rewards, term, trunc = [obs], [], [], [], []
-    while True:
-        a = int(rng.integers(5))
-        obs, r, te, tr, _ = env.step(a)
-        frames.append(obs), actions.append(a), rewards.append(r), term.append(te), trunc.append(tr)
-        if te or tr:
-            return Episode(np.stack(frames), actions, rewards, term, trunc, seed=seed, env="gridworld")
+    return gridworld_episode(seed, max_steps)
 
 
 @pytest.fixture(scope="module")

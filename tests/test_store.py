@@ -11,24 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.envs import make_env
+from helpers import gridworld_episode
 from model.store import CorruptEpisodeError, Episode, EpisodeStore
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def gridworld_episode(seed: int, max_steps: int = 40) -> Episode:
-    """A real GridWorld rollout under a seeded random policy."""
-    env = make_env("gridworld", max_steps=max_steps)
-    rng = np.random.default_rng(seed)
-    obs, _ = env.reset(seed=seed)
-    frames, actions, rewards, term, trunc = [obs], [], [], [], []
-    while True:
-        a = int(rng.integers(5))
-        obs, r, te, tr, _ = env.step(a)
-        frames.append(obs), actions.append(a), rewards.append(r), term.append(te), trunc.append(tr)
-        if te or tr:
-            return Episode(np.stack(frames), actions, rewards, term, trunc, seed=seed, env="gridworld")
 
 
 def test_round_trip_and_counts(tmp_path):
