@@ -54,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
           f"{args.episodes} real test episodes", flush=True)
 
     def report(r: dict) -> None:
+        if r["update"] == 0:
+            print(f"random policy on the same seeds: {r['random_return']:.2f} ± {r['random_return_std']:.2f}")
         extra = "" if r["update"] == 0 else (f"  entropy {r['entropy']:.2f}  imagined reward/step "
                                              f"{r['imagined_reward']:+.3f}")
         print(f"update {r['update']:5d}  {r['wall_s']:7.1f} s  return {r['return']:.2f} ± {r['return_std']:.2f}  "

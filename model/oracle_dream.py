@@ -100,7 +100,8 @@ def train_in_oracle(cfg: Config, updates: int, eval_every: int, test_episodes: i
                     report: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Train ``cfg``'s actor-critic for ``updates`` updates in the oracle dream (batch
     ``cfg.train.actor_critic_batch``, lr ``cfg.train.lr``) from burn-in windows of random play, and test it
-    every ``eval_every`` updates (and at 0) on ``test_episodes`` real episodes. Returns those records."""
+    every ``eval_every`` updates (and at 0) on ``test_episodes`` real episodes, next to a random policy on the
+same seeds. Returns those records."""
     from model.actor_critic import ActorCritic
     from model.collector import RandomPolicy
     from model.evaluation import episode_stats, run_episodes
@@ -118,6 +119,7 @@ def train_in_oracle(cfg: Config, updates: int, eval_every: int, test_episodes: i
     probe = adjacent_coin_states(200, seed=seed + 1)
     dream = OracleDream(t.actor_critic_batch, seed=seed)
     test_seeds = [20_000 + seed * 1000 + i for i in range(test_episodes)]
+    random = episode_stats(run_episodes("gridworld", RandomPolicy(cfg.env.num_actions, seed=seed), test_seeds))
     records: list[dict[str, Any]] = []
     t0, last = time.perf_counter(), {}
 
@@ -127,6 +129,7 @@ def train_in_oracle(cfg: Config, updates: int, eval_every: int, test_episodes: i
                                                                     cfg.actor_critic.burn_in), test_seeds))
         rec = {"update": update, "wall_s": round(time.perf_counter() - t0, 1), "return": stats["return_mean"],
                "return_std": stats["return_std"], "deaths": stats["terminated"],
+               "random_return": random["return_mean"], "random_return_std": random["return_std"],
                "p_onto_adjacent_coin": round(move_probability(ac, *probe), 3),
                **{k: round(v, 4) for k, v in last.items() if k in ("entropy", "imagined_reward", "value")}}
         ac.train()

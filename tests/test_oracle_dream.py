@@ -100,12 +100,12 @@ def test_deltaplay_oracle_trains_and_tests_an_agent(tmp_path, capsys):
                "--data-episodes", "3", "--threads", "1", "--set", "actor_critic.gamma=0.5", "--json", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "gamma 0.5" in printed and "update     3" in printed
+    assert "gamma 0.5" in printed and "update     3" in printed and "random policy on the same seeds" in printed
     rec = json.loads(out.read_text())
     assert rec["config"]["actor_critic"]["gamma"] == 0.5
     assert [r["update"] for r in rec["records"]] == [0, 2, 3]
     for r in rec["records"]:
-        assert np.isfinite(r["return"]) and 0 <= r["deaths"] <= 2 and 0 < r["p_onto_adjacent_coin"] < 1
+        assert np.isfinite(r["return"]) and np.isfinite(r["random_return"]) and 0 <= r["deaths"] <= 2 and 0 < r["p_onto_adjacent_coin"] < 1
     assert all(0 < r["entropy"] <= np.log(5) + 1e-5 for r in rec["records"][1:])
     assert main(["oracle", "--preset", "huge"]) == 2
     assert main(["oracle", "--preset", "tiny", "--set", "actor_critic.nope=1"]) == 2
