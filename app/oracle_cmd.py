@@ -25,11 +25,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set actor_critic.gamma=0.5 --set train.lr=1e-3")
     p.add_argument("--json", default=None, help="also write the records to this file")
+    p.add_argument("--quiet", action="store_true", help="no progress line (the records are still printed)")
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from app.evaluate import ProgressLine
     from app.train_cmd import _apply, _overrides
     from model.config import PRESETS, get_preset
     from model.oracle_dream import train_in_oracle
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
               f"deaths {r['deaths']}  P(onto adjacent coin) {r['p_onto_adjacent_coin']:.2f}{extra}", flush=True)
 
     records = train_in_oracle(cfg, args.updates, args.eval_every, args.episodes, args.data_episodes, args.seed,
-                              report)
+                              report, ProgressLine(args.quiet))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"config": cfg.to_dict(), "records": records}, indent=2))

@@ -97,11 +97,12 @@ def move_probability(ac, frames: np.ndarray, moves: np.ndarray) -> float:
 
 def train_in_oracle(cfg: Config, updates: int, eval_every: int, test_episodes: int = 20,
                     data_episodes: int = 64, seed: int = 0,
-                    report: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+                    report: Callable[[dict[str, Any]], None] | None = None,
+                    progress: Callable[[str, int, int], None] | None = None) -> list[dict[str, Any]]:
     """Train ``cfg``'s actor-critic for ``updates`` updates in the oracle dream (batch
     ``cfg.train.actor_critic_batch``, lr ``cfg.train.lr``) from burn-in windows of random play, and test it
     every ``eval_every`` updates (and at 0) on ``test_episodes`` real episodes, next to a random policy on the
-same seeds. Returns those records."""
+same seeds. Returns those records; ``report`` gets each one as it comes, ``progress(what, done, total)`` each update."""
     from model.actor_critic import ActorCritic
     from model.collector import RandomPolicy
     from model.evaluation import episode_stats, run_episodes
@@ -148,6 +149,8 @@ same seeds. Returns those records."""
         loss.backward()
         torch.nn.utils.clip_grad_norm_(ac.model.parameters(), t.grad_clip)
         opt.step()
+        if progress:
+            progress("oracle updates", u, updates)
         if u % eval_every == 0 or u == updates:
             test(u)
     return records
