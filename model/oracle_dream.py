@@ -102,7 +102,8 @@ def train_in_oracle(cfg: Config, updates: int, eval_every: int, test_episodes: i
     """Train ``cfg``'s actor-critic for ``updates`` updates in the oracle dream (batch
     ``cfg.train.actor_critic_batch``, lr ``cfg.train.lr``) from burn-in windows of random play, and test it
     every ``eval_every`` updates (and at 0) on ``test_episodes`` real episodes, next to a random policy on the
-same seeds. Returns those records; ``report`` gets each one as it comes, ``progress(what, done, total)`` each update."""
+    same seeds. Returns those records; ``report`` gets each one as it comes, ``progress(what, done, total)`` each
+    update."""
     from model.actor_critic import ActorCritic
     from model.collector import RandomPolicy
     from model.evaluation import episode_stats, run_episodes
