@@ -33,16 +33,16 @@ def run(args: argparse.Namespace) -> int:
 
     from app.evaluate import ProgressLine
     from app.train_cmd import _apply, _overrides
-    from model.config import PRESETS, get_preset
+    from model.config import get_preset
     from model.oracle_dream import train_in_oracle
     from model.trainer import ConfigError, prepare_config
 
-    if args.preset not in PRESETS:
-        raise UserError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
     if args.updates < 1 or args.eval_every < 1 or args.episodes < 1 or args.data_episodes < 1:
         raise UserError("--updates, --eval-every, --episodes and --data-episodes must be at least 1")
-    cfg = get_preset(args.preset, "gridworld")
-    cfg.env.name = "gridworld"
+    try:
+        cfg = get_preset(args.preset, "gridworld")
+    except ValueError as e:
+        raise UserError(str(e)) from None
     cfg = _apply(cfg, _overrides(args.set))
     try:
         cfg = prepare_config(cfg)

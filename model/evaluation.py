@@ -244,6 +244,19 @@ def segments(episodes: Sequence[Episode], steps: int, max_count: int) -> list[tu
     return out
 
 
+def teacher_forced(tokenizer, world_model, frames: torch.Tensor, actions: torch.Tensor):
+    """frames (B, T+1, 3, H, W), actions (B, T) -> (the world model's output on the real tokens, those tokens
+    (B, T, K)): Δ tokens of each transition, IRIS tokens of x_0..x_{T-1}, as in training."""
+    wm = world_model
+    b, t = actions.shape
+    if wm.layout == "delta":
+        tokens = tokenizer.encode(frames[:, :-1].flatten(0, 1), actions.flatten(),
+                                  frames[:, 1:].flatten(0, 1)).view(b, t, -1)
+        return wm(frames[:, :-1] if wm.i_tokens else None, actions, tokens), tokens
+    tokens = tokenizer.encode(None, None, frames[:, :-1].flatten(0, 1)).view(b, t, -1)
+    return wm(None, actions, tokens), tokens
+
+
 @torch.inference_mode()
 def token_accuracy(tokenizer, world_model, episodes: Sequence[Episode], steps: int | None = None,
                    max_segments: int = 64, batch: int = 16, device: torch.device | str = "cpu",
@@ -264,15 +277,10 @@ def token_accuracy(tokenizer, world_model, episodes: Sequence[Episode], steps: i
         chunk = segs[i:i + batch]
         frames = to_tensor(np.stack([f for f, _ in chunk]), device)  # (B, T+1, 3, H, W)
         actions = torch.as_tensor(np.stack([a for _, a in chunk]), device=device).long()  # (B, T)
-        b, t = actions.shape
+        out, tokens = teacher_forced(tokenizer, wm, frames, actions)
         if wm.layout == "delta":
-            tokens = tokenizer.encode(frames[:, :-1].flatten(0, 1), actions.flatten(),
-                                      frames[:, 1:].flatten(0, 1)).view(b, t, -1)
-            out = wm(frames[:, :-1] if wm.i_tokens else None, actions, tokens)
             logits, targets = out.token_logits, tokens
         else:  # IRIS: token_logits[:, t] predicts the tokens of frame t+1
-            tokens = tokenizer.encode(None, None, frames[:, :-1].flatten(0, 1)).view(b, t, -1)
-            out = wm(None, actions, tokens)
             logits, targets = out.token_logits[:, :-1], tokens[:, 1:]
         logits = logits.float().flatten(0, 1)  # (N, K, V)
         targets = targets.flatten(0, 1)  # (N, K)
@@ -314,12 +322,7 @@ def reward_predictions(tokenizer, world_model, episodes: Sequence[Episode], batc
     for j, (n, chunk) in enumerate(chunks):
         frames = to_tensor(np.stack([ep.frames[a:b + 1] for ep, a, b in chunk]), device)  # (B, n+1, 3, H, W)
         actions = torch.as_tensor(np.stack([ep.actions[a:b] for ep, a, b in chunk]), device=device).long()
-        if wm.layout == "delta":
-            tokens = tokenizer.encode(frames[:, :-1].flatten(0, 1), actions.flatten(),
-                                      frames[:, 1:].flatten(0, 1)).view(len(chunk), n, -1)
-            out = wm(frames[:, :-1] if wm.i_tokens else None, actions, tokens)
-        else:
-            out = wm(None, actions, tokenizer.encode(None, None, frames[:, :-1].flatten(0, 1)).view(len(chunk), n, -1))
+        out, _ = teacher_forced(tokenizer, wm, frames, actions)
         pred_r.append(wm.reward_codec.decode(out.reward_logits.float()).flatten().cpu())
         pred_end.append(torch.softmax(out.end_logits.float(), -1)[..., 1].flatten().cpu())
         real_r.append(torch.as_tensor(np.concatenate([ep.rewards[a:b] for ep, a, b in chunk])))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from model.config import Config
-from model.envs.gridworld import COIN, GRID, MOVES, GridWorldEnv
+from model.envs.gridworld import COIN, MOVES, GridWorldEnv
 from model.frames import to_tensor, to_uint8
 from model.store import Episode
 
@@ -32,7 +32,6 @@ class OracleDream:
         for i, env in enumerate(self.envs):
             env.reset(seed=seed * 100_003 + i)  # seeds each env's spawn stream
         self.ended = np.zeros(batch, bool)
-        self.frame: torch.Tensor | None = None
 
     def reset(self, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """frames (B, T0, 3, H, W) in [0, 1], actions (B, T0-1) -> the current frame x_{T0-1}."""
@@ -41,8 +40,7 @@ class OracleDream:
         for env, frame in zip(self.envs, to_uint8(frames[:, -1])):
             env.restore(frame)
         self.ended[:] = False
-        self.frame = frames[:, -1].float().clone()
-        return self.frame.clone()
+        return frames[:, -1].float().clone()
 
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """actions (B,) -> (next frame (B, 3, H, W), reward (B,), end (B,) as 0/1 probabilities)."""
@@ -54,8 +52,7 @@ class OracleDream:
             o, r, terminated, _, _ = env.step(int(a))
             self.ended[i] = terminated
             obs.append(o), rewards.append(float(r)), ends.append(float(terminated))
-        self.frame = to_tensor(np.stack(obs))
-        return self.frame.clone(), torch.tensor(rewards), torch.tensor(ends)
+        return to_tensor(np.stack(obs)), torch.tensor(rewards), torch.tensor(ends)
 
 
 def burn_in_windows(episodes: list[Episode], steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -78,7 +75,7 @@ def adjacent_coin_states(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndar
     frames, moves = [], []
     while len(frames) < count:
         for a in range(1, len(MOVES)):
-            cell = np.clip(env.agent + MOVES[a], 0, GRID - 1)
+            cell = env.next_cell(a)
             if (cell != env.agent).any() and env.grid[tuple(cell)] == COIN:
                 frames.append(obs), moves.append(a)
                 break

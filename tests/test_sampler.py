@@ -5,19 +5,15 @@ import torch
 
 from helpers import gridworld_episode
 from model.sampler import SegmentSampler, to_torch
-from model.store import Episode, EpisodeStore
-
-
-def rollout(seed: int, max_steps: int) -> Episode:
-    return gridworld_episode(seed, max_steps)
+from model.store import EpisodeStore
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     s = EpisodeStore(tmp_path_factory.mktemp("store"))
     for seed, steps in enumerate([3, 7, 12, 25, 40]):
-        s.add(rollout(seed, steps))
-    s.add(rollout(99, 10), split="test")
+        s.add(gridworld_episode(seed, steps))
+    s.add(gridworld_episode(99, 10), split="test")
     return s
 
 
@@ -94,7 +90,7 @@ def test_count_priority(store):
     assert sum(sampler.state_dict()["counts"]) == 5 + 200
     # a new episode enters with count 0, i.e. top priority
     before = len(store.ids("train"))
-    new_id = store.add(rollout(50, 8))
+    new_id = store.add(gridworld_episode(50, 8))
     p = sampler.probabilities()
     assert len(p) == before + 1 and p[store.ids("train").index(new_id)] == p.max()
     uniform = SegmentSampler(store, seq_len=4, recency_exponent=0.0)

@@ -66,7 +66,7 @@ class GridWorldEnv(gym.Env):
         if not 0 <= action < len(ACTIONS):
             raise ValueError(f"invalid action {action}")
         self.t += 1
-        self.agent = np.clip(self.agent + MOVES[action], 0, GRID - 1)
+        self.agent = self.next_cell(action)
         cell = self.grid[tuple(self.agent)]
         reward, terminated = 0.0, False
         if cell == COIN:
@@ -81,6 +81,10 @@ class GridWorldEnv(gym.Env):
             self._spawn(ENEMY, self.enemy_prob)
         truncated = not terminated and self.t >= self.max_steps
         return self._render(), reward, terminated, truncated, self._info()
+
+    def next_cell(self, action: int) -> np.ndarray:
+        """Where ``action`` takes the agent (walls stop it)."""
+        return np.clip(self.agent + MOVES[action], 0, GRID - 1)
 
     def _spawn(self, kind: int, prob: float) -> None:
         limit = self.max_coins if kind == COIN else self.max_enemies
