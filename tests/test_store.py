@@ -109,7 +109,7 @@ def test_damaged_files_are_reported_and_skipped(tmp_path):
 WRITER = textwrap.dedent("""
     import sys
     sys.path[:0] = [{repo!r}, {tests!r}]
-    from test_store import gridworld_episode
+    from helpers import gridworld_episode
     from model.store import EpisodeStore
     store = EpisodeStore({root!r})
     seed = 0

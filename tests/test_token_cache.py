@@ -3,19 +3,19 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import gridworld_episode
 from model.config import tiny
 from model.sampler import SegmentSampler, to_torch
 from model.store import EpisodeStore
 from model.token_cache import TokenCache
 from model.tokenizer import build_tokenizer
-from test_sampler import rollout
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     s = EpisodeStore(tmp_path_factory.mktemp("store"))
     for seed, steps in enumerate([4, 9, 15, 30]):
-        s.add(rollout(seed, steps))
+        s.add(gridworld_episode(seed, steps))
     return s
 
 
