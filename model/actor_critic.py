@@ -151,6 +151,24 @@ class ActorCritic(nn.Module):
         for t, s in zip(self.target.buffers(), self.model.buffers()):
             t.copy_(s)
 
+    def _dream_outcomes(self, dream) -> tuple[torch.Tensor, torch.Tensor]:
+        outcomes = getattr(dream, "outcomes", None)
+        if outcomes is None:
+            raise ValueError("actor_critic.lookahead_weight > 0 needs a dream that scores every action "
+                             "(DreamEnv(probe_actions=True) or the oracle)")
+        return outcomes[0].to(self.device).float(), outcomes[1].to(self.device).float()
+
+    def _lookahead_loss(self, logits: torch.Tensor, values: torch.Tensor,
+                        outcomes: list[tuple[torch.Tensor, torch.Tensor]], masked_mean) -> torch.Tensor:
+        """-E_pi[Q(s, .)] per imagined state, with the one-step estimate Q(s, a) = r(s, a) + γ (1 − p(s, a)) V(s):
+        the current state's target value stands in for the next one's (which would cost a dreamed frame per
+        action), so an end costs what the agent would otherwise expect to earn. Its gradient moves probability
+        towards every better action at once ("lookahead_weight" in ActorCriticConfig)."""
+        r = torch.stack([o[0] for o in outcomes], 1)  # (B, H, A)
+        p = torch.stack([o[1] for o in outcomes], 1)
+        q = r + self.cfg.gamma * (1.0 - p) * values.unsqueeze(-1)
+        return -masked_mean((logits.softmax(-1) * q).sum(-1))
+
     def imagine_and_loss(self, dream, burn_in_frames: torch.Tensor,
                          burn_in_actions: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """burn_in_frames (B, L+1, 3, H, W) real frames, burn_in_actions (B, L) (a longer tensor is cut):
@@ -165,7 +183,7 @@ class ActorCritic(nn.Module):
             target_state = self.target.read(frames[:, :n - 1], target_state)
         obs = dream.reset(frames, actions).to(self.device)
 
-        logits, value_logits, target_values, taken, rewards, ends = [], [], [], [], [], []
+        logits, value_logits, target_values, taken, rewards, ends, outcomes = [], [], [], [], [], [], []
         for _ in range(cfg.horizon):
             lg, vl, state = self.model(obs, state)
             a = Categorical(logits=lg.float(), validate_args=False).sample()  # no validation: no sync
@@ -173,6 +191,8 @@ class ActorCritic(nn.Module):
                 _, tvl, target_state = self.target(obs, target_state)
             obs, reward, end_prob = dream.step(a)
             obs = obs.to(self.device)
+            if cfg.lookahead_weight > 0:
+                outcomes.append(self._dream_outcomes(dream))
             logits.append(lg)
             value_logits.append(vl)
             target_values.append(self.twohot.decode(tvl))
@@ -205,6 +225,8 @@ class ActorCritic(nn.Module):
         ce = F.cross_entropy(value_logits.flatten(0, 1), self.twohot.encode(returns).flatten(0, 1), reduction="none")
         value_loss = masked_mean(ce.view_as(returns))  # == twohot.loss over the masked steps
         loss = policy_loss + value_loss - cfg.entropy_weight * entropy
+        if outcomes:
+            loss = loss + cfg.lookahead_weight * self._lookahead_loss(logits, values[:, :-1], outcomes, masked_mean)
         self.update_target()
         with torch.no_grad():
             values_out = torch.stack([loss, policy_loss, value_loss, entropy, masked_mean(rewards),

@@ -114,6 +114,13 @@ class ActorCriticConfig:
     normalize_advantages: bool = False
     target_tau: float = 0.995
     temperature: float = 1.0
+    # Deviation (0 = off, the paper): weight of a one-step lookahead term. At each imagined state the world model
+    # also scores every action's reward r(s, a) and end probability p(s, a) (one extra token each, read where
+    # the step's reward is read: ``DreamEnv(probe_actions=True)``), and the policy gets the exact gradient of
+    # E_pi[r + gamma (1 - p) V(s)] over all actions, not only the sampled one's REINFORCE estimate (an
+    # "all-action" / mean actor-critic term). Why: on GridWorld few imagined steps carry a reward (about 2%), and
+    # a flawless dream still left the paper's update below random after 1,500 updates (checkpoints/README.md).
+    lookahead_weight: float = 0.0
 
 
 @dataclass

@@ -25,12 +25,16 @@ from model.world_model import WorldModel
 
 class DreamEnv:
     def __init__(self, tokenizer, world_model: WorldModel, temperature: float = 1.0,
-                 autocast_mode: str | None = None) -> None:
-        """``autocast_mode``: None (no autocast) or a :func:`model.device.autocast` mode."""
+                 autocast_mode: str | None = None, probe_actions: bool = False) -> None:
+        """``autocast_mode``: None (no autocast) or a :func:`model.device.autocast` mode. ``probe_actions``:
+        each ``step`` also sets ``outcomes``, the world model's reward and end probability (B, A) for every
+        action from the state before the step (the actor-critic's lookahead term)."""
         self.tokenizer = tokenizer
         self.world_model = world_model
         self.temperature = temperature
         self.autocast_mode = autocast_mode
+        self.probe_actions = probe_actions
+        self.outcomes: tuple[torch.Tensor, torch.Tensor] | None = None
         self._check(tokenizer, world_model)
         self.cache = None
         self.frame: torch.Tensor | None = None  # current frame (B, 3, H, W)
@@ -118,7 +122,10 @@ class DreamEnv:
         with torch.inference_mode(), self._autocast():
             a = torch.as_tensor(actions, device=self.device).long().view(-1)
             x = self.frame
-            tokens, reward, end_prob = self.world_model.generate_step(self.cache, x, a, self.temperature)
+            tokens, reward, end_prob = self.world_model.generate_step(self.cache, x, a, self.temperature,
+                                                                      score_actions=self.probe_actions)
+            if self.probe_actions:
+                self.outcomes = tuple(o.float().clone() for o in self.cache.outcomes)
             if self.tokenizer.kind == "iris":
                 nxt = self.tokenizer.decode(None, None, tokens)
             else:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from model.config import Config
-from model.envs.gridworld import COIN, MOVES, GridWorldEnv
+from model.envs.gridworld import COIN, ENEMY, MOVES, GridWorldEnv
 from model.frames import to_tensor, to_uint8
 from model.store import Episode
 
@@ -32,6 +32,7 @@ class OracleDream:
         for i, env in enumerate(self.envs):
             env.reset(seed=seed * 100_003 + i)  # seeds each env's spawn stream
         self.ended = np.zeros(batch, bool)
+        self.outcomes: tuple[torch.Tensor, torch.Tensor] | None = None  # see step
 
     def reset(self, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """frames (B, T0, 3, H, W) in [0, 1], actions (B, T0-1) -> the current frame x_{T0-1}."""
@@ -43,7 +44,10 @@ class OracleDream:
         return frames[:, -1].float().clone()
 
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """actions (B,) -> (next frame (B, 3, H, W), reward (B,), end (B,) as 0/1 probabilities)."""
+        """actions (B,) -> (next frame (B, 3, H, W), reward (B,), end (B,) as 0/1 probabilities). Also sets
+        ``outcomes``: the exact reward and end (B, A) every action would have had from the state before the step
+        (what ``DreamEnv(probe_actions=True)`` estimates with the world model)."""
+        self.outcomes = self._outcomes()
         obs, rewards, ends = [], [], []
         for i, (env, a) in enumerate(zip(self.envs, torch.as_tensor(actions).view(-1).tolist())):
             if self.ended[i]:
@@ -53,6 +57,19 @@ class OracleDream:
             self.ended[i] = terminated
             obs.append(o), rewards.append(float(r)), ends.append(float(terminated))
         return to_tensor(np.stack(obs)), torch.tensor(rewards), torch.tensor(ends)
+
+    def _outcomes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        rewards = torch.zeros(len(self.envs), len(MOVES))
+        ends = torch.zeros(len(self.envs), len(MOVES))
+        for i, env in enumerate(self.envs):
+            if self.ended[i]:
+                ends[i] = 1.0
+                continue
+            for a in range(len(MOVES)):
+                cell = env.grid[tuple(env.next_cell(a))]
+                rewards[i, a] = 1.0 if cell == COIN else -1.0 if cell == ENEMY else 0.0
+                ends[i, a] = float(cell == ENEMY)
+        return rewards, ends
 
 
 def burn_in_windows(episodes: list[Episode], steps: int) -> list[tuple[np.ndarray, np.ndarray]]:

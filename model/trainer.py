@@ -653,7 +653,8 @@ class Trainer:
         n = steps_for(self.cfg, "actor_critic", self.epoch + 1)
         ac = self.models["actor_critic"]
         dream = DreamEnv(self.models["tokenizer"], self.models["world_model"], temperature=1.0,
-                         autocast_mode=self.cfg.train.autocast if self.device.type == "cuda" else None)
+                         autocast_mode=self.cfg.train.autocast if self.device.type == "cuda" else None,
+                         probe_actions=self.cfg.actor_critic.lookahead_weight > 0)
         ac.train()
         agg = Mean()
         try:

@@ -78,6 +78,7 @@ class KVCache:
         self.start_step = 0  # steps dropped since prime: the window's first step, relative to the context
         self.pending: torch.Tensor | None = None  # (B, p, D) embeddings to feed before the next chunk
         self.last: WorldModelOutput | None = None  # logits of the last generate_step, (B, 1, ...) shaped
+        self.outcomes: tuple[torch.Tensor, torch.Tensor] | None = None  # generate_step(score_actions=True)
 
     def clear(self) -> None:
         self.length = 0
@@ -134,6 +135,19 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         return self.resid_drop(self.proj(y.transpose(1, 2).reshape(b, n, d)))
 
+    def alternatives(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], start: int) -> torch.Tensor:
+        """n alternative tokens x (B, n, D) for the one position ``start``: each sees the cached keys before
+        it and itself, not the others; the cache is left as it is."""
+        b, n, d = x.shape
+        q, k, v = (t.view(b, n, self.heads, d // self.heads).transpose(1, 2) for t in self.qkv(x).split(d, dim=2))
+        kc, vc = kv
+        k = torch.cat([kc[:, :, :start].to(q.dtype), k], dim=2)
+        v = torch.cat([vc[:, :, :start].to(q.dtype), v], dim=2)
+        mask = torch.cat([torch.ones(n, start, dtype=torch.bool, device=x.device),
+                          torch.eye(n, dtype=torch.bool, device=x.device)], dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(y.transpose(1, 2).reshape(b, n, d))
+
 
 class Block(nn.Module):
     def __init__(self, dim: int, heads: int, dropout: float) -> None:
@@ -145,6 +159,10 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, kv=None, start: int = 0) -> torch.Tensor:
         x = x + self.attn(self.ln1(x), kv, start)
+        return x + self.mlp(self.ln2(x))
+
+    def alternatives(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], start: int) -> torch.Tensor:
+        x = x + self.attn.alternatives(self.ln1(x), kv, start)
         return x + self.mlp(self.ln2(x))
 
 
@@ -395,24 +413,46 @@ class WorldModel(nn.Module):
         cache.length = start + n
         return h[:, -min(n_new, n):]
 
+    def _score_actions(self, cache: KVCache, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Action-token embeddings (B, A, D), one per action, in the place of the action token just appended
+        (the cache's last position) -> (reward (B, A), end probability (B, A)). The step's reward and end are
+        read at the action token, so scoring every action costs one token each; the cache is not changed."""
+        pos = cache.length - 1
+        x = emb.float() + self.pos_emb.weight[pos]
+        for i, block in enumerate(self.blocks):
+            x = block.alternatives(x, (cache.k[i], cache.v[i]), pos)
+        x = self.ln_f(x)
+        b, a = x.shape[:2]
+        reward = self.reward_codec.decode(self.head_reward(x).flatten(0, 1)).view(b, a)
+        end_prob = F.softmax(self.head_end(x).float(), dim=-1)[..., 1]
+        return reward.float(), end_prob
+
     def generate_step(self, cache: KVCache, frame: torch.Tensor | None, action: torch.Tensor,
                       temperature: float = 1.0,
-                      tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                      tokens: torch.Tensor | None = None,
+                      score_actions: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One env step in imagination: frame x_t (B,3,H,W) (delta with I-tokens; else ignored) and
         action a_t (B,) -> (tokens (B,K), reward r_t (B,), end probability (B,)).
 
         ``tokens`` (B,K) teacher-forces the tokens instead of sampling them (evaluation, tests). The
-        step's logits are left in ``cache.last`` (shaped like ``forward``'s output with T=1)."""
+        step's logits are left in ``cache.last`` (shaped like ``forward``'s output with T=1). With
+        ``score_actions``, ``cache.outcomes`` gets the reward and end probability (B, A) of every action
+        from x_t (:meth:`_score_actions`)."""
         parts = [] if cache.pending is None else [cache.pending]
+        i = None
         if self.i_tokens:
             if frame is None:
                 raise ValueError("this world model uses I-tokens: generate_step needs the current frame")
-            parts.extend(self._step_head(self.embed_frames(frame).unsqueeze(1), self.action_emb(action).unsqueeze(1)))
+            i = self.embed_frames(frame).unsqueeze(1)
+            parts.extend(self._step_head(i, self.action_emb(action).unsqueeze(1)))
         else:
             parts.append(self.action_emb(action).unsqueeze(1))
         cache.pending = None
         h = self._append(cache, torch.cat([p.float() for p in parts], dim=1),
                          reserve=self.tokens_per_frame - 1)[:, -1]
+        if score_actions:
+            every = self.action_emb.weight.unsqueeze(0).expand(h.size(0), -1, -1)
+            cache.outcomes = self._score_actions(cache, every if i is None else self._step_head(i, every)[1])
         reward_logits, end_logits = self.head_reward(h), self.head_end(h)
         all_logits, sampled = [], []
         for k in range(self.tokens_per_frame):

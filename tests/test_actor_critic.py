@@ -208,3 +208,21 @@ def test_soft_argmax_finds_a_peak_and_keypoint_features_follow_a_moved_pattern()
     assert (b[4:] - a[4:]).max() > 0.15  # columns: some channel's keypoint moved right (measured 0.27)
     cfg = dataclasses.replace(tiny().actor_critic, cnn_pool=True, cnn_keypoints=True)
     assert ActorCritic(cfg, num_actions=5).model.lstm.input_size == cfg.cnn_latent * (64 + 1 + 2)
+
+
+def test_lookahead_gradient_is_the_all_action_policy_gradient():
+    """d/d logits of -E_pi[Q] is -pi(a) (Q(a) - E_pi Q) / N, with Q = r + γ (1 - p_end) V(s): every action's
+    probability moves by how much better than average it scores, the sampled one or not."""
+    cfg = dataclasses.replace(tiny().actor_critic, gamma=0.5)
+    ac = ActorCritic(cfg, A)
+    logits = torch.randn(2, 3, A, requires_grad=True)
+    values = torch.tensor([[0.4, 0.0, 1.0], [2.0, -1.0, 0.5]])
+    outcomes = [(torch.randn(2, A), torch.rand(2, A)) for _ in range(3)]
+    mask = torch.ones(2, 3)
+    loss = ac._lookahead_loss(logits, values, outcomes, lambda x: (x * mask).sum() / mask.sum())
+    loss.backward()
+    r = torch.stack([o[0] for o in outcomes], 1)
+    q = r + 0.5 * (1 - torch.stack([o[1] for o in outcomes], 1)) * values.unsqueeze(-1)
+    pi = logits.detach().softmax(-1)
+    expected = -pi * (q - (pi * q).sum(-1, keepdim=True)) / 6
+    assert torch.allclose(logits.grad, expected, atol=1e-6)

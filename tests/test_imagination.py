@@ -137,3 +137,29 @@ def test_single_frame_context_and_bf16_autocast():
         x, r, d = dream.step(torch.tensor([1, 2]))
     assert x.dtype == r.dtype == d.dtype == torch.float32
     assert torch.isfinite(x).all() and torch.isfinite(r).all() and ((d >= 0) & (d <= 1)).all()
+
+
+@pytest.mark.parametrize("kind,i_tokens,sees_frame", [("delta", True, False), ("delta", True, True),
+                                                      ("delta", False, False), ("iris", False, False)])
+def test_probed_outcomes_are_what_stepping_each_action_gives(kind, i_tokens, sees_frame):
+    """The lookahead's scores of every action (one extra token each, cache untouched) equal the reward and
+    end probability of actually stepping that action, at every step, across a window flush."""
+    tok, wm = models(kind, i_tokens)
+    wm.cfg.action_sees_frame = sees_frame
+    frames, actions = context()
+    taken = torch.tensor([[1, 3], [2, 2], [4, 0], [0, 1], [3, 4], [1, 1], [2, 3], [4, 4]])  # past max_steps=6
+    probe = DreamEnv(tok, wm, temperature=0.0, probe_actions=True)
+    probe.reset(frames, actions)
+    for t, a in enumerate(taken):
+        _, reward, end_prob = probe.step(a)
+        scored_r, scored_end = probe.outcomes
+        assert scored_r.shape == scored_end.shape == (2, A)
+        assert torch.allclose(scored_r[torch.arange(2), a], reward, atol=1e-5)
+        for b in range(A):  # replay the same greedy history, then step b instead
+            ref = DreamEnv(tok, wm, temperature=0.0)
+            ref.reset(frames, actions)
+            for prev in taken[:t]:
+                ref.step(prev)
+            _, r_b, e_b = ref.step(torch.full((2,), b))
+            assert torch.allclose(scored_r[:, b], r_b, atol=1e-5) and torch.allclose(scored_end[:, b], e_b, atol=1e-5)
+    assert scored_r.std(1).min() > 0  # the actions score differently: the check above is not vacuous

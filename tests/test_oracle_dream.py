@@ -1,5 +1,6 @@
 """The GridWorld oracle dream: frames parse back to the env state exactly, the oracle steps like the real env,
 and `deltaplay oracle` trains and tests an actor-critic in it."""
+import dataclasses
 import json
 
 import numpy as np
@@ -7,6 +8,8 @@ import pytest
 import torch
 
 from app.cli import main
+from model.actor_critic import ActorCritic
+from model.config import tiny
 from model.envs.gridworld import COIN, EMPTY, ENEMY, GridWorldEnv, parse_frame
 from model.frames import to_tensor
 from model.oracle_dream import OracleDream, adjacent_coin_states, burn_in_windows, move_probability
@@ -53,6 +56,9 @@ def test_oracle_pays_coins_ends_on_enemies_and_stays_ended():
     assert torch.equal(start, to_tensor(frames[:, -1]))
     obs, reward, end = dream.step(torch.tensor([4, 2]))  # right onto the coin, down onto the enemy
     assert reward.tolist() == [1.0, -1.0] and end.tolist() == [0.0, 1.0]
+    scored_r, scored_end = dream.outcomes  # every action from the state before the step (noop up down left right)
+    assert scored_r.tolist() == [[0, 0, 0, 0, 1], [0, 0, -1, 0, 0]]
+    assert scored_end.tolist() == [[0, 0, 0, 0, 0], [0, 0, 1, 0, 0]]
     grid, agent = parse_frame((obs[0].permute(1, 2, 0) * 255).round().byte().numpy())
     assert agent.tolist() == [3, 4] and grid[3, 4] == EMPTY  # the coin is gone
     _, reward, end = dream.step(torch.tensor([0, 1]))
@@ -111,3 +117,27 @@ def test_deltaplay_oracle_trains_and_tests_an_agent(tmp_path, capsys):
     assert main(["oracle", "--preset", "tiny", "--set", "actor_critic.nope=1"]) == 2
     err = capsys.readouterr().err
     assert "unknown preset 'huge'" in err and "actor_critic.nope" in err
+
+
+def test_lookahead_needs_a_dream_that_scores_actions():
+    cfg = dataclasses.replace(tiny().actor_critic, horizon=2, lookahead_weight=1.0)
+    ac = ActorCritic(cfg, 5)
+    frames = to_tensor(np.stack([np.stack([_scene((3, 3), coins=[(3, 4)])] * 3)] * 2))
+    actions = torch.zeros(2, 2, dtype=torch.long)
+    loss, _ = ac.imagine_and_loss(OracleDream(2), frames, actions)  # the oracle scores actions exactly
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="scores every action"):
+        ac.imagine_and_loss(_NoOutcomes(OracleDream(2)), frames, actions)
+
+
+class _NoOutcomes:
+    """A dream that does not score actions (a DreamEnv without probe_actions)."""
+
+    def __init__(self, dream):
+        self.dream, self.outcomes = dream, None
+
+    def reset(self, frames, actions):
+        return self.dream.reset(frames, actions)
+
+    def step(self, actions):
+        return self.dream.step(actions)[:3]
