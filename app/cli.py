@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export-gif": ("app.gif_export", "roll out a world model and write a GIF"),
     "eval": ("app.evaluate", "measure tokenizers, world models and agents on held-out data"),
     "oracle": ("app.oracle_cmd", "train a GridWorld actor-critic in a perfect dream (the real env) and test it"),
+    "tune-decoder": ("app.tune_cmd", "tune a checkpoint's Δ-decoder to hold up on its own output (dream frames)"),
     "bench": ("app.bench", "speed and memory benchmarks (dream, imagine, train, collect)"),
 }
 

@@ -52,14 +52,17 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     a, t = cfg.actor_critic, cfg.train
     print(f"oracle dream: {args.preset} actor-critic, batch {t.actor_critic_batch}, horizon {a.horizon}, "
-          f"lr {t.lr}, gamma {a.gamma}, lambda {a.lambda_}, entropy {a.entropy_weight}; "
+          f"lr {t.lr}, gamma {a.gamma}, lambda {a.lambda_}, entropy {a.entropy_weight}, "
+          f"REINFORCE {a.reinforce_weight}, lookahead {a.lookahead_weight}; "
           f"{args.episodes} real test episodes", flush=True)
 
     def report(r: dict) -> None:
         if r["update"] == 0:
             print(f"random policy on the same seeds: {r['random_return']:.2f} ± {r['random_return_std']:.2f}")
         extra = "" if r["update"] == 0 else (f"  entropy {r['entropy']:.2f}  imagined reward/step "
-                                             f"{r['imagined_reward']:+.3f}")
+                                             f"{r['imagined_reward']:+.3f}"
+                                             + (f"  P(best-scored move) {r['lookahead_best_prob']:.2f}"
+                                                if "lookahead_best_prob" in r else ""))
         print(f"update {r['update']:5d}  {r['wall_s']:7.1f} s  return {r['return']:.2f} ± {r['return_std']:.2f}  "
               f"deaths {r['deaths']}  P(onto adjacent coin) {r['p_onto_adjacent_coin']:.2f}{extra}", flush=True)
 

@@ -159,15 +159,24 @@ class ActorCritic(nn.Module):
         return outcomes[0].to(self.device).float(), outcomes[1].to(self.device).float()
 
     def _lookahead_loss(self, logits: torch.Tensor, values: torch.Tensor,
-                        outcomes: list[tuple[torch.Tensor, torch.Tensor]], masked_mean) -> torch.Tensor:
-        """-E_pi[Q(s, .)] per imagined state, with the one-step estimate Q(s, a) = r(s, a) + γ (1 − p(s, a)) V(s):
+                        outcomes: list[tuple[torch.Tensor, torch.Tensor]],
+                        masked_mean) -> tuple[torch.Tensor, dict[str, float]]:
+        """-(E_pi[Q(s, .)] + T H(pi(s))) per imagined state (T = ``lookahead_temperature``), with the one-step
+        estimate Q(s, a) = r(s, a) + γ (1 − p(s, a)) V(s):
         the current state's target value stands in for the next one's (which would cost a dreamed frame per
         action), so an end costs what the agent would otherwise expect to earn. Its gradient moves probability
-        towards every better action at once ("lookahead_weight" in ActorCriticConfig)."""
+        towards every better action at once ("lookahead_weight" in ActorCriticConfig). Also returns
+        ``lookahead_best_prob``: the policy's mean probability of the best-scored action where the scores differ."""
         r = torch.stack([o[0] for o in outcomes], 1)  # (B, H, A)
         p = torch.stack([o[1] for o in outcomes], 1)
         q = r + self.cfg.gamma * (1.0 - p) * values.unsqueeze(-1)
-        return -masked_mean((logits.softmax(-1) * q).sum(-1))
+        probs = logits.softmax(-1)
+        with torch.no_grad():  # how much of its probability the policy gives the best-scored move, where moves differ
+            differs = (q.amax(-1) - q.amin(-1) > 0.1).float()
+            best = probs.gather(-1, q.argmax(-1, keepdim=True)).squeeze(-1)
+            stats = {"lookahead_best_prob": float((best * differs).sum() / differs.sum().clamp_min(1))}
+        entropy = -(probs * logits.log_softmax(-1)).sum(-1)
+        return -masked_mean((probs * q).sum(-1) + self.cfg.lookahead_temperature * entropy), stats
 
     def imagine_and_loss(self, dream, burn_in_frames: torch.Tensor,
                          burn_in_actions: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -224,13 +233,15 @@ class ActorCritic(nn.Module):
         entropy = masked_mean(dist.entropy())
         ce = F.cross_entropy(value_logits.flatten(0, 1), self.twohot.encode(returns).flatten(0, 1), reduction="none")
         value_loss = masked_mean(ce.view_as(returns))  # == twohot.loss over the masked steps
-        loss = policy_loss + value_loss - cfg.entropy_weight * entropy
+        loss = cfg.reinforce_weight * policy_loss + value_loss - cfg.entropy_weight * entropy
+        extra = {}
         if outcomes:
-            loss = loss + cfg.lookahead_weight * self._lookahead_loss(logits, values[:, :-1], outcomes, masked_mean)
+            look, extra = self._lookahead_loss(logits, values[:, :-1], outcomes, masked_mean)
+            loss = loss + cfg.lookahead_weight * look
         self.update_target()
         with torch.no_grad():
             values_out = torch.stack([loss, policy_loss, value_loss, entropy, masked_mean(rewards),
                                       returns[:, 0].mean(), masked_mean(values[:, :-1]), ends.mean()]).tolist()
         names = ("loss", "policy_loss", "value_loss", "entropy", "imagined_reward", "imagined_return", "value",
                  "end_rate")
-        return loss, dict(zip(names, values_out))
+        return loss, {**dict(zip(names, values_out)), **extra}

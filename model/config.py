@@ -88,6 +88,10 @@ class WorldModelConfig:
     token_loss_weight: float = 1.0
     reward_loss_weight: float = 1.0
     end_loss_weight: float = 1.0
+    # A step with a nonzero reward or an end weighs this much in the reward and end losses (1 = the paper).
+    # Why: on GridWorld 2% of random-policy steps pay a coin and 1% end on an enemy; at weight 1 a 30-minute
+    # world model learnt "the next cell holds something", not which thing (checkpoints/README.md, session 18).
+    rare_step_weight: float = 1.0
     head_hidden: int = 512
     # Sequences per chunk of a training batch's gradients (see WorldModel.compute_loss):
     # -1 = auto (2 on CPU, whole batch on GPU), 0 = the whole batch at once.
@@ -121,6 +125,14 @@ class ActorCriticConfig:
     # "all-action" / mean actor-critic term). Why: on GridWorld few imagined steps carry a reward (about 2%), and
     # a flawless dream still left the paper's update below random after 1,500 updates (checkpoints/README.md).
     lookahead_weight: float = 0.0
+    # The lookahead term maximises E_pi[Q] + T H(pi) per state, whose optimum is softmax(Q / T): a move that
+    # scores 0.5 better is taken almost surely, one that scores 0.02 better (a world model's noise) barely
+    # more often. Without it the policy turns greedy on that noise wherever nothing is near (measured: a
+    # 29-minute GridWorld run collapsed to entropy 0.24 nats while the oracle's exact scores kept it uniform).
+    lookahead_temperature: float = 0.05
+    # Weight of the REINFORCE term (1 = the paper). GridWorld's cpu preset sets 0 and learns from the lookahead
+    # alone: with a flawless dream, REINFORCE's noise at this batch collapsed the policy onto one or two moves.
+    reinforce_weight: float = 1.0
 
 
 @dataclass
@@ -294,9 +306,22 @@ def gridworld_cpu(c: Config) -> None:
     c.world_model.action_sees_frame = True
     c.world_model.reward_encoding = "sign"
     c.world_model.token_loss_weight = c.world_model.end_loss_weight = 0.1
-    c.actor_critic.cnn_unshuffle = True
+    c.world_model.frame_cnn_pool = True
+    # The actor-critic learns from the one-step lookahead alone (``lookahead_weight``, ``reinforce_weight``): with
+    # a flawless dream (``deltaplay oracle``) it beat random after 200 updates where the paper's REINFORCE update
+    # stayed below random after 1,500. The weight is 1000 because the term's gradient per state is small
+    # (pi(a)(Q(a) - E Q), nonzero only next to a coin or an enemy) next to the critic's cross-entropy, which
+    # shares the CNN-LSTM: at weight 1 or 100 the critic shaped the features and the policy turned passive;
+    # at 1000 the features serve the policy and the critic head still fits its own targets (Adam scales each
+    # parameter's step). A cheaper CNN that also reads pooled and keypoint features, and short imagined
+    # rollouts over a wider batch: more scored states per second (checkpoints/README.md, session 18).
+    ac = c.actor_critic
+    ac.cnn_unshuffle = ac.cnn_pool = ac.cnn_keypoints = True
+    ac.cnn_channels, ac.burn_in, ac.horizon = 8, 2, 5
+    ac.lookahead_weight, ac.reinforce_weight = 1000.0, 0.0
     t = c.train
-    t.first_epoch_tokenizer_steps, t.first_epoch_world_model_steps, t.first_epoch_actor_critic_steps = 150, 1200, 150
+    t.actor_critic_batch = 48
+    t.first_epoch_tokenizer_steps, t.first_epoch_world_model_steps, t.first_epoch_actor_critic_steps = 150, 1200, 200
 
 
 ENV_ADJUSTMENTS = {("cpu", "gridworld"): gridworld_cpu}

@@ -147,7 +147,8 @@ def train_in_oracle(cfg: Config, updates: int, eval_every: int, test_episodes: i
                "return_std": stats["return_std"], "deaths": stats["terminated"],
                "random_return": random["return_mean"], "random_return_std": random["return_std"],
                "p_onto_adjacent_coin": round(move_probability(ac, *probe), 3),
-               **{k: round(v, 4) for k, v in last.items() if k in ("entropy", "imagined_reward", "value")}}
+               **{k: round(v, 4) for k, v in last.items()
+                  if k in ("entropy", "imagined_reward", "value", "lookahead_best_prob")}}
         ac.train()
         records.append(rec)
         if report:

@@ -169,18 +169,26 @@ class Tokenizer(nn.Module):
         tokens, is scaled by its share of the pairs). Also the detached shares of
         [l1, l2, max_pixel, commitment, mse], which add up over the parts of a batch."""
         recon = self.image(prev, actions, self.from_patches(out.q)).float()
-        delta = frames.float() - recon
+        loss, (l1, l2, max_pixel) = self.reconstruction_loss(frames, recon, n)
+        commitment = out.commitment * (frames.size(0) / n)
+        loss = loss + commitment
+        with torch.no_grad():
+            mse = (frames.float() - recon.clamp(0, 1)).pow(2).sum() / (n * frames[0].numel())
+            stats = torch.stack([l1.detach(), l2.detach(), max_pixel.detach(), commitment.detach().float(), mse])
+        return loss, stats
+
+    def reconstruction_loss(self, frames: torch.Tensor, recon: torch.Tensor,
+                            n: int | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The pixel part of the loss, L1 + L2 + max-pixel L2 (weights ``cfg.*_weight``), as sums divided
+        by a batch of ``n`` frames (default: these) -> (loss, (l1, l2, max_pixel))."""
+        n = frames.size(0) if n is None else n
+        delta = frames.float() - recon.float()
         pixels = n * delta[0].numel()
         l1 = delta.abs().sum() / pixels
         l2 = delta.pow(2).sum() / pixels
         max_pixel = delta.pow(2).flatten(1).max(dim=1).values.sum() / n
-        commitment = out.commitment * (frames.size(0) / n)
         c = self.cfg
-        loss = c.l1_weight * l1 + c.l2_weight * l2 + c.max_pixel_weight * max_pixel + commitment
-        with torch.no_grad():
-            mse = (frames.float() - recon.clamp(0, 1)).pow(2).sum() / pixels
-            stats = torch.stack([l1.detach(), l2.detach(), max_pixel.detach(), commitment.detach().float(), mse])
-        return loss, stats
+        return c.l1_weight * l1 + c.l2_weight * l2 + c.max_pixel_weight * max_pixel, (l1, l2, max_pixel)
 
     @staticmethod
     def _metrics(stats: torch.Tensor, quantizer_metrics: dict[str, float]) -> dict[str, float]:

@@ -343,8 +343,11 @@ class WorldModel(nn.Module):
         n_tok, n_step = counts[0], counts[1]
         loss_tokens = F.cross_entropy(logits, targets, reduction="sum") / n_tok
         reward_logits = out.reward_logits[mask].float()
-        loss_reward = F.cross_entropy(reward_logits, self.reward_codec.encode(rewards[mask]), reduction="sum") / n_step
-        loss_end = F.cross_entropy(out.end_logits[mask].float(), ends[mask].long(), reduction="sum") / n_step
+        r, e = rewards[mask], ends[mask]
+        # rare_step_weight: a step with a reward or an end counts this many times in those two losses.
+        w = 1.0 + (self.cfg.rare_step_weight - 1.0) * ((r != 0) | e.bool()).float()
+        loss_reward = (w * F.cross_entropy(reward_logits, self.reward_codec.encode(r), reduction="none")).sum() / n_step
+        loss_end = (w * F.cross_entropy(out.end_logits[mask].float(), e.long(), reduction="none")).sum() / n_step
         c = self.cfg
         loss = c.token_loss_weight * loss_tokens + c.reward_loss_weight * loss_reward + c.end_loss_weight * loss_end
         with torch.no_grad():

@@ -213,16 +213,22 @@ def test_soft_argmax_finds_a_peak_and_keypoint_features_follow_a_moved_pattern()
 def test_lookahead_gradient_is_the_all_action_policy_gradient():
     """d/d logits of -E_pi[Q] is -pi(a) (Q(a) - E_pi Q) / N, with Q = r + γ (1 - p_end) V(s): every action's
     probability moves by how much better than average it scores, the sampled one or not."""
-    cfg = dataclasses.replace(tiny().actor_critic, gamma=0.5)
+    cfg = dataclasses.replace(tiny().actor_critic, gamma=0.5, lookahead_temperature=0.0)
     ac = ActorCritic(cfg, A)
     logits = torch.randn(2, 3, A, requires_grad=True)
     values = torch.tensor([[0.4, 0.0, 1.0], [2.0, -1.0, 0.5]])
     outcomes = [(torch.randn(2, A), torch.rand(2, A)) for _ in range(3)]
     mask = torch.ones(2, 3)
-    loss = ac._lookahead_loss(logits, values, outcomes, lambda x: (x * mask).sum() / mask.sum())
+    loss, stats = ac._lookahead_loss(logits, values, outcomes, lambda x: (x * mask).sum() / mask.sum())
+    assert 0 < stats["lookahead_best_prob"] < 1
     loss.backward()
     r = torch.stack([o[0] for o in outcomes], 1)
     q = r + 0.5 * (1 - torch.stack([o[1] for o in outcomes], 1)) * values.unsqueeze(-1)
     pi = logits.detach().softmax(-1)
     expected = -pi * (q - (pi * q).sum(-1, keepdim=True)) / 6
     assert torch.allclose(logits.grad, expected, atol=1e-6)
+    # With a temperature T the term's optimum is softmax(Q / T): the gradient vanishes at logits = Q / T.
+    ac.cfg.lookahead_temperature = 0.05
+    at_optimum = (q / 0.05).requires_grad_(True)
+    ac._lookahead_loss(at_optimum, values, outcomes, lambda x: (x * mask).sum() / mask.sum())[0].backward()
+    assert at_optimum.grad.abs().max() < 1e-6

@@ -29,6 +29,10 @@ def test_env_adjustments_apply_to_their_env_only():
     assert (g.world_model.reward_encoding, g.world_model.token_loss_weight) == ("sign", 0.1)
     assert (c.world_model.reward_encoding, c.world_model.token_loss_weight) == ("twohot", 1.0)
     assert g.train.first_epoch_world_model_steps > c.train.first_epoch_world_model_steps
+    # GridWorld's agent learns from the lookahead alone; Crafter's keeps the paper's REINFORCE update.
+    assert (g.actor_critic.reinforce_weight, c.actor_critic.reinforce_weight) == (0.0, 1.0)
+    assert g.actor_critic.lookahead_weight > 0 and c.actor_critic.lookahead_weight == 0
     assert c.to_dict() == {**get_preset("cpu").to_dict(), "env": c.to_dict()["env"]}  # Crafter: the plain preset
     p = get_preset("paper", "gridworld").world_model  # paper stays published
     assert not p.frame_cnn_unshuffle and not p.action_sees_frame
+    assert get_preset("paper", "gridworld").actor_critic.lookahead_weight == 0

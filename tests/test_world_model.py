@@ -191,6 +191,26 @@ def test_loss_weights_scale_their_terms():
     assert loss.item() == pytest.approx(0.1 * m["loss_tokens"] + 2.0 * m["loss_reward"], rel=1e-5)
 
 
+def test_rare_step_weight_counts_reward_and_end_steps_that_many_times():
+    wm = make("delta", True)
+    frames, actions, tokens = batch(wm, b=2, t=4)
+    rewards = torch.tensor([[0.0, 1.0, 0.0, -1.0], [0.0, 0.0, 1.0, 0.0]])
+    ends = torch.tensor([[0, 0, 0, 1], [0, 0, 0, 0]], dtype=torch.bool)
+    rare = (rewards != 0) | ends
+    with torch.no_grad():
+        _, m = wm.compute_loss(frames, actions, tokens, rewards, ends)
+        out = wm(frames, actions, tokens)
+        ce_r = torch.nn.functional.cross_entropy(out.reward_logits.flatten(0, 1),
+                                                 wm.reward_codec.encode(rewards.flatten()), reduction="none")
+        ce_e = torch.nn.functional.cross_entropy(out.end_logits.flatten(0, 1), ends.flatten().long(), reduction="none")
+        wm.cfg = dataclasses.replace(wm.cfg, rare_step_weight=5.0)
+        _, m5 = wm.compute_loss(frames, actions, tokens, rewards, ends)
+    n = rewards.numel()
+    assert m5["loss_reward"] == pytest.approx(m["loss_reward"] + 4 * ce_r[rare.flatten()].sum().item() / n, rel=1e-5)
+    assert m5["loss_end"] == pytest.approx(m["loss_end"] + 4 * ce_e[rare.flatten()].sum().item() / n, rel=1e-5)
+    assert m5["loss_tokens"] == pytest.approx(m["loss_tokens"])
+
+
 def test_slide_by_one_policy_is_still_exact():
     """window_keep = max_steps - 1: the window slides one step per step (re-prime every step)."""
     wm = make("delta", True)

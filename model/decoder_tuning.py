@@ -1,0 +1,128 @@
+"""Closed-loop decoder tuning: a Δ-decoder that holds up when it reads its own output.
+
+Why: a Δ-tokenizer trains on real pairs, so its decoder always sees a real x_{t-1}. In the dream it sees
+its own previous output, and each step's small error becomes the next step's input. The bundled Crafter
+tokenizer (teacher-forced real tokens, decoded in a closed loop) scored 29 dB after 2 steps, 18.6 after 5,
+14.6 after 10, and a walk in the dream smeared the view after 3-4 moves.
+
+``tune_decoder`` trains the decoder side only (every parameter outside ``encoder*`` and ``quantizer``),
+so the tokens mean what they meant and the world models trained on them stay valid. Each example is an
+unroll of ``unroll`` steps from a real frame: the tokens come from the real pairs (the encoder is
+frozen), and from the second step on the decoder reads its own previous output (detached). The loss is
+the tokenizer's own reconstruction loss (L1 + L2 + max-pixel, ``Tokenizer.reconstruction_loss``).
+``closed_loop_errors`` measures the same closed loop on held-out episodes. ``deltaplay tune-decoder`` is
+its command line.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from model.frames import to_tensor
+from model.store import Episode
+
+ENCODER_SIDE = ("encoder", "quantizer")  # parameter-name prefixes that make the tokens
+
+
+def decoder_parameters(tokenizer: nn.Module) -> list[nn.Parameter]:
+    """The parameters ``decode`` uses and ``encode`` does not (Δ-tokenizers name their encode side
+    ``encoder*`` and ``quantizer``)."""
+    if getattr(tokenizer, "kind", None) != "delta":
+        raise ValueError("closed-loop tuning is for Δ-tokenizers (an IRIS tokenizer decodes each frame on its own)")
+    return [p for n, p in tokenizer.named_parameters() if not n.startswith(ENCODER_SIDE)]
+
+
+def windows(episodes: Sequence[Episode], steps: int) -> list[tuple[int, int]]:
+    """Every (episode index, start) with ``steps`` transitions after the start."""
+    return [(i, s) for i, ep in enumerate(episodes) for s in range(ep.length - steps + 1)]
+
+
+def _batch(episodes: Sequence[Episode], picks: Sequence[tuple[int, int]], steps: int,
+           device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    frames = np.stack([episodes[i].frames[s:s + steps + 1] for i, s in picks])  # (B, T+1, H, W, 3)
+    actions = np.stack([episodes[i].actions[s:s + steps] for i, s in picks])
+    return to_tensor(frames, device), torch.as_tensor(actions, dtype=torch.long, device=device)
+
+
+def _unroll(tokenizer, frames: torch.Tensor, actions: torch.Tensor, detach: bool = True) -> list[torch.Tensor]:
+    """Closed-loop reconstructions x^_1..x^_T (each (B, 3, H, W), unclamped) from x^_0 = x_0 and the real
+    pairs' tokens; step t decodes from x^_{t-1} clamped to [0, 1], as ``decode`` hands it to the next step."""
+    out, prev = [], frames[:, 0]
+    for t in range(actions.size(1)):
+        with torch.no_grad():
+            tokens = tokenizer.encode(frames[:, t], actions[:, t], frames[:, t + 1])
+        q = tokenizer.from_patches(tokenizer.quantizer.embed(tokens))
+        recon = tokenizer.image(prev, actions[:, t], q).float()
+        out.append(recon)
+        prev = recon.clamp(0, 1)
+        if detach:
+            prev = prev.detach()
+    return out
+
+
+@torch.no_grad()
+def closed_loop_errors(tokenizer, episodes: Sequence[Episode], horizon: int, count: int, seed: int = 0,
+                       batch: int = 32) -> np.ndarray:
+    """(count, horizon) per-frame MSE of closed-loop decoding (real tokens, own previous output) over
+    ``count`` windows drawn with ``seed`` from ``episodes``."""
+    tokenizer.eval()
+    device = next(tokenizer.parameters()).device
+    pool = windows(episodes, horizon)
+    if not pool:
+        raise ValueError(f"no episode has {horizon} steps")
+    rng = np.random.default_rng(seed)
+    picks = [pool[i] for i in rng.choice(len(pool), size=count, replace=len(pool) < count)]
+    rows = []
+    for k in range(0, count, batch):
+        frames, actions = _batch(episodes, picks[k:k + batch], horizon, device)
+        recons = _unroll(tokenizer, frames, actions)
+        rows.append(torch.stack([(r.clamp(0, 1) - frames[:, t + 1]).pow(2).flatten(1).mean(1)
+                                 for t, r in enumerate(recons)], 1).cpu())
+    return torch.cat(rows).numpy()
+
+
+def tune_decoder(tokenizer, episodes: Sequence[Episode], *, unroll: int = 4, batch: int = 8, lr: float = 1e-4,
+                 weight_decay: float = 0.01, grad_clip: float = 10.0, steps: int | None = None,
+                 seconds: float | None = None, seed: int = 0,
+                 progress: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
+    """Train the decoder side on closed-loop unrolls until ``steps`` steps or ``seconds`` of wall time
+    (whichever comes first; at least one must be given). Returns facts for the model card."""
+    if steps is None and seconds is None:
+        raise ValueError("give steps, seconds or both")
+    params = decoder_parameters(tokenizer)
+    pool = windows(episodes, unroll)
+    if not pool:
+        raise ValueError(f"no episode has {unroll} steps to unroll")
+    device = next(tokenizer.parameters()).device
+    frozen = [p for p in tokenizer.parameters() if all(p is not q for q in params)]
+    was = [p.requires_grad for p in frozen]
+    for p in frozen:
+        p.requires_grad_(False)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    rng = np.random.default_rng(seed)
+    tokenizer.train()
+    t0, done, loss_sum = time.perf_counter(), 0, 0.0
+    try:
+        while (steps is None or done < steps) and (seconds is None or time.perf_counter() - t0 < seconds):
+            picks = [pool[i] for i in rng.integers(len(pool), size=batch)]
+            frames, actions = _batch(episodes, picks, unroll, device)
+            recons = _unroll(tokenizer, frames, actions)
+            loss = sum(tokenizer.reconstruction_loss(frames[:, t + 1], r)[0] for t, r in enumerate(recons)) / unroll
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+            opt.step()
+            done += 1
+            loss_sum += loss.item()
+            if progress:
+                progress(done, {"loss": loss.item()})
+    finally:
+        for p, w in zip(frozen, was):
+            p.requires_grad_(w)
+        tokenizer.eval()
+    return {"steps": done, "unroll": unroll, "batch": batch, "lr": lr, "seconds": round(time.perf_counter() - t0, 1),
+            "mean_loss": loss_sum / max(done, 1), "windows": len(pool)}
