@@ -98,7 +98,8 @@ def tune_decoder(tokenizer, episodes: Sequence[Episode], *, unroll: int = 4, bat
     if not pool:
         raise ValueError(f"no episode has {unroll} steps to unroll")
     device = next(tokenizer.parameters()).device
-    frozen = [p for p in tokenizer.parameters() if all(p is not q for q in params)]
+    tuned = {id(p) for p in params}
+    frozen = [p for p in tokenizer.parameters() if id(p) not in tuned]
     was = [p.requires_grad for p in frozen]
     for p in frozen:
         p.requires_grad_(False)

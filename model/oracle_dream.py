@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from model.config import Config
-from model.envs.gridworld import COIN, ENEMY, MOVES, GridWorldEnv
+from model.envs.gridworld import COIN, MOVES, GridWorldEnv
 from model.frames import to_tensor, to_uint8
 from model.store import Episode
 
@@ -66,9 +66,8 @@ class OracleDream:
                 ends[i] = 1.0
                 continue
             for a in range(len(MOVES)):
-                cell = env.grid[tuple(env.next_cell(a))]
-                rewards[i, a] = 1.0 if cell == COIN else -1.0 if cell == ENEMY else 0.0
-                ends[i, a] = float(cell == ENEMY)
+                r, end = env.outcome(a)
+                rewards[i, a], ends[i, a] = r, float(end)
         return rewards, ends
 
 

@@ -66,14 +66,10 @@ class GridWorldEnv(gym.Env):
         if not 0 <= action < len(ACTIONS):
             raise ValueError(f"invalid action {action}")
         self.t += 1
+        reward, terminated = self.outcome(action)
         self.agent = self.next_cell(action)
-        cell = self.grid[tuple(self.agent)]
-        reward, terminated = 0.0, False
-        if cell == COIN:
-            reward = 1.0
-            self.grid[tuple(self.agent)] = EMPTY
-        elif cell == ENEMY:
-            reward, terminated = -1.0, True
+        if reward > 0:
+            self.grid[tuple(self.agent)] = EMPTY  # the coin is taken
         if not terminated:
             vanish = (self.grid == ENEMY) & (self.np_random.random(self.grid.shape) < self.enemy_vanish_prob)
             self.grid[vanish] = EMPTY
@@ -81,6 +77,12 @@ class GridWorldEnv(gym.Env):
             self._spawn(ENEMY, self.enemy_prob)
         truncated = not terminated and self.t >= self.max_steps
         return self._render(), reward, terminated, truncated, self._info()
+
+    def outcome(self, action: int) -> tuple[float, bool]:
+        """(reward, terminated) of ``action`` from the current state, which stays as it is: +1 onto a coin,
+        -1 and the end onto an enemy (the oracle's lookahead scores every action with it)."""
+        cell = self.grid[tuple(self.next_cell(action))]
+        return (1.0, False) if cell == COIN else (-1.0, True) if cell == ENEMY else (0.0, False)
 
     def next_cell(self, action: int) -> np.ndarray:
         """Where ``action`` takes the agent (walls stop it)."""
