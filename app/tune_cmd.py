@@ -79,9 +79,11 @@ def run(args: argparse.Namespace) -> int:
         mse = closed_loop_errors(tok, eval_eps, horizon, args.eval_windows, seed=args.eval_seed)
         return {f"psnr_step_{s}": round(float(psnr_from_mse(mse[:, s - 1].mean())), 2) for s in REPORT_STEPS}
 
+    def line(scores: dict[str, float]) -> str:
+        return "  ".join(f"{s}: {scores[f'psnr_step_{s}']:.2f}" for s in REPORT_STEPS)
+
     before = score()
-    progress.say("closed-loop PSNR before (dB, PSNR of the mean MSE at step): "
-                 + "  ".join(f"{s}: {before[f'psnr_step_{s}']:.2f}" for s in REPORT_STEPS))
+    progress.say(f"closed-loop PSNR before (dB, PSNR of the mean MSE at step): {line(before)}")
     total = args.steps or 0
 
     def tick(done: int, m: dict[str, float]) -> None:
@@ -90,8 +92,7 @@ def run(args: argparse.Namespace) -> int:
     facts = tune_decoder(tok, train_eps, unroll=args.unroll, batch=args.batch, lr=args.lr, steps=args.steps,
                          seconds=60.0 * args.minutes, seed=args.seed, progress=tick)
     after = score()
-    progress.say(f"closed-loop PSNR after {facts['steps']} steps ({facts['seconds']:.0f} s): "
-                 + "  ".join(f"{s}: {after[f'psnr_step_{s}']:.2f}" for s in REPORT_STEPS))
+    progress.say(f"closed-loop PSNR after {facts['steps']} steps ({facts['seconds']:.0f} s): {line(after)}")
     facts.update(source=str(args.checkpoint), train_seeds=[args.seed, args.seed + args.episodes - 1],
                  train_frames=int(sum(e.length for e in train_eps)), before=before, after=after)
     counters = {k: state[k] for k in ("epoch", "env_frames") if k in state}

@@ -8,7 +8,8 @@ tokenizer (teacher-forced real tokens, decoded in a closed loop) scored 29 dB af
 ``tune_decoder`` trains the decoder side only (every parameter outside ``encoder*`` and ``quantizer``),
 so the tokens mean what they meant and the world models trained on them stay valid. Each example is an
 unroll of ``unroll`` steps from a real frame: the tokens come from the real pairs (the encoder is
-frozen), and from the second step on the decoder reads its own previous output (detached). The loss is
+frozen: tokens and their embeddings are computed without gradients), and from the second step on the decoder
+reads its own previous output (detached). The loss is
 the tokenizer's own reconstruction loss (L1 + L2 + max-pixel, ``Tokenizer.reconstruction_loss``).
 ``closed_loop_errors`` measures the same closed loop on held-out episodes. ``deltaplay tune-decoder`` is
 its command line.
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from model.evaluation import frame_mse
 from model.frames import to_tensor
 from model.store import Episode
 
@@ -48,19 +50,17 @@ def _batch(episodes: Sequence[Episode], picks: Sequence[tuple[int, int]], steps:
     return to_tensor(frames, device), torch.as_tensor(actions, dtype=torch.long, device=device)
 
 
-def _unroll(tokenizer, frames: torch.Tensor, actions: torch.Tensor, detach: bool = True) -> list[torch.Tensor]:
+def _unroll(tokenizer, frames: torch.Tensor, actions: torch.Tensor) -> list[torch.Tensor]:
     """Closed-loop reconstructions x^_1..x^_T (each (B, 3, H, W), unclamped) from x^_0 = x_0 and the real
     pairs' tokens; step t decodes from x^_{t-1} clamped to [0, 1], as ``decode`` hands it to the next step."""
     out, prev = [], frames[:, 0]
     for t in range(actions.size(1)):
-        with torch.no_grad():
+        with torch.no_grad():  # the encode side gets no gradient: only the decoder side can learn
             tokens = tokenizer.encode(frames[:, t], actions[:, t], frames[:, t + 1])
-        q = tokenizer.from_patches(tokenizer.quantizer.embed(tokens))
+            q = tokenizer.from_patches(tokenizer.quantizer.embed(tokens))
         recon = tokenizer.image(prev, actions[:, t], q).float()
         out.append(recon)
-        prev = recon.clamp(0, 1)
-        if detach:
-            prev = prev.detach()
+        prev = recon.clamp(0, 1).detach()
     return out
 
 
@@ -80,8 +80,7 @@ def closed_loop_errors(tokenizer, episodes: Sequence[Episode], horizon: int, cou
     for k in range(0, count, batch):
         frames, actions = _batch(episodes, picks[k:k + batch], horizon, device)
         recons = _unroll(tokenizer, frames, actions)
-        rows.append(torch.stack([(r.clamp(0, 1) - frames[:, t + 1]).pow(2).flatten(1).mean(1)
-                                 for t, r in enumerate(recons)], 1).cpu())
+        rows.append(torch.stack([frame_mse(r.clamp(0, 1), frames[:, t + 1]) for t, r in enumerate(recons)], 1).cpu())
     return torch.cat(rows).numpy()
 
 
@@ -98,32 +97,24 @@ def tune_decoder(tokenizer, episodes: Sequence[Episode], *, unroll: int = 4, bat
     if not pool:
         raise ValueError(f"no episode has {unroll} steps to unroll")
     device = next(tokenizer.parameters()).device
-    tuned = {id(p) for p in params}
-    frozen = [p for p in tokenizer.parameters() if id(p) not in tuned]
-    was = [p.requires_grad for p in frozen]
-    for p in frozen:
-        p.requires_grad_(False)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     rng = np.random.default_rng(seed)
     tokenizer.train()
     t0, done, loss_sum = time.perf_counter(), 0, 0.0
-    try:
-        while (steps is None or done < steps) and (seconds is None or time.perf_counter() - t0 < seconds):
-            picks = [pool[i] for i in rng.integers(len(pool), size=batch)]
-            frames, actions = _batch(episodes, picks, unroll, device)
-            recons = _unroll(tokenizer, frames, actions)
-            loss = sum(tokenizer.reconstruction_loss(frames[:, t + 1], r)[0] for t, r in enumerate(recons)) / unroll
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-            opt.step()
-            done += 1
-            loss_sum += loss.item()
-            if progress:
-                progress(done, {"loss": loss.item()})
-    finally:
-        for p, w in zip(frozen, was):
-            p.requires_grad_(w)
-        tokenizer.eval()
+    while (steps is None or done < steps) and (seconds is None or time.perf_counter() - t0 < seconds):
+        picks = [pool[i] for i in rng.integers(len(pool), size=batch)]
+        frames, actions = _batch(episodes, picks, unroll, device)
+        recons = _unroll(tokenizer, frames, actions)
+        loss = sum(tokenizer.reconstruction_loss(frames[:, t + 1], r)[0] for t, r in enumerate(recons)) / unroll
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        opt.step()
+        done += 1
+        value = loss.item()
+        loss_sum += value
+        if progress:
+            progress(done, {"loss": value})
+    tokenizer.eval()
     return {"steps": done, "unroll": unroll, "batch": batch, "lr": lr, "seconds": round(time.perf_counter() - t0, 1),
             "mean_loss": loss_sum / max(done, 1), "windows": len(pool)}
