@@ -12,6 +12,8 @@ PATH is a checkpoint folder or a run folder (default: the bundled ``checkpoints/
   right events?
 * ``agent``    - return and Crafter score of the actor-critic vs a random policy, same seeds
 * ``feel``     - batch-1 dream step latency, as a player feels it
+* ``keys``     - does the dream's view scroll the way the real env's does under the same move keys
+  (straight walks from held-out starts, through the play engine; :mod:`model.view_motion`)? Crafter only
 
 ``recon``, ``dynamics`` and ``rewards`` share one held-out data set collected in the real env (half random policy,
 half the agent, by default). The measurements live in :mod:`model.evaluation`; this module loads,
@@ -27,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-PARTS = ("recon", "dynamics", "rewards", "agent", "feel")
+PARTS = ("recon", "dynamics", "rewards", "agent", "feel", "keys")
 WHAT = ("checkpoint", "tokenizers")
 
 
@@ -50,8 +52,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--horizon", type=int, default=20, help="dynamics: imagined steps per rollout")
     p.add_argument("--starts", type=int, default=16, help="dynamics: rollout starts averaged")
     p.add_argument("--temperature", type=float, default=1.0,
-                   help="dynamics: sampling temperature of the dream (0 = greedy)")
+                   help="dynamics, keys: sampling temperature of the dream (0 = greedy)")
     p.add_argument("--feel-steps", type=int, default=50, help="feel: timed dream steps")
+    p.add_argument("--walks", type=int, default=16, help="keys: walks (one held-out start each)")
+    p.add_argument("--walk-steps", type=int, default=20,
+                   help="keys: move keys per walk, in straight runs of 3-5 presses")
     p.add_argument("--batch", type=int, default=64, help="frames per tokenizer batch")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
@@ -299,6 +304,59 @@ def part_feel(args, path: Path, device) -> dict[str, Any]:
     return {**res, "threads": threads}
 
 
+def walk_keys(seed: int, steps: int) -> list[str]:
+    """A person's walk: straight runs of 3-5 presses of one move key, directions drawn with ``seed``."""
+    import numpy as np
+
+    from model.view_motion import KEY_MOTION
+
+    rng, keys = np.random.default_rng(seed), list(KEY_MOTION)
+    out: list[str] = []
+    while len(out) < steps:
+        out += [keys[int(rng.integers(len(keys)))]] * int(rng.integers(3, 6))
+    return out[:steps]
+
+
+def part_keys(args, path: Path, device, progress: ProgressLine, exclude: set[int]) -> dict[str, Any]:
+    """Walk the dream with move keys beside the real env (the play engine's shadow, same start and keys)
+    and score each step's view motion (:mod:`model.view_motion`), for each world model of the checkpoint."""
+    import numpy as np
+
+    from app.engine import ModelBundle, PlaySession
+    from model.evaluation import heldout_seeds
+    from model.view_motion import KEY_MOTION, MOTIONS, agreement, classify, geometry_for, motion_errors
+
+    bundle = ModelBundle.load(path, device=str(device))
+    try:
+        view = geometry_for(bundle.env_name)
+    except ValueError as e:
+        return {"error": str(e)}
+    seeds = heldout_seeds(args.seed, args.walks, exclude)
+    out: dict[str, Any] = {"walks": len(seeds), "steps": args.walk_steps, "seeds": [seeds[0], seeds[-1]],
+                           "temperature": args.temperature}
+    for i_tokens in sorted(bundle.world_models, reverse=True):
+        name = "i_tokens" if i_tokens else "no_i_tokens"
+        triples, ambiguous = [], 0
+        for w, seed in enumerate(seeds):
+            session = PlaySession(bundle, shadow=True, seed=seed, temperature=args.temperature, i_tokens=i_tokens)
+            try:
+                info = session.reset(seed)
+                for key in walk_keys(seed, args.walk_steps):
+                    before = info
+                    info = session.step(session.action_names.index(key))
+                    real = classify(motion_errors(before.real_frame, info.real_frame, view))
+                    if real is None:
+                        ambiguous += 1
+                        continue
+                    dream = int(np.argmin(motion_errors(before.dream_frame, info.dream_frame, view)))
+                    triples.append((real, dream, MOTIONS.index(KEY_MOTION[key])))
+            finally:
+                session.close()
+            progress(f"keys ({name})", w + 1, len(seeds))
+        out[name] = {**agreement(triples), "ambiguous": ambiguous}
+    return out
+
+
 # ------------------------------------------------------------------------------------------- run
 
 def run_checkpoint(args: argparse.Namespace) -> int:
@@ -310,7 +368,8 @@ def run_checkpoint(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     from app.cli import UserError
 
-    for name in ("episodes", "frames", "data_episodes", "segments", "horizon", "starts", "feel_steps", "batch"):
+    for name in ("episodes", "frames", "data_episodes", "segments", "horizon", "starts", "feel_steps", "batch",
+                 "walks", "walk_steps"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     if args.max_steps is not None and args.max_steps < 1:
@@ -351,8 +410,10 @@ def run_checkpoint(args: argparse.Namespace) -> int:
             result["rewards"] = part_rewards(args, ck, device, episodes, progress)
         elif part == "agent":
             result["agent"] = part_agent(args, ck, device, progress, exclude)
-        else:
+        elif part == "feel":
             result["feel"] = part_feel(args, path, device)
+        else:
+            result["keys"] = part_keys(args, path, device, progress, exclude)
         result["timings_s"][part] = round(time.perf_counter() - t0, 2)
     print(format_report(result))
     if args.json:
@@ -445,5 +506,17 @@ def format_report(r: dict[str, Any]) -> str:
         f = r["feel"]
         out += ["", f"Feel: one dream step at batch 1: {f['ms_per_step']:.1f} ms = {f['steps_per_s']:.1f} steps/s "
                     f"({f['device']}, {f['threads']} threads, {f['steps']} steps)"]
+    if "keys" in r and "error" in r["keys"]:
+        out += ["", f"Dream under the move keys: {r['keys']['error']}"]
+    elif "keys" in r:
+        k = r["keys"]
+        rows = [[name, v["agreement"], v["pairs"], v["ambiguous"], v["still_baseline"], v["key_baseline"]]
+                + [v["per_motion"].get(m, {}).get("same") for m in ("left", "right", "up", "down", "none")]
+                for name, v in k.items() if isinstance(v, dict)]
+        out += ["", f"Dream under the move keys: does the view scroll as the real one does? ({k['walks']} walks of "
+                    f"{k['steps']} keys, temperature {k['temperature']}; baselines: a dream that never scrolls, one "
+                    "that always follows the key)",
+                _table(["world model", "agreement", "pairs", "ambiguous", "never", "always", "left", "right", "up",
+                        "down", "none"], rows)]
     out.append("timings (s): " + ", ".join(f"{k} {v}" for k, v in r["timings_s"].items()))
     return "\n".join(out)

@@ -27,6 +27,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--episodes", type=int, default=48, help="random-policy training episodes")
     p.add_argument("--episode-steps", type=int, default=200, help="cut training episodes after this many steps")
+    p.add_argument("--repeat", type=float, default=0.0,
+                   help="training episodes' random policy repeats its last action with this probability "
+                        "(0.75: walks of 4 steps on average, as a person at the keys makes)")
+    p.add_argument("--encoder", action="store_true",
+                   help="also train the encode side (the tokens change: retrain the world models on them)")
     p.add_argument("--seed", type=int, default=900_000, help="first training env seed (far from eval's held-out seeds)")
     p.add_argument("--eval-seed", type=int, default=110_000,
                    help="first held-out env seed (the range `deltaplay eval checkpoint` takes its data from)")
@@ -48,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     from model.decoder_tuning import closed_loop_errors, decoder_parameters, tune_decoder
     from model.evaluation import env_kwargs_for, heldout_seeds, psnr_from_mse, run_episodes
 
+    if not 0.0 <= args.repeat < 1.0:
+        raise UserError("--repeat must be in [0, 1)")
     if args.minutes <= 0 or args.unroll < 1 or args.batch < 1 or args.episodes < 1 or args.eval_episodes < 1:
         raise UserError("--minutes, --unroll, --batch, --episodes and --eval-episodes must be positive")
     out = Path(args.out)
@@ -67,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.checkpoint}: {e}") from None
     progress = ProgressLine(args.quiet)
     kw = env_kwargs_for(cfg.env.name, cfg.env.max_episode_steps)
-    policy = RandomPolicy(cfg.env.num_actions, seed=args.seed)
+    policy = RandomPolicy(cfg.env.num_actions, seed=args.seed, repeat=args.repeat)
     train_eps = run_episodes(cfg.env.name, policy, heldout_seeds(args.seed, args.episodes), args.episode_steps,
                              env_kwargs=kw, progress=progress, label="training episodes")
     eval_eps = run_episodes(cfg.env.name, RandomPolicy(cfg.env.num_actions, seed=args.eval_seed),
@@ -90,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         progress(f"tuning (loss {m['loss']:.4f})", done, total or done + 1)
 
     facts = tune_decoder(tok, train_eps, unroll=args.unroll, batch=args.batch, lr=args.lr, steps=args.steps,
-                         seconds=60.0 * args.minutes, seed=args.seed, progress=tick)
+                         seconds=60.0 * args.minutes, seed=args.seed, encoder=args.encoder, progress=tick)
     after = score()
     progress.say(f"closed-loop PSNR after {facts['steps']} steps ({facts['seconds']:.0f} s): {line(after)}")
     facts.update(source=str(args.checkpoint), train_seeds=[args.seed, args.seed + args.episodes - 1],

@@ -150,6 +150,10 @@ class TrainConfig:
     first_epoch_world_model_steps: int = 2500
     first_epoch_actor_critic_steps: int = 500
     initial_random_frames: int = 100_000
+    # Probability that the first collection's random policy repeats an env's previous action (0 = i.i.d.
+    # uniform, the paper). See model/collector.py::RandomPolicy: the cpu preset walks on Crafter so the
+    # models see the straight walks a person makes in the dream.
+    random_repeat: float = 0.0
     frames_per_epoch: int = 10_000
     num_envs: int = 16
     epsilon: float = 0.01

@@ -50,18 +50,25 @@ def _batch(episodes: Sequence[Episode], picks: Sequence[tuple[int, int]], steps:
     return to_tensor(frames, device), torch.as_tensor(actions, dtype=torch.long, device=device)
 
 
-def _unroll(tokenizer, frames: torch.Tensor, actions: torch.Tensor) -> list[torch.Tensor]:
+def _unroll(tokenizer, frames: torch.Tensor, actions: torch.Tensor,
+            encoder: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Closed-loop reconstructions x^_1..x^_T (each (B, 3, H, W), unclamped) from x^_0 = x_0 and the real
-    pairs' tokens; step t decodes from x^_{t-1} clamped to [0, 1], as ``decode`` hands it to the next step."""
-    out, prev = [], frames[:, 0]
+    pairs' tokens; step t decodes from x^_{t-1} clamped to [0, 1], as ``decode`` hands it to the next step.
+    Also the mean commitment loss (zero unless ``encoder``: then the tokens come through the quantizer's
+    straight-through path, so the encode side learns what the decoder needs from its own output)."""
+    out, prev, commitment = [], frames[:, 0], frames.new_zeros(())
     for t in range(actions.size(1)):
-        with torch.no_grad():  # the encode side gets no gradient: only the decoder side can learn
-            tokens = tokenizer.encode(frames[:, t], actions[:, t], frames[:, t + 1])
-            q = tokenizer.from_patches(tokenizer.quantizer.embed(tokens))
+        if encoder:
+            quantized = tokenizer.quantize(frames[:, t], actions[:, t], frames[:, t + 1])
+            q, commitment = tokenizer.from_patches(quantized.q), commitment + quantized.commitment / actions.size(1)
+        else:
+            with torch.no_grad():  # the encode side gets no gradient: only the decoder side can learn
+                tokens = tokenizer.encode(frames[:, t], actions[:, t], frames[:, t + 1])
+                q = tokenizer.from_patches(tokenizer.quantizer.embed(tokens))
         recon = tokenizer.image(prev, actions[:, t], q).float()
         out.append(recon)
         prev = recon.clamp(0, 1).detach()
-    return out
+    return out, commitment
 
 
 @torch.no_grad()
@@ -79,20 +86,24 @@ def closed_loop_errors(tokenizer, episodes: Sequence[Episode], horizon: int, cou
     rows = []
     for k in range(0, count, batch):
         frames, actions = _batch(episodes, picks[k:k + batch], horizon, device)
-        recons = _unroll(tokenizer, frames, actions)
+        recons, _ = _unroll(tokenizer, frames, actions)
         rows.append(torch.stack([frame_mse(r.clamp(0, 1), frames[:, t + 1]) for t, r in enumerate(recons)], 1).cpu())
     return torch.cat(rows).numpy()
 
 
 def tune_decoder(tokenizer, episodes: Sequence[Episode], *, unroll: int = 4, batch: int = 8, lr: float = 1e-4,
                  weight_decay: float = 0.01, grad_clip: float = 10.0, steps: int | None = None,
-                 seconds: float | None = None, seed: int = 0,
+                 seconds: float | None = None, seed: int = 0, encoder: bool = False,
                  progress: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
     """Train the decoder side on closed-loop unrolls until ``steps`` steps or ``seconds`` of wall time
-    (whichever comes first; at least one must be given). Returns facts for the model card."""
+    (whichever comes first; at least one must be given). Returns facts for the model card.
+    ``encoder=True`` trains the encode side too (plus the commitment loss): the tokens change meaning,
+    so world models trained on the old tokens must be trained again."""
     if steps is None and seconds is None:
         raise ValueError("give steps, seconds or both")
     params = decoder_parameters(tokenizer)
+    if encoder:
+        params = [p for p in tokenizer.parameters() if p.requires_grad]
     pool = windows(episodes, unroll)
     if not pool:
         raise ValueError(f"no episode has {unroll} steps to unroll")
@@ -104,8 +115,9 @@ def tune_decoder(tokenizer, episodes: Sequence[Episode], *, unroll: int = 4, bat
     while (steps is None or done < steps) and (seconds is None or time.perf_counter() - t0 < seconds):
         picks = [pool[i] for i in rng.integers(len(pool), size=batch)]
         frames, actions = _batch(episodes, picks, unroll, device)
-        recons = _unroll(tokenizer, frames, actions)
+        recons, commitment = _unroll(tokenizer, frames, actions, encoder)
         loss = sum(tokenizer.reconstruction_loss(frames[:, t + 1], r)[0] for t, r in enumerate(recons)) / unroll
+        loss = loss + commitment
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
@@ -116,5 +128,5 @@ def tune_decoder(tokenizer, episodes: Sequence[Episode], *, unroll: int = 4, bat
         if progress:
             progress(done, {"loss": value})
     tokenizer.eval()
-    return {"steps": done, "unroll": unroll, "batch": batch, "lr": lr, "seconds": round(time.perf_counter() - t0, 1),
+    return {"steps": done, "unroll": unroll, "batch": batch, "encoder": encoder, "lr": lr, "seconds": round(time.perf_counter() - t0, 1),
             "mean_loss": loss_sum / max(done, 1), "windows": len(pool)}

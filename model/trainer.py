@@ -696,7 +696,7 @@ class Trainer:
         if need > 0:
             A = cfg.env.num_actions
             if e == 1:
-                policy = RandomPolicy(A, seed=cfg.seed * 1000 + d.rank)
+                policy = RandomPolicy(A, seed=cfg.seed * 1000 + d.rank, repeat=cfg.train.random_repeat)
             else:
                 policy = EpsilonGreedy(AgentPolicy(self.models["actor_critic"], self.device,
                                                    cfg.actor_critic.temperature, cfg.actor_critic.burn_in),

@@ -145,3 +145,18 @@ def test_epsilon_greedy():
 
 def test_benchmark_collect_runs():
     assert benchmark_collect("gridworld", 2, 200) > 0
+
+
+def test_random_policy_repeat_walks_with_a_uniform_marginal():
+    obs = np.zeros((4, 8, 8, 3), np.uint8)
+    iid, sticky = RandomPolicy(5, seed=0), RandomPolicy(5, seed=0, repeat=0.75)
+    a = np.stack([iid(obs) for _ in range(4000)])
+    b = np.stack([sticky(obs) for _ in range(4000)])
+    same = lambda x: float((x[1:] == x[:-1]).mean())
+    assert abs(same(a) - 0.2) < 0.03  # i.i.d.: the next action matches 1 time in 5
+    assert abs(same(b) - (0.75 + 0.25 * 0.2)) < 0.03  # kept 3 times in 4, else a fresh uniform draw
+    assert np.abs(np.bincount(b.ravel(), minlength=5) / b.size - 0.2).max() < 0.03
+    sticky.reset([1])  # a new episode in env 1 draws afresh: -1 is never returned, other envs keep theirs
+    assert sticky.last[1] == -1 and (sticky(obs) >= 0).all()
+    with pytest.raises(ValueError, match="repeat"):
+        RandomPolicy(5, repeat=1.0)

@@ -62,3 +62,17 @@ def test_deltaplay_tune_decoder_writes_a_checkpoint_with_the_same_tokens(run_dir
     # A second run onto the same folder is refused without touching it.
     assert main(["tune-decoder", str(src), "--out", str(out), "--steps", "1"]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_encoder_mode_also_trains_the_encode_side():
+    torch.manual_seed(0)
+    tok = build_tokenizer(tiny().tokenizer, 5)
+    episodes = [gridworld_episode(seed) for seed in range(4)]
+    before = {n: p.detach().clone() for n, p in tok.named_parameters()}
+    err0 = closed_loop_errors(tok, episodes, horizon=3, count=24, seed=1)
+    facts = tune_decoder(tok, episodes, unroll=3, batch=4, lr=3e-3, steps=25, seed=0, encoder=True)
+    err1 = closed_loop_errors(tok, episodes, horizon=3, count=24, seed=1)
+    assert facts["encoder"] is True
+    moved = {n for n, p in tok.named_parameters() if not torch.equal(p, before[n])}
+    assert any(n.startswith("encoder") for n in moved) and any(n.startswith("decoder") for n in moved)
+    assert err1[:, -1].mean() < 0.7 * err0[:, -1].mean()

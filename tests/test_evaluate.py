@@ -183,7 +183,8 @@ def test_cli_eval_checkpoint_writes_every_part(run_dir, tmp_path, capsys):
                     "Agent in the real env", "Feel"):
         assert heading in text
     r = json.loads(out.read_text())
-    assert r["env"] == "gridworld" and r["parts"] == ["recon", "dynamics", "rewards", "agent", "feel"]
+    assert r["env"] == "gridworld" and r["parts"] == ["recon", "dynamics", "rewards", "agent", "feel", "keys"]
+    assert "no scrolling view" in r["keys"]["error"]  # GridWorld's board does not scroll
     assert r["heldout"]["training_seeds_seen"] > 0
     trained = {ep.seed for ep in EpisodeStore(run_dir / "store")}
     assert not (set(r["data"]["seeds"]) | set(r["agent"]["seeds"])) & trained

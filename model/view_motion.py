@@ -1,0 +1,93 @@
+"""Which way did a scrolling view move between two frames? The check behind "the agent moves in the
+dream the way the keys say".
+
+Crafter draws the world as a 9x7 grid of 7-pixel tiles centred on the player, so a successful move
+scrolls every tile by exactly one tile, and a blocked move scrolls nothing (the player only turns). A
+frame pair is scored against each candidate motion (none, one tile left/right/up/down) by the mean
+squared difference after undoing that motion, over the world view minus the player's neighbourhood
+(the sprite turns on every move key, scrolled or not). The best candidate is the motion.
+
+A pair is *ambiguous* when a second candidate fits almost as well: a view of plain grass looks the same
+scrolled or not (the grass texture repeats every tile). Only unambiguous real pairs are scored, and the
+dream's motion is whatever fits its own pair best.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MOTIONS = ("none", "left", "right", "up", "down")  # which way the view's content moved
+
+
+@dataclass(frozen=True)
+class ViewGeometry:
+    tile: int  # pixels per tile: one move scrolls this far
+    height: int  # rows of the scrolling world view (from the top)
+    width: int  # its columns (from the left)
+    player: tuple[int, int, int, int]  # (top, bottom, left, right) of the pixels left out
+
+    def shifts(self) -> list[tuple[int, int]]:
+        t = self.tile
+        return [(0, 0), (0, -t), (0, t), (-t, 0), (t, 0)]
+
+
+# Crafter at 64x64 (crafter.Env.render: unit 64 // 9 = 7 px, no border): the world is rows 0-48 and
+# columns 0-62 (the inventory below it does not scroll); the player is tile (3, 4): rows 21-27, columns
+# 28-34, left out with one tile around it.
+VIEWS = {"crafter": ViewGeometry(tile=7, height=49, width=63, player=(14, 35, 21, 42))}
+
+
+def geometry_for(env_name: str) -> ViewGeometry:
+    if env_name not in VIEWS:
+        raise ValueError(f"{env_name!r} has no scrolling view to check (only {', '.join(VIEWS)})")
+    return VIEWS[env_name]
+
+
+def motion_errors(prev: np.ndarray, frame: np.ndarray, view: ViewGeometry) -> np.ndarray:
+    """uint8 (H, W, 3) frames -> the mean squared difference (0..1 pixel units) for each of ``MOTIONS``:
+    entry k is small when ``frame`` is ``prev`` with its content moved by ``view.shifts()[k]``."""
+    h, w = view.height, view.width
+    a = prev[:h, :w].astype(np.float32) / 255
+    b = frame[:h, :w].astype(np.float32) / 255
+    keep = np.ones((h, w), bool)
+    top, bottom, left, right = view.player
+    keep[top:bottom, left:right] = False
+    out = []
+    for dy, dx in view.shifts():
+        to_y, to_x = slice(max(0, dy), h + min(0, dy)), slice(max(0, dx), w + min(0, dx))
+        from_y, from_x = slice(max(0, -dy), h + min(0, -dy)), slice(max(0, -dx), w + min(0, -dx))
+        diff = (b[to_y, to_x] - a[from_y, from_x]) ** 2  # frame[y] == prev[y - dy] when the content moved by dy
+        out.append(float(diff[keep[to_y, to_x]].mean()))
+    return np.asarray(out)
+
+
+def classify(errors: np.ndarray, margin: float = 3.0, floor: float = 1e-3) -> int | None:
+    """Index into ``MOTIONS`` of the best fit, or None when the runner-up is within ``margin`` times the best
+    plus ``floor`` (the pair cannot tell the motions apart)."""
+    order = np.sort(errors)
+    if order[1] <= margin * order[0] + floor:
+        return None
+    return int(np.argmin(errors))
+
+
+# The view's content moves against the player: a step right scrolls the world left.
+KEY_MOTION = {"move_left": "right", "move_right": "left", "move_up": "down", "move_down": "up"}
+
+
+def agreement(pairs: list[tuple[int, int, int]]) -> dict[str, object]:
+    """(real motion, dream motion, the key's motion) index triples -> the agreement overall and per real
+    motion, beside what two dumb dreams would score: one that never scrolls (``still_baseline``) and one
+    that always scrolls the way the key points, walls or not (``key_baseline``)."""
+    real, dream, key = (np.array([p[i] for p in pairs], dtype=int) for i in range(3))
+    rate = (lambda x: float(x.mean())) if pairs else (lambda x: None)
+    out: dict[str, object] = {"pairs": len(pairs), "agreement": rate(real == dream),
+                              "still_baseline": rate(real == 0), "key_baseline": rate(real == key)}
+    per: dict[str, dict[str, float]] = {}
+    for k, name in enumerate(MOTIONS):
+        sel = real == k
+        if sel.any():
+            per[name] = {"pairs": int(sel.sum()), "same": float((dream[sel] == k).mean()),
+                         "dream_still": float((dream[sel] == 0).mean())}
+    out["per_motion"] = per
+    return out

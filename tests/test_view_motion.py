@@ -1,0 +1,81 @@
+"""The view-motion check behind `deltaplay eval checkpoint --parts keys`, on real Crafter frames."""
+import json
+
+import numpy as np
+import pytest
+
+from app.cli import main
+from app.evaluate import walk_keys
+from model.envs import action_names, make_env
+from model.view_motion import KEY_MOTION, MOTIONS, agreement, classify, geometry_for, motion_errors
+
+VIEW = geometry_for("crafter")
+
+
+def _real_walk(seed: int, keys: list[str]) -> list[np.ndarray]:
+    env, names = make_env("crafter"), action_names("crafter")
+    frames = [env.reset(seed=seed)[0]]
+    frames += [env.step(names.index(k))[0] for k in keys]
+    env.close()
+    return frames
+
+
+def test_real_crafter_moves_are_classified_as_the_key_says_or_as_blocked():
+    keys = ["move_right"] * 4 + ["move_down"] * 4 + ["move_left"] * 4 + ["move_up"] * 4
+    frames = _real_walk(3, keys)
+    seen = []
+    for key, a, b in zip(keys, frames, frames[1:]):
+        m = classify(motion_errors(a, b, VIEW))
+        if m is not None:
+            assert MOTIONS[m] in (KEY_MOTION[key], "none")  # a move key scrolls its way or not at all
+            seen.append(MOTIONS[m])
+    assert len(set(seen) - {"none"}) >= 2  # the walk scrolled in at least two directions
+
+
+def test_synthetic_shifts_and_ambiguity():
+    frame = _real_walk(3, [])[0]
+    t = VIEW.tile
+    moved = {"left": np.roll(frame, -t, axis=1), "right": np.roll(frame, t, axis=1),
+             "up": np.roll(frame, -t, axis=0), "down": np.roll(frame, t, axis=0), "none": frame}
+    for name, b in moved.items():
+        if name != "none":
+            b = b.copy()
+            b[VIEW.height:] = frame[VIEW.height:]  # the inventory does not scroll
+        assert classify(motion_errors(frame, b, VIEW)) == MOTIONS.index(name), name
+    grass = np.tile(frame[:7, :7], (10, 10, 1))[:64, :64]  # one tile repeated: any scroll looks the same
+    assert classify(motion_errors(grass, grass.copy(), VIEW)) is None  # scrolled one tile = unchanged
+    with pytest.raises(ValueError, match="scrolling view"):
+        geometry_for("gridworld")
+
+
+def test_agreement_and_baselines():
+    L, R, N = MOTIONS.index("left"), MOTIONS.index("right"), MOTIONS.index("none")
+    r = agreement([(L, L, L), (N, L, L), (R, N, R), (N, N, L)])
+    assert r["pairs"] == 4 and r["agreement"] == 0.5
+    assert r["still_baseline"] == 0.5 and r["key_baseline"] == 0.5
+    assert r["per_motion"]["left"] == {"pairs": 1, "same": 1.0, "dream_still": 0.0}
+    assert r["per_motion"]["none"]["same"] == 0.5
+
+
+def test_walk_keys_are_straight_runs():
+    keys = walk_keys(7, 40)
+    assert len(keys) == 40 and set(keys) <= set(KEY_MOTION) and keys == walk_keys(7, 40)
+    runs = [1]
+    for a, b in zip(keys, keys[1:]):
+        runs[-1:] = [runs[-1] + 1] if a == b else [runs[-1], 1]
+    assert max(runs) >= 3
+
+
+def test_eval_keys_part_on_the_crafter_bundle(tmp_path, capsys):
+    out = tmp_path / "keys.json"
+    rc = main(["eval", "checkpoint", "--parts", "keys", "--walks", "1", "--walk-steps", "6", "--threads", "1",
+               "--json", str(out), "--quiet"])
+    assert rc == 0
+    assert "Dream under the move keys" in capsys.readouterr().out
+    r = json.loads(out.read_text())["keys"]
+    assert r["walks"] == 1 and r["steps"] == 6
+    for name in ("i_tokens", "no_i_tokens"):
+        v = r[name]
+        assert v["pairs"] + v["ambiguous"] == 6
+        if v["pairs"]:
+            assert 0.0 <= v["agreement"] <= 1.0
