@@ -92,6 +92,10 @@ class WorldModelConfig:
     # Why: on GridWorld 2% of random-policy steps pay a coin and 1% end on an enemy; at weight 1 a 30-minute
     # world model learnt "the next cell holds something", not which thing (checkpoints/README.md, session 18).
     rare_step_weight: float = 1.0
+    # The Δ-tokens of a step whose frame changed in at least 5% of its pixels weigh this much in the token loss
+    # (1 = the paper). Why: in random play most steps change only the player's sprite, and the loss is spent
+    # on them; the dream under the move keys needs the scrolls, where the tokens carry the change.
+    change_step_weight: float = 1.0
     head_hidden: int = 512
     # Sequences per chunk of a training batch's gradients (see WorldModel.compute_loss):
     # -1 = auto (2 on CPU, whole batch on GPU), 0 = the whole batch at once.

@@ -613,7 +613,9 @@ class Trainer:
                 return tok.encode(prev, actions, nxt)
 
         tokens = self.token_cache.tokens(raw, b.frames, encode)
-        return b.frames[:, :-1], b.actions[:, :-1], tokens, b.rewards[:, :-1], b.ends[:, :-1], b.action_mask[:, :-1]
+        weights = self.models["world_model"].step_weights(b.frames)
+        return (b.frames[:, :-1], b.actions[:, :-1], tokens, b.rewards[:, :-1], b.ends[:, :-1], b.action_mask[:, :-1],
+                weights)
 
     def train_world_model(self) -> dict[str, float]:
         names = ["world_model"] + (["world_model_no_itok"] if "world_model_no_itok" in self.models else [])
@@ -626,12 +628,13 @@ class Trainer:
         agg = Mean()
         try:
             for i in self._steps(n, "world_model"):
-                frames, actions, tokens, rewards, ends, mask = self._wm_batch()
+                frames, actions, tokens, rewards, ends, mask, weights = self._wm_batch()
                 counts += torch.bincount(tokens[mask].flatten().cpu(), minlength=V)
                 for name in names:
                     wm = self.models[name]
                     with self._autocast():
-                        loss, m = wm.compute_loss(frames if wm.i_tokens else None, actions, tokens, rewards, ends, mask)
+                        loss, m = wm.compute_loss(frames if wm.i_tokens else None, actions, tokens, rewards, ends, mask,
+                                                  weights)
                     m["grad_norm"] = self._optimize(name, loss)
                     agg.add(m, prefix=f"{name}/")
                 self._emit("world_model", step=i + 1, steps=n, loss=agg.mean("world_model/loss"))

@@ -295,25 +295,36 @@ class WorldModel(nn.Module):
             token_logits = torch.cat([first, rest], dim=2)
         return WorldModelOutput(token_logits, self.head_reward(h_act), self.head_end(h_act))
 
+    def step_weights(self, frames: torch.Tensor) -> torch.Tensor | None:
+        """(B, L+1, 3, H, W) frames -> (B, L) token-loss weights, ``cfg.change_step_weight`` where x_{t+1}
+        differs from x_t in at least 5% of its pixels (by more than 0.1 in a channel), else 1; None at weight 1."""
+        w = self.cfg.change_step_weight
+        if w == 1.0 or self.layout != "delta":
+            return None
+        changed = ((frames[:, 1:] - frames[:, :-1]).abs().amax(dim=2) > 0.1).float().mean(dim=(2, 3)) >= 0.05
+        return 1.0 + (w - 1.0) * changed.float()
+
     def compute_loss(self, frames: torch.Tensor | None, actions: torch.Tensor, tokens: torch.Tensor,
-                     rewards: torch.Tensor, ends: torch.Tensor,
-                     mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                     rewards: torch.Tensor, ends: torch.Tensor, mask: torch.Tensor | None = None,
+                     step_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Cross-entropies for tokens, rewards and ends (weights ``cfg.*_loss_weight``) over valid steps.
 
         With autograd on and more than ``cfg.grad_chunk`` sequences, the gradients are computed a
         few sequences at a time (:func:`model.fastpath.loss_in_chunks`): each term is a sum over
-        valid targets divided by the whole batch's count, so loss and gradients are those of one pass."""
+        valid targets divided by the whole batch's count, so loss and gradients are those of one pass.
+        ``step_weights`` (B, L) scale each step's token cross-entropy (``step_weights``; Δ layout)."""
         mask = torch.ones_like(actions, dtype=torch.bool) if mask is None else mask.bool()
         b = actions.size(0)
         chunk = fastpath.grad_chunk(self.cfg.grad_chunk, self.pos_emb.weight.device, cpu=2, other=0)
         params = [p for p in self.parameters() if p.requires_grad]
         counts = self._target_counts(mask)
         if not (chunk and b > chunk and params and torch.is_grad_enabled()):
-            loss, stats = self._loss_terms(frames, actions, tokens, rewards, ends, mask, counts)
+            loss, stats = self._loss_terms(frames, actions, tokens, rewards, ends, mask, counts, step_weights)
         else:
             def terms(part: slice):
                 f = None if frames is None else frames[part]
-                return self._loss_terms(f, actions[part], tokens[part], rewards[part], ends[part], mask[part], counts)
+                w = None if step_weights is None else step_weights[part]
+                return self._loss_terms(f, actions[part], tokens[part], rewards[part], ends[part], mask[part], counts, w)
 
             loss, stats = fastpath.loss_in_chunks(params, b, chunk, terms)
             stats = torch.stack(stats).sum(0)
@@ -329,7 +340,7 @@ class WorldModel(nn.Module):
         pair = mask[:, :-1] & mask[:, 1:]
         return torch.stack([pair.sum() * self.tokens_per_frame, mask.sum()]).clamp_min(1)
 
-    def _loss_terms(self, frames, actions, tokens, rewards, ends, mask, counts):
+    def _loss_terms(self, frames, actions, tokens, rewards, ends, mask, counts, step_weights=None):
         """(loss, detached [loss, loss_tokens, loss_reward, loss_end, token_acc]) with sums divided by
         ``counts`` (the whole batch's), so the terms of parts of a batch add up to the batch's."""
         out = self(frames, actions, tokens)
@@ -341,7 +352,11 @@ class WorldModel(nn.Module):
         logits = logits.flatten(0, 1).float()
         targets = targets.flatten()
         n_tok, n_step = counts[0], counts[1]
-        loss_tokens = F.cross_entropy(logits, targets, reduction="sum") / n_tok
+        if step_weights is None or self.layout != "delta":
+            loss_tokens = F.cross_entropy(logits, targets, reduction="sum") / n_tok
+        else:
+            w_tok = step_weights[mask].float().repeat_interleave(self.tokens_per_frame)
+            loss_tokens = (w_tok * F.cross_entropy(logits, targets, reduction="none")).sum() / n_tok
         reward_logits = out.reward_logits[mask].float()
         r, e = rewards[mask], ends[mask]
         # rare_step_weight: a step with a reward or an end counts this many times in those two losses.

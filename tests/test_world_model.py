@@ -211,6 +211,35 @@ def test_rare_step_weight_counts_reward_and_end_steps_that_many_times():
     assert m5["loss_tokens"] == pytest.approx(m["loss_tokens"])
 
 
+def test_change_step_weight_counts_the_tokens_of_changed_steps_that_many_times():
+    wm = make("delta", True)
+    frames, actions, tokens = batch(wm, b=2, t=4)
+    seq = frames[:, :1].repeat(1, 5, 1, 1, 1).clone()  # 5 frames, 4 steps; steps 1 and 3 (batch 0) change
+    seq[0, 2, :, :20] = 1 - seq[0, 2, :, :20]  # x_2 differs from x_1 (and x_3 from x_2) in >= 5% of pixels
+    seq[1, 4, :, 0, 0] = 1 - seq[1, 4, :, 0, 0]  # one pixel: below 5%, not a change
+    assert wm.step_weights(seq) is None  # weight 1: the paper's loss, untouched
+    rewards, ends = torch.zeros(2, 4), torch.zeros(2, 4, dtype=torch.bool)
+    with torch.no_grad():
+        _, m = wm.compute_loss(frames, actions, tokens, rewards, ends)
+        out = wm(frames, actions, tokens)
+        ce = torch.nn.functional.cross_entropy(out.token_logits.flatten(0, 2), tokens.flatten(), reduction="none")
+        wm.cfg = dataclasses.replace(wm.cfg, change_step_weight=3.0)
+        w = wm.step_weights(seq)
+        assert w.tolist() == [[1.0, 3.0, 3.0, 1.0], [1.0, 1.0, 1.0, 1.0]]
+        _, m3 = wm.compute_loss(frames, actions, tokens, rewards, ends, step_weights=w)
+    changed = (w > 1).repeat_interleave(wm.tokens_per_frame, dim=1).flatten()
+    assert m3["loss_tokens"] == pytest.approx(m["loss_tokens"] + 2 * ce[changed].sum().item() / ce.numel(), rel=1e-5)
+    assert m3["loss_reward"] == pytest.approx(m["loss_reward"])
+    # Training batches go through the chunked gradient path (CPU: 2 sequences a chunk): same weighted loss.
+    frames5, actions5, tokens5 = batch(wm, b=5, t=4)
+    w5 = torch.tensor([[1.0, 3.0, 1.0, 3.0]] * 5)
+    zeros = torch.zeros(5, 4)
+    with torch.no_grad():
+        _, whole = wm.compute_loss(frames5, actions5, tokens5, zeros, zeros.bool(), step_weights=w5)
+    _, chunked = wm.compute_loss(frames5, actions5, tokens5, zeros, zeros.bool(), step_weights=w5)
+    assert chunked["loss_tokens"] == pytest.approx(whole["loss_tokens"], rel=1e-5)
+
+
 def test_slide_by_one_policy_is_still_exact():
     """window_keep = max_steps - 1: the window slides one step per step (re-prime every step)."""
     wm = make("delta", True)
