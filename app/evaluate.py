@@ -13,7 +13,9 @@ PATH is a checkpoint folder or a run folder (default: the bundled ``checkpoints/
 * ``agent``    - return and Crafter score of the actor-critic vs a random policy, same seeds
 * ``feel``     - batch-1 dream step latency, as a player feels it
 * ``keys``     - does the dream's view scroll the way the real env's does under the same move keys
-  (straight walks from held-out starts, through the play engine; :mod:`model.view_motion`)? Crafter only
+  (straight walks from held-out starts, through the play engine; :mod:`model.view_motion`)? Also for the
+  real tokens decoded in a closed loop (a perfect world model), which tells the tokenizer's share of a
+  miss from the world model's. Crafter only
 
 ``recon``, ``dynamics`` and ``rewards`` share one held-out data set collected in the real env (half random policy,
 half the agent, by default). The measurements live in :mod:`model.evaluation`; this module loads,
@@ -334,25 +336,45 @@ def part_keys(args, path: Path, device, progress: ProgressLine, exclude: set[int
     seeds = heldout_seeds(args.seed, args.walks, exclude)
     out: dict[str, Any] = {"walks": len(seeds), "steps": args.walk_steps, "seeds": [seeds[0], seeds[-1]],
                            "temperature": args.temperature}
+    walks: dict[str, list[tuple[list[np.ndarray], list[np.ndarray]]]] = {}  # variant -> [(real, dream frames)]
+    keys = {seed: walk_keys(seed, args.walk_steps) for seed in seeds}
     for i_tokens in sorted(bundle.world_models, reverse=True):
         name = "i_tokens" if i_tokens else "no_i_tokens"
-        triples, ambiguous = [], 0
+        walks[name] = []
         for w, seed in enumerate(seeds):
             session = PlaySession(bundle, shadow=True, seed=seed, temperature=args.temperature, i_tokens=i_tokens)
             try:
-                info = session.reset(seed)
-                for key in walk_keys(seed, args.walk_steps):
-                    before = info
-                    info = session.step(session.action_names.index(key))
-                    real = classify(motion_errors(before.real_frame, info.real_frame, view))
-                    if real is None:
-                        ambiguous += 1
-                        continue
-                    dream = int(np.argmin(motion_errors(before.dream_frame, info.dream_frame, view)))
-                    triples.append((real, dream, MOTIONS.index(KEY_MOTION[key])))
+                infos = [session.reset(seed)] + [session.step(session.action_names.index(k)) for k in keys[seed]]
             finally:
                 session.close()
+            walks[name].append(([i.real_frame for i in infos], [i.dream_frame for i in infos]))
             progress(f"keys ({name})", w + 1, len(seeds))
+    # A perfect world model: the real tokens of the same walks, each decoded from the previous decoded frame.
+    real_walks = next(iter(walks.values()))
+    if getattr(bundle.tokenizer, "kind", None) == "delta":
+        import torch
+
+        from model.decoder_tuning import closed_loop
+        from model.envs import action_names
+        from model.frames import to_tensor, to_uint8
+
+        names = action_names(bundle.env_name)
+        walks["real_tokens"] = []
+        for seed, (real, _) in zip(seeds, real_walks):
+            acts = torch.tensor([[names.index(k) for k in keys[seed]]], device=bundle.device)
+            frames = to_tensor(np.stack(real), bundle.device)[None]
+            decoded = to_uint8(closed_loop(bundle.tokenizer, frames, acts)[0])
+            walks["real_tokens"].append((real, [real[0]] + list(decoded)))
+    for name, pairs in walks.items():
+        triples, ambiguous = [], 0
+        for seed, (real, dream) in zip(seeds, pairs):
+            for t, key in enumerate(keys[seed]):
+                motion = classify(motion_errors(real[t], real[t + 1], view))
+                if motion is None:
+                    ambiguous += 1
+                    continue
+                triples.append((motion, int(np.argmin(motion_errors(dream[t], dream[t + 1], view))),
+                                MOTIONS.index(KEY_MOTION[key])))
         out[name] = {**agreement(triples), "ambiguous": ambiguous}
     return out
 
@@ -514,8 +536,9 @@ def format_report(r: dict[str, Any]) -> str:
                 + [v["per_motion"].get(m, {}).get("same") for m in ("left", "right", "up", "down", "none")]
                 for name, v in k.items() if isinstance(v, dict)]
         out += ["", f"Dream under the move keys: does the view scroll as the real one does? ({k['walks']} walks of "
-                    f"{k['steps']} keys, temperature {k['temperature']}; baselines: a dream that never scrolls, one "
-                    "that always follows the key)",
+                    f"{k['steps']} keys, temperature {k['temperature']}; real_tokens: the real tokens decoded in a "
+                    "closed loop, a perfect world model; baselines: a dream that never scrolls, one that always "
+                    "follows the key)",
                 _table(["world model", "agreement", "pairs", "ambiguous", "never", "always", "left", "right", "up",
                         "down", "none"], rows)]
     out.append("timings (s): " + ", ".join(f"{k} {v}" for k, v in r["timings_s"].items()))

@@ -72,6 +72,14 @@ def _unroll(tokenizer, frames: torch.Tensor, actions: torch.Tensor,
 
 
 @torch.no_grad()
+def closed_loop(tokenizer, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """(B, T+1, 3, H, W) real frames and (B, T) actions -> (B, T, 3, H, W) in [0, 1]: the frames a perfect
+    world model's dream would show (the real tokens, each decoded from the previous decoded frame)."""
+    recons, _ = _unroll(tokenizer, frames, actions)
+    return torch.stack([r.clamp(0, 1) for r in recons], dim=1)
+
+
+@torch.no_grad()
 def closed_loop_errors(tokenizer, episodes: Sequence[Episode], horizon: int, count: int, seed: int = 0,
                        batch: int = 32) -> np.ndarray:
     """(count, horizon) per-frame MSE of closed-loop decoding (real tokens, own previous output) over

@@ -74,7 +74,7 @@ def test_eval_keys_part_on_the_crafter_bundle(tmp_path, capsys):
     assert "Dream under the move keys" in capsys.readouterr().out
     r = json.loads(out.read_text())["keys"]
     assert r["walks"] == 1 and r["steps"] == 6
-    for name in ("i_tokens", "no_i_tokens"):
+    for name in ("i_tokens", "no_i_tokens", "real_tokens"):  # the last: a perfect world model's dream
         v = r[name]
         assert v["pairs"] + v["ambiguous"] == 6
         if v["pairs"]:
