@@ -326,7 +326,7 @@ def part_keys(args, path: Path, device, progress: ProgressLine, exclude: set[int
 
     from app.engine import ModelBundle, PlaySession
     from model.evaluation import heldout_seeds
-    from model.view_motion import KEY_MOTION, MOTIONS, agreement, classify, geometry_for, motion_errors
+    from model.view_motion import agreement, geometry_for, score_walk
 
     bundle = ModelBundle.load(path, device=str(device))
     try:
@@ -366,16 +366,9 @@ def part_keys(args, path: Path, device, progress: ProgressLine, exclude: set[int
             decoded = to_uint8(closed_loop(bundle.tokenizer, frames, acts)[0])
             walks["real_tokens"].append((real, [real[0]] + list(decoded)))
     for name, pairs in walks.items():
-        triples, ambiguous = [], 0
-        for seed, (real, dream) in zip(seeds, pairs):
-            for t, key in enumerate(keys[seed]):
-                motion = classify(motion_errors(real[t], real[t + 1], view))
-                if motion is None:
-                    ambiguous += 1
-                    continue
-                triples.append((motion, int(np.argmin(motion_errors(dream[t], dream[t + 1], view))),
-                                MOTIONS.index(KEY_MOTION[key])))
-        out[name] = {**agreement(triples), "ambiguous": ambiguous}
+        scored = [score_walk(real, dream, keys[seed], view) for seed, (real, dream) in zip(seeds, pairs)]
+        out[name] = {**agreement([t for triples, _ in scored for t in triples]),
+                     "ambiguous": sum(n for _, n in scored)}
     return out
 
 

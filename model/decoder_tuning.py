@@ -94,8 +94,8 @@ def closed_loop_errors(tokenizer, episodes: Sequence[Episode], horizon: int, cou
     rows = []
     for k in range(0, count, batch):
         frames, actions = _batch(episodes, picks[k:k + batch], horizon, device)
-        recons, _ = _unroll(tokenizer, frames, actions)
-        rows.append(torch.stack([frame_mse(r.clamp(0, 1), frames[:, t + 1]) for t, r in enumerate(recons)], 1).cpu())
+        decoded = closed_loop(tokenizer, frames, actions)
+        rows.append(frame_mse(decoded.flatten(0, 1), frames[:, 1:].flatten(0, 1)).view(decoded.shape[:2]).cpu())
     return torch.cat(rows).numpy()
 
 

@@ -75,6 +75,21 @@ def classify(errors: np.ndarray, margin: float = 3.0, floor: float = 1e-3) -> in
 KEY_MOTION = {"move_left": "right", "move_right": "left", "move_up": "down", "move_down": "up"}
 
 
+def score_walk(real: list[np.ndarray], dream: list[np.ndarray], keys: list[str],
+               view: ViewGeometry) -> tuple[list[tuple[int, int, int]], int]:
+    """One walk: T+1 real and dreamed frames under T move keys -> (the (real, dream, key) motion triples of
+    its unambiguous real steps, for :func:`agreement`; the number of ambiguous steps left out)."""
+    triples, ambiguous = [], 0
+    for t, key in enumerate(keys):
+        motion = classify(motion_errors(real[t], real[t + 1], view))
+        if motion is None:
+            ambiguous += 1
+            continue
+        dreamt = int(np.argmin(motion_errors(dream[t], dream[t + 1], view)))
+        triples.append((motion, dreamt, MOTIONS.index(KEY_MOTION[key])))
+    return triples, ambiguous
+
+
 def agreement(pairs: list[tuple[int, int, int]]) -> dict[str, object]:
     """(real motion, dream motion, the key's motion) index triples -> the agreement overall and per real
     motion, beside what two dumb dreams would score: one that never scrolls (``still_baseline``) and one
