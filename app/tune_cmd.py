@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from app.cli import UserError
@@ -109,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         raise UserError(f"could not write {out}: {e}") from None
     progress.say(f"wrote {out}")
+    if args.encoder:  # printed even with --quiet: the checkpoint's world models are now stale
+        print(f"note: --encoder changed what the tokens mean, so the world models in {out} no longer match its "
+              f"tokenizer; train new ones from it: deltaplay train ... --init tokenizer={out}", file=sys.stderr)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(facts, indent=2))

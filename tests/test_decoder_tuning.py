@@ -76,3 +76,16 @@ def test_encoder_mode_also_trains_the_encode_side():
     moved = {n for n, p in tok.named_parameters() if not torch.equal(p, before[n])}
     assert any(n.startswith("encoder") for n in moved) and any(n.startswith("decoder") for n in moved)
     assert err1[:, -1].mean() < 0.7 * err0[:, -1].mean()
+
+
+def test_deltaplay_tune_decoder_encoder_warns_that_the_world_models_are_stale(run_dir, tmp_path, capsys):
+    src, out = run_dir / "checkpoints" / "last", tmp_path / "both"
+    rc = main(["tune-decoder", str(src), "--out", str(out), "--steps", "2", "--unroll", "2", "--batch", "2",
+               "--episodes", "2", "--episode-steps", "30", "--eval-episodes", "2", "--eval-windows", "4",
+               "--encoder", "--repeat", "0.75", "--quiet", "--no-half"])
+    assert rc == 0
+    assert "no longer match" in capsys.readouterr().err
+    a, b = load_checkpoint(src).models["tokenizer"].state_dict(), load_checkpoint(out).models["tokenizer"].state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("encoder"))  # the encode side moved
+    assert json.loads(load_state(out)["decoder_tuning"])["encoder"] is True
+    assert main(["tune-decoder", str(src), "--out", str(tmp_path / "x"), "--repeat", "1"]) == 2
