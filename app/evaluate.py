@@ -350,7 +350,6 @@ def part_keys(args, path: Path, device, progress: ProgressLine, exclude: set[int
             walks[name].append(([i.real_frame for i in infos], [i.dream_frame for i in infos]))
             progress(f"keys ({name})", w + 1, len(seeds))
     # A perfect world model: the real tokens of the same walks, each decoded from the previous decoded frame.
-    real_walks = next(iter(walks.values()))
     if getattr(bundle.tokenizer, "kind", None) == "delta":
         import torch
 
@@ -360,7 +359,7 @@ def part_keys(args, path: Path, device, progress: ProgressLine, exclude: set[int
 
         names = action_names(bundle.env_name)
         walks["real_tokens"] = []
-        for seed, (real, _) in zip(seeds, real_walks):
+        for seed, (real, _) in zip(seeds, next(iter(walks.values()))):
             acts = torch.tensor([[names.index(k) for k in keys[seed]]], device=bundle.device)
             frames = to_tensor(np.stack(real), bundle.device)[None]
             decoded = to_uint8(closed_loop(bundle.tokenizer, frames, acts)[0])

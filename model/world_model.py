@@ -312,7 +312,7 @@ class WorldModel(nn.Module):
         With autograd on and more than ``cfg.grad_chunk`` sequences, the gradients are computed a
         few sequences at a time (:func:`model.fastpath.loss_in_chunks`): each term is a sum over
         valid targets divided by the whole batch's count, so loss and gradients are those of one pass.
-        ``step_weights`` (B, L) scale each step's token cross-entropy (``step_weights``; Δ layout)."""
+        ``step_weights`` (B, L), from :meth:`step_weights`, scale each step's token cross-entropy (Δ layout)."""
         mask = torch.ones_like(actions, dtype=torch.bool) if mask is None else mask.bool()
         b = actions.size(0)
         chunk = fastpath.grad_chunk(self.cfg.grad_chunk, self.pos_emb.weight.device, cpu=2, other=0)
