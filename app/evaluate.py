@@ -15,7 +15,8 @@ PATH is a checkpoint folder or a run folder (default: the bundled ``checkpoints/
 * ``keys``     - does the dream's view scroll the way the real env's does under the same move keys
   (straight walks from held-out starts, through the play engine; :mod:`model.view_motion`)? Also for the
   real tokens decoded in a closed loop (a perfect world model), which tells the tokenizer's share of a
-  miss from the world model's. Crafter only
+  miss from the world model's, and for each world model dreaming one step at a time from the real frames
+  (``*_one_step``), which tells its choice at each step from its errors compounding. Crafter only
 
 ``recon``, ``dynamics`` and ``rewards`` share one held-out data set collected in the real env (half random policy,
 half the agent, by default). The measurements live in :mod:`model.evaluation`; this module loads,
@@ -325,6 +326,7 @@ def part_keys(args, path: Path, device, progress: ProgressLine, exclude: set[int
     import numpy as np
 
     from app.engine import ModelBundle, PlaySession
+    from model.envs import action_names
     from model.evaluation import heldout_seeds
     from model.view_motion import agreement, geometry_for, score_walk
 
@@ -333,6 +335,7 @@ def part_keys(args, path: Path, device, progress: ProgressLine, exclude: set[int
         view = geometry_for(bundle.env_name)
     except ValueError as e:
         return {"error": str(e)}
+    names = action_names(bundle.env_name)
     seeds = heldout_seeds(args.seed, args.walks, exclude)
     out: dict[str, Any] = {"walks": len(seeds), "steps": args.walk_steps, "seeds": [seeds[0], seeds[-1]],
                            "temperature": args.temperature}
@@ -349,23 +352,43 @@ def part_keys(args, path: Path, device, progress: ProgressLine, exclude: set[int
                 session.close()
             walks[name].append(([i.real_frame for i in infos], [i.dream_frame for i in infos]))
             progress(f"keys ({name})", w + 1, len(seeds))
+    reals = [real for real, _ in next(iter(walks.values()))]  # the same in every variant
     # A perfect world model: the real tokens of the same walks, each decoded from the previous decoded frame.
     if getattr(bundle.tokenizer, "kind", None) == "delta":
         import torch
 
         from model.decoder_tuning import closed_loop
-        from model.envs import action_names
         from model.frames import to_tensor, to_uint8
 
-        names = action_names(bundle.env_name)
         walks["real_tokens"] = []
-        for seed, (real, _) in zip(seeds, next(iter(walks.values()))):
+        for seed, real in zip(seeds, reals):
             acts = torch.tensor([[names.index(k) for k in keys[seed]]], device=bundle.device)
             frames = to_tensor(np.stack(real), bundle.device)[None]
             decoded = to_uint8(closed_loop(bundle.tokenizer, frames, acts)[0])
             walks["real_tokens"].append((real, [real[0]] + list(decoded)))
+    # One step at a time from the real frames before it: the world model's choice at each step, without its
+    # own earlier errors compounding. Run last, so the closed-loop dreams above draw the same samples as before.
+    one_step: dict[str, list[list[np.ndarray]]] = {}
+    for i_tokens in sorted(bundle.world_models, reverse=True):
+        name = ("i_tokens" if i_tokens else "no_i_tokens") + "_one_step"
+        walks[name], one_step[name] = [], []
+        for w, (seed, real) in enumerate(zip(seeds, reals)):
+            acts = [names.index(k) for k in keys[seed]]
+            session = PlaySession(bundle, shadow=False, seed=seed, temperature=args.temperature, i_tokens=i_tokens)
+            try:
+                dreamt = []
+                for t, a in enumerate(acts):
+                    session.reset_from_frames(real[:t + 1], acts[:t])
+                    dreamt.append(session.step(a).dream_frame)
+            finally:
+                session.close()
+            walks[name].append((real, [real[0]] + dreamt))
+            one_step[name].append(real[:-1])
+            progress(f"keys ({name})", w + 1, len(seeds))
     for name, pairs in walks.items():
-        scored = [score_walk(real, dream, keys[seed], view) for seed, (real, dream) in zip(seeds, pairs)]
+        starts = one_step.get(name, [None] * len(seeds))
+        scored = [score_walk(real, dream, keys[seed], view, first)
+                  for seed, (real, dream), first in zip(seeds, pairs, starts)]
         out[name] = {**agreement([t for triples, _ in scored for t in triples]),
                      "ambiguous": sum(n for _, n in scored)}
     return out
@@ -529,7 +552,8 @@ def format_report(r: dict[str, Any]) -> str:
                 for name, v in k.items() if isinstance(v, dict)]
         out += ["", f"Dream under the move keys: does the view scroll as the real one does? ({k['walks']} walks of "
                     f"{k['steps']} keys, temperature {k['temperature']}; real_tokens: the real tokens decoded in a "
-                    "closed loop, a perfect world model; baselines: a dream that never scrolls, one that always "
+                    "closed loop, a perfect world model; *_one_step: each step dreamed from the real frames before it, "
+                    "so errors do not compound; baselines: a dream that never scrolls, one that always "
                     "follows the key)",
                 _table(["world model", "agreement", "pairs", "ambiguous", "never", "always", "left", "right", "up",
                         "down", "none"], rows)]

@@ -75,17 +75,19 @@ def classify(errors: np.ndarray, margin: float = 3.0, floor: float = 1e-3) -> in
 KEY_MOTION = {"move_left": "right", "move_right": "left", "move_up": "down", "move_down": "up"}
 
 
-def score_walk(real: list[np.ndarray], dream: list[np.ndarray], keys: list[str],
-               view: ViewGeometry) -> tuple[list[tuple[int, int, int]], int]:
+def score_walk(real: list[np.ndarray], dream: list[np.ndarray], keys: list[str], view: ViewGeometry,
+               starts: list[np.ndarray] | None = None) -> tuple[list[tuple[int, int, int]], int]:
     """One walk: T+1 real and dreamed frames under T move keys -> (the (real, dream, key) motion triples of
-    its unambiguous real steps, for :func:`agreement`; the number of ambiguous steps left out)."""
+    its unambiguous real steps, for :func:`agreement`; the number of ambiguous steps left out). Dream step t
+    goes from ``dream[t]`` to ``dream[t + 1]``, or from ``starts[t]`` when given (a step dreamed from real frames)."""
     triples, ambiguous = [], 0
     for t, key in enumerate(keys):
         motion = classify(motion_errors(real[t], real[t + 1], view))
         if motion is None:
             ambiguous += 1
             continue
-        dreamt = int(np.argmin(motion_errors(dream[t], dream[t + 1], view)))
+        before = dream[t] if starts is None else starts[t]
+        dreamt = int(np.argmin(motion_errors(before, dream[t + 1], view)))
         triples.append((motion, dreamt, MOTIONS.index(KEY_MOTION[key])))
     return triples, ambiguous
 

@@ -7,7 +7,7 @@ import pytest
 from app.cli import main
 from app.evaluate import walk_keys
 from model.envs import action_names, make_env
-from model.view_motion import KEY_MOTION, MOTIONS, agreement, classify, geometry_for, motion_errors
+from model.view_motion import KEY_MOTION, MOTIONS, agreement, classify, geometry_for, motion_errors, score_walk
 
 VIEW = geometry_for("crafter")
 
@@ -74,8 +74,24 @@ def test_eval_keys_part_on_the_crafter_bundle(tmp_path, capsys):
     assert "Dream under the move keys" in capsys.readouterr().out
     r = json.loads(out.read_text())["keys"]
     assert r["walks"] == 1 and r["steps"] == 6
-    for name in ("i_tokens", "no_i_tokens", "real_tokens"):  # the last: a perfect world model's dream
+    # real_tokens: a perfect world model's dream; *_one_step: each step dreamed from the real frames before it
+    for name in ("i_tokens", "no_i_tokens", "real_tokens", "i_tokens_one_step", "no_i_tokens_one_step"):
         v = r[name]
         assert v["pairs"] + v["ambiguous"] == 6
         if v["pairs"]:
             assert 0.0 <= v["agreement"] <= 1.0
+
+
+def test_score_walk_from_real_starts():
+    keys = ["move_right"] * 4 + ["move_down"] * 4
+    real = _real_walk(3, keys)
+    none = MOTIONS.index("none")
+    # Each step dreamed from the real frame before it (the keys part's *_one_step rows): a perfect dream agrees...
+    perfect, _ = score_walk(real, [real[0]] + real[1:], keys, VIEW, starts=real[:-1])
+    assert perfect and all(r == d for r, d, _ in perfect)
+    # ...and a dream that returns its start frame stood still at every step,
+    frozen, _ = score_walk(real, [real[0]] + real[:-1], keys, VIEW, starts=real[:-1])
+    assert all(d == none for _, d, _ in frozen)
+    # while the same frames read as one closed-loop walk (a step behind the real one) do move.
+    late, _ = score_walk(real, [real[0]] + real[:-1], keys, VIEW)
+    assert any(d != none for _, d, _ in late)
