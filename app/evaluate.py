@@ -328,7 +328,7 @@ def part_keys(args, path: Path, device, progress: ProgressLine, exclude: set[int
     from app.engine import ModelBundle, PlaySession
     from model.envs import action_names
     from model.evaluation import heldout_seeds
-    from model.view_motion import agreement, geometry_for, score_walk
+    from model.view_motion import WalkJudge, agreement, follow_rate, follows_keys, geometry_for, score_walk
 
     bundle = ModelBundle.load(path, device=str(device))
     try:
@@ -391,6 +391,13 @@ def part_keys(args, path: Path, device, progress: ProgressLine, exclude: set[int
                   for seed, (real, dream), first in zip(seeds, pairs, starts)]
         out[name] = {**agreement([t for triples, _ in scored for t in triples]),
                      "ambiguous": sum(n for _, n in scored)}
+    # The same walks judged in their own world: scroll where the frame's own tile ahead is walkable, else hold.
+    judge = WalkJudge.collect(bundle.env_name, heldout_seeds(args.seed + 10_000, 8, exclude), 100, view)
+    own: dict[str, Any] = {}
+    for name, frames in [("real_env", reals)] + [(n, [d for _, d in p]) for n, p in walks.items() if n not in one_step]:
+        steps = [follows_keys(f, keys[seed], judge) for seed, f in zip(seeds, frames)]
+        own[name] = follow_rate([s for walk, _ in steps for s in walk], sum(n for _, n in steps))
+    out["own_world"] = own
     return out
 
 
@@ -549,7 +556,7 @@ def format_report(r: dict[str, Any]) -> str:
         k = r["keys"]
         rows = [[name, v["agreement"], v["pairs"], v["ambiguous"], v["still_baseline"], v["key_baseline"]]
                 + [v["per_motion"].get(m, {}).get("same") for m in ("left", "right", "up", "down", "none")]
-                for name, v in k.items() if isinstance(v, dict)]
+                for name, v in k.items() if isinstance(v, dict) and "agreement" in v]
         out += ["", f"Dream under the move keys: does the view scroll as the real one does? ({k['walks']} walks of "
                     f"{k['steps']} keys, temperature {k['temperature']}; real_tokens: the real tokens decoded in a "
                     "closed loop, a perfect world model; *_one_step: each step dreamed from the real frames before it, "
@@ -557,5 +564,13 @@ def format_report(r: dict[str, Any]) -> str:
                     "follows the key)",
                 _table(["world model", "agreement", "pairs", "ambiguous", "never", "always", "left", "right", "up",
                         "down", "none"], rows)]
+        if "own_world" in k:
+            own = [[name, v["follows"], v["pairs"], v["ambiguous"], v["scrolls_when_walkable"], v["holds_when_blocked"],
+                    v["walkable_share"]] for name, v in k["own_world"].items()]
+            out += ["", "The same walks in their own world: does the view scroll exactly when the frame's own tile ahead "
+                        "is walkable? (a nearest-tile judge trained on real tiles labelled by the env; real_env: the "
+                        "judge's check)",
+                    _table(["frames", "follows", "pairs", "ambiguous", "scrolls if walkable", "holds if blocked",
+                            "walkable"], own)]
     out.append("timings (s): " + ", ".join(f"{k} {v}" for k, v in r["timings_s"].items()))
     return "\n".join(out)

@@ -7,7 +7,8 @@ import pytest
 from app.cli import main
 from app.evaluate import walk_keys
 from model.envs import action_names, make_env
-from model.view_motion import KEY_MOTION, MOTIONS, agreement, classify, geometry_for, motion_errors, score_walk
+from model.view_motion import (KEY_MOTION, MOTIONS, WalkJudge, agreement, classify, follow_rate, follows_keys,
+                               geometry_for, motion_errors, score_walk)
 
 VIEW = geometry_for("crafter")
 
@@ -80,6 +81,10 @@ def test_eval_keys_part_on_the_crafter_bundle(tmp_path, capsys):
         assert v["pairs"] + v["ambiguous"] == 6
         if v["pairs"]:
             assert 0.0 <= v["agreement"] <= 1.0
+    own = r["own_world"]  # the same walks judged by their own frames' tile ahead
+    assert set(own) == {"real_env", "i_tokens", "no_i_tokens", "real_tokens"}
+    for v in own.values():
+        assert v["pairs"] + v["ambiguous"] == 6
 
 
 def test_score_walk_from_real_starts():
@@ -95,3 +100,34 @@ def test_score_walk_from_real_starts():
     # while the same frames read as one closed-loop walk (a step behind the real one) do move.
     late, _ = score_walk(real, [real[0]] + real[:-1], keys, VIEW)
     assert any(d != none for _, d, _ in late)
+
+
+def test_can_move_is_what_the_real_env_does():
+    env, names = make_env("crafter"), action_names("crafter")
+    env.reset(seed=5)
+    rng, outcomes = np.random.default_rng(0), set()
+    for _ in range(60):
+        key = list(KEY_MOTION)[int(rng.integers(4))]
+        free = env.can_move(key)
+        before = env._env._player.pos.copy()
+        env.step(names.index(key))
+        assert free == bool((env._env._player.pos != before).any()), key
+        outcomes.add(free)
+    assert outcomes == {True, False}  # the walk met both open ground and an obstacle
+
+
+def test_walk_judge_on_real_and_frozen_walks():
+    judge = WalkJudge.collect("crafter", [20000, 20001], 60, VIEW)
+    assert judge.walkable.any() and not judge.walkable.all()
+    env, names = make_env("crafter"), action_names("crafter")
+    keys = walk_keys(11, 40)
+    frames, right = [env.reset(seed=11)[0]], []
+    for key in keys:
+        right.append(judge.can_move(frames[-1], key) == env.can_move(key))
+        frames.append(env.step(names.index(key))[0])
+    assert np.mean(right) >= 0.9  # held-out frames: the judge reads the tile ahead as the env does
+    real = follow_rate(*follows_keys(frames, keys, judge))
+    assert real["pairs"] >= 10 and real["follows"] >= 0.9
+    # The same walk played backwards under the same keys: every scroll goes against its key.
+    backwards = follow_rate(*follows_keys(frames[::-1], keys[::-1], judge))
+    assert backwards["pairs"] >= 10 and backwards["scrolls_when_walkable"] <= 0.1 and backwards["follows"] < 0.5

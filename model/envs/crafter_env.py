@@ -85,6 +85,15 @@ class CrafterEnv(gym.Env):
         }
         return obs, float(reward), terminated, truncated, info
 
+    def can_move(self, key: str) -> bool:
+        """Whether move key ``key`` (``move_left`` ...) would move the player now, by Crafter's own rule (the
+        cell is free and of a material the player walks on). Labels real tiles for ``model.view_motion.WalkJudge``."""
+        if self._env is None:
+            raise RuntimeError("call reset() before can_move()")
+        dx, dy = {"move_left": (-1, 0), "move_right": (1, 0), "move_up": (0, -1), "move_down": (0, 1)}[key]
+        player = self._env._player
+        return bool(player.is_free(player.pos + np.array([dx, dy])))
+
     def render(self):
         return None if self._obs is None else self._obs.copy()
 
