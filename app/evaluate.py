@@ -307,19 +307,6 @@ def part_feel(args, path: Path, device) -> dict[str, Any]:
     return {**res, "threads": threads}
 
 
-def walk_keys(seed: int, steps: int) -> list[str]:
-    """A person's walk: straight runs of 3-5 presses of one move key, directions drawn with ``seed``."""
-    import numpy as np
-
-    from model.view_motion import KEY_MOTION
-
-    rng, keys = np.random.default_rng(seed), list(KEY_MOTION)
-    out: list[str] = []
-    while len(out) < steps:
-        out += [keys[int(rng.integers(len(keys)))]] * int(rng.integers(3, 6))
-    return out[:steps]
-
-
 def part_keys(args, path: Path, device, progress: ProgressLine, exclude: set[int]) -> dict[str, Any]:
     """Walk the dream with move keys beside the real env (the play engine's shadow, same start and keys)
     and score each step's view motion (:mod:`model.view_motion`), for each world model of the checkpoint."""
@@ -328,7 +315,8 @@ def part_keys(args, path: Path, device, progress: ProgressLine, exclude: set[int
     from app.engine import ModelBundle, PlaySession
     from model.envs import action_names
     from model.evaluation import heldout_seeds
-    from model.view_motion import WalkJudge, agreement, follow_rate, follows_keys, geometry_for, score_walk
+    from model.view_motion import (WalkJudge, agreement, follow_rate, follows_keys, geometry_for, score_walk,
+                                   walk_keys)
 
     bundle = ModelBundle.load(path, device=str(device))
     try:

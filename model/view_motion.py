@@ -110,6 +110,15 @@ def agreement(pairs: list[tuple[int, int, int]]) -> dict[str, object]:
     return out
 
 
+def walk_keys(seed: int, steps: int) -> list[str]:
+    """A person's walk: straight runs of 3-5 presses of one move key, directions drawn with ``seed``."""
+    rng, keys = np.random.default_rng(seed), list(KEY_MOTION)
+    out: list[str] = []
+    while len(out) < steps:
+        out += [keys[int(rng.integers(len(keys)))]] * int(rng.integers(3, 6))
+    return out[:steps]
+
+
 # ------------------------------------------------------------------ the dream's own world
 
 # Tile offset (rows, columns) of the cell a move key steps onto.
@@ -145,17 +154,15 @@ class WalkJudge:
         ahead for each move key, labelled by ``env.can_move``."""
         from model.envs import action_names, make_env
 
-        names, keys = action_names(env_name), list(KEY_STEP)
+        names = action_names(env_name)
         tiles, labels = [], []
         for seed in seeds:
-            env, rng = make_env(env_name), np.random.default_rng(seed)
-            frame, run = env.reset(seed=seed)[0], []
-            for _ in range(steps):
-                for key in keys:
+            env = make_env(env_name)
+            frame = env.reset(seed=seed)[0]
+            for walked in walk_keys(seed, steps):
+                for key in KEY_STEP:
                     tiles.append(tile_ahead(frame, key, view)), labels.append(env.can_move(key))
-                if not run:
-                    run = [keys[int(rng.integers(len(keys)))]] * int(rng.integers(3, 6))
-                frame, _, terminated, truncated, _ = env.step(names.index(run.pop()))
+                frame, _, terminated, truncated, _ = env.step(names.index(walked))
                 if terminated or truncated:
                     break
             env.close()

@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 
 from app.cli import main
-from app.evaluate import walk_keys
 from model.envs import action_names, make_env
 from model.view_motion import (KEY_MOTION, MOTIONS, WalkJudge, agreement, classify, follow_rate, follows_keys,
-                               geometry_for, motion_errors, score_walk)
+                               geometry_for, motion_errors, score_walk, walk_keys)
 
 VIEW = geometry_for("crafter")
 
