@@ -356,10 +356,11 @@ def part_keys(args, path: Path, device, progress: ProgressLine, exclude: set[int
             walks["real_tokens"].append((real, [real[0]] + list(decoded)))
     # One step at a time from the real frames before it: the world model's choice at each step, without its
     # own earlier errors compounding. Run last, so the closed-loop dreams above draw the same samples as before.
-    one_step: dict[str, list[list[np.ndarray]]] = {}
+    one_step: set[str] = set()  # variants whose step t starts from the real frame t
     for i_tokens in sorted(bundle.world_models, reverse=True):
         name = ("i_tokens" if i_tokens else "no_i_tokens") + "_one_step"
-        walks[name], one_step[name] = [], []
+        walks[name] = []
+        one_step.add(name)
         for w, (seed, real) in enumerate(zip(seeds, reals)):
             acts = [names.index(k) for k in keys[seed]]
             session = PlaySession(bundle, shadow=False, seed=seed, temperature=args.temperature, i_tokens=i_tokens)
@@ -371,12 +372,10 @@ def part_keys(args, path: Path, device, progress: ProgressLine, exclude: set[int
             finally:
                 session.close()
             walks[name].append((real, [real[0]] + dreamt))
-            one_step[name].append(real[:-1])
             progress(f"keys ({name})", w + 1, len(seeds))
     for name, pairs in walks.items():
-        starts = one_step.get(name, [None] * len(seeds))
-        scored = [score_walk(real, dream, keys[seed], view, first)
-                  for seed, (real, dream), first in zip(seeds, pairs, starts)]
+        scored = [score_walk(real, dream, keys[seed], view, real[:-1] if name in one_step else None)
+                  for seed, (real, dream) in zip(seeds, pairs)]
         out[name] = {**agreement([t for triples, _ in scored for t in triples]),
                      "ambiguous": sum(n for _, n in scored)}
     # The same walks judged in their own world: scroll where the frame's own tile ahead is walkable, else hold.
