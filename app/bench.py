@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="bf16 = autocast; float32 = the plain reference path")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--path", default="fast", choices=("fast", "plain"),
-                   help="fast = channels-last inference and split batch-1 linears, same results (model/fastpath.py); plain = straightforward NCHW float32")
+                   help="fast = channels-last inference and split batch-1 linears, same results (model/nets/fastpath.py); plain = straightforward NCHW float32")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--batch", type=int, nargs="*", default=None,
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from app import bench_workloads as wl
-    from model import fastpath
+    from model.nets import fastpath
     from model.device import resolve_device
 
     if args.threads:
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         "machine": platform.machine(), "processor": platform.processor(), "repeats": args.repeats,
         "command": "deltaplay bench " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:]),
     }
-    from model.run_dir import write_json
+    from model.train.run_dir import write_json
 
     out = write_json(args.json or Path("runs/bench") / time.strftime("%Y%m%d-%H%M%S.json"),
                      {"meta": meta, "results": rows})

@@ -35,7 +35,7 @@ class BenchContext:
         else:
             cfg = get_preset(args.preset, args.env)
             if args.env != "crafter":
-                from model.envs import num_actions
+                from model.data.envs import num_actions
 
                 cfg.env.num_actions = num_actions(args.env)
             models = build_models(cfg, device)
@@ -59,9 +59,9 @@ class BenchContext:
 
 
 def build_models(cfg: Config, device: torch.device) -> dict[str, torch.nn.Module]:
-    from model.actor_critic import ActorCritic
-    from model.tokenizer import build_tokenizer
-    from model.world_model import WorldModel
+    from model.nets.actor_critic import ActorCritic
+    from model.nets.tokenizer import build_tokenizer
+    from model.nets.world_model import WorldModel
 
     a = cfg.env.num_actions
     tok = build_tokenizer(cfg.tokenizer, a)
@@ -82,7 +82,7 @@ def compile_convnets(models: dict[str, torch.nn.Module]) -> None:
 
 
 def _dream(ctx: BenchContext, batch: int):
-    from model.imagination import DreamEnv
+    from model.nets.imagination import DreamEnv
 
     dream = DreamEnv(ctx.models["tokenizer"].eval(), ctx.models["world_model"].eval(),
                      autocast_mode="bf16" if ctx.args.dtype == "bf16" else None)
@@ -193,7 +193,7 @@ def _train_step(ctx: BenchContext, part: str, b: int):
 
         return step, b * L, "frame"
     if part == "actor_critic":
-        from model.imagination import DreamEnv
+        from model.nets.imagination import DreamEnv
 
         ac = m["actor_critic"].train()
         opt = _optimizer(ac, cfg)
@@ -213,7 +213,7 @@ def _train_step(ctx: BenchContext, part: str, b: int):
 
 
 def bench_collect(ctx: BenchContext) -> list[dict[str, Any]]:
-    from model.collector import benchmark_collect
+    from model.data.collector import benchmark_collect
 
     a = ctx.args
     rows = []

@@ -13,13 +13,13 @@ import app  # noqa: F401  (sets the no-telemetry environment first)
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "ui": ("app.webui", "serve the web UI on 127.0.0.1 (opens on the bundled Crafter checkpoint)"),
+    "ui": ("app.webui.app", "serve the web UI on 127.0.0.1 (opens on the bundled Crafter checkpoint)"),
     "play": ("app.pygame_window", "play inside a world model in a pygame window"),
     "train": ("app.train_cmd", "train Δ-IRIS (tokenizer, world model, actor-critic) in a run folder"),
     "export-gif": ("app.gif_export", "roll out a world model and write a GIF"),
     "eval": ("app.evaluate", "measure tokenizers, world models and agents on held-out data"),
-    "oracle": ("app.oracle_cmd", "train a GridWorld actor-critic in a perfect dream (the real env) and test it"),
-    "tune-decoder": ("app.tune_cmd", "tune a checkpoint's Δ-decoder to hold up on its own output (dream frames)"),
+    "oracle": ("experiments.oracle.cli", "train a GridWorld actor-critic in a perfect dream (the real env) and test it"),
+    "tune-decoder": ("experiments.decoder_tuning.cli", "tune a checkpoint's Δ-decoder to hold up on its own output (dream frames)"),
     "bench": ("app.bench", "speed and memory benchmarks (dream, imagine, train, collect)"),
 }
 

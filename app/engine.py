@@ -1,7 +1,7 @@
 """The play engine: one place that loads a checkpoint and steps a dream, so every front end (pygame
 window, web UI, GIF export, benchmarks) behaves the same and none of them touches a model directly.
 
-A :class:`PlaySession` is one player's dream: a batch-1 :class:`~model.imagination.DreamEnv` (its KV
+A :class:`PlaySession` is one player's dream: a batch-1 :class:`~model.nets.imagination.DreamEnv` (its KV
 cache is the model's memory), optionally a *shadow* real env stepped with the same actions (to measure
 how far the dream drifts from reality), a controller (a human, or the trained agent acting on the dream
 frame), and a frame recorder. Weights live in a :class:`ModelBundle`, cached per checkpoint folder, so
@@ -28,7 +28,7 @@ import torch
 
 from model.config import Config, get_preset
 from model.device import resolve_device
-from model.frames import to_tensor, to_uint8
+from model.data.frames import to_tensor, to_uint8
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_CHECKPOINT = REPO_ROOT / "checkpoints" / "crafter"
@@ -140,7 +140,7 @@ class ModelBundle:
     def from_preset(cls, preset: str | Config, env: str | None = None, device: str = "auto") -> "ModelBundle":
         """Untrained models at a preset's size: for benchmarks, where speed not quality matters."""
         from model.checkpoint import build_model
-        from model.envs import action_names
+        from model.data.envs import action_names
 
         cfg = get_preset(preset, env) if isinstance(preset, str) else preset
         if env is not None:
@@ -186,7 +186,7 @@ class PlaySession:
 
     def __init__(self, bundle: ModelBundle, shadow: bool = True, seed: int | None = None,
                  temperature: float = 1.0, horizon: int | None = None, i_tokens: bool | None = None):
-        from model.envs import action_names, keymap_for
+        from model.data.envs import action_names, keymap_for
 
         self.bundle = bundle
         self.env_name = bundle.env_name
@@ -231,7 +231,7 @@ class PlaySession:
 
     def reset(self, seed: int | None = None) -> StepInfo:
         """Start a fresh real episode (seeded), prime the dream on its first frame."""
-        from model.envs import make_env
+        from model.data.envs import make_env
 
         with self._lock:
             self.seed = int(seed) if seed is not None else self._rng.randrange(2**31)
@@ -409,7 +409,7 @@ class PlaySession:
             raise RuntimeError("call reset() (or reset_from_episode()) before step()")
 
     def _start(self, frames: list[np.ndarray], actions: list[int], message: str) -> StepInfo:
-        from model.imagination import DreamEnv
+        from model.nets.imagination import DreamEnv
 
         dev = self.bundle.device
         if self._dream is None:

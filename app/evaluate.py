@@ -13,14 +13,14 @@ PATH is a checkpoint folder or a run folder (default: the bundled ``checkpoints/
 * ``agent``    - return and Crafter score of the actor-critic vs a random policy, same seeds
 * ``feel``     - batch-1 dream step latency, as a player feels it
 * ``keys``     - does the dream's view scroll the way the real env's does under the same move keys
-  (straight walks from held-out starts, through the play engine; :mod:`model.view_motion`)? Also for the
+  (straight walks from held-out starts, through the play engine; :mod:`model.eval.keys`)? Also for the
   real tokens decoded in a closed loop (a perfect world model), which tells the tokenizer's share of a
   miss from the world model's, and for each world model dreaming one step at a time from the real frames
   (``*_one_step``), which tells its choice at each step from its errors compounding. Crafter only
 
 ``recon``, ``dynamics`` and ``rewards`` share one held-out data set collected in the real env (half random policy,
-half the agent, by default). The measurements live in :mod:`model.evaluation`; this module loads,
-prints and writes JSON. ``deltaplay eval tokenizers`` hands over to ``model.tokenizer_experiment``.
+half the agent, by default). The measurements live in :mod:`model.eval.parts`; this module loads,
+prints and writes JSON. ``deltaplay eval tokenizers`` hands over to ``experiments.tokenizer_budget.run``.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ WHAT = ("checkpoint", "tokenizers")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("what", choices=WHAT, help="checkpoint: measure a trained checkpoint; tokenizers: the "
-                   "tokenizer experiment (model/tokenizer_experiment.py)")
+                   "tokenizer experiment (experiments/tokenizer_budget/run.py)")
     p.add_argument("path", nargs="?", default=None,
                    help="checkpoint or run folder (default: the bundled checkpoints/crafter)")
     p.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="what to measure (default: all)")
@@ -100,11 +100,11 @@ def run_tokenizers(args: argparse.Namespace) -> int:
     from app.cli import UserError
 
     try:
-        import model.tokenizer_experiment as experiment
+        import experiments.tokenizer_budget.run as experiment
     except ModuleNotFoundError as e:
-        if e.name != "model.tokenizer_experiment":
+        if e.name != "experiments.tokenizer_budget.run":
             raise
-        raise UserError("the tokenizer experiment is not part of this version (model/tokenizer_experiment.py "
+        raise UserError("the tokenizer experiment is not part of this version (experiments/tokenizer_budget/run.py "
                         "is missing); `deltaplay eval checkpoint` measures a trained checkpoint") from None
     return int(experiment.main(args) or 0)
 
@@ -162,7 +162,7 @@ def _load(args: argparse.Namespace):
 
 
 def _agent_policy(ck, device):
-    from model.trainer import AgentPolicy
+    from model.train.loop import AgentPolicy
 
     ac = ck.models.get("actor_critic")
     if ac is None:
@@ -173,8 +173,8 @@ def _agent_policy(ck, device):
 def _collect_data(args, ck, device, progress: ProgressLine, exclude: set[int]) -> tuple[list, dict[str, Any]]:
     """Held-out episodes for recon and dynamics: rounds of ``data_episodes`` envs on fresh seeds until
     ``frames`` transitions are in (episodes that end early leave room for another round; 4 at most)."""
-    from model.collector import RandomPolicy
-    from model.evaluation import env_kwargs_for, heldout_seeds, run_episodes
+    from model.data.collector import RandomPolicy
+    from model.eval.parts import env_kwargs_for, heldout_seeds, run_episodes
 
     cfg = ck.cfg
     n = max(1, args.data_episodes)
@@ -204,7 +204,7 @@ def _collect_data(args, ck, device, progress: ProgressLine, exclude: set[int]) -
 
 
 def part_recon(args, ck, device, episodes, progress: ProgressLine) -> dict[str, Any]:
-    from model.evaluation import copy_errors, error_summary, reconstruction_errors, tokenizer_facts
+    from model.eval.parts import copy_errors, error_summary, reconstruction_errors, tokenizer_facts
 
     out: dict[str, Any] = {}
     main_kind = ck.models["tokenizer"].kind
@@ -233,7 +233,7 @@ def _world_models(ck) -> dict[str, Any]:
 
 
 def part_rewards(args, ck, device, episodes, progress: ProgressLine) -> dict[str, Any]:
-    from model.evaluation import reward_predictions
+    from model.eval.parts import reward_predictions
 
     return {label: reward_predictions(ck.models["tokenizer"], wm, episodes, batch=max(1, args.batch // 4),
                                       device=device, progress=progress, label=f"rewards ({label})")
@@ -241,7 +241,7 @@ def part_rewards(args, ck, device, episodes, progress: ProgressLine) -> dict[str
 
 
 def part_dynamics(args, ck, device, episodes, progress: ProgressLine) -> dict[str, Any]:
-    from model.evaluation import (copy_rollout_errors, rollout_errors, rollout_summary, rollout_windows,
+    from model.eval.parts import (copy_rollout_errors, rollout_errors, rollout_summary, rollout_windows,
                                   token_accuracy)
 
     tok = ck.models["tokenizer"]
@@ -270,8 +270,8 @@ def part_dynamics(args, ck, device, episodes, progress: ProgressLine) -> dict[st
 def part_agent(args, ck, device, progress: ProgressLine, exclude: set[int]) -> dict[str, Any]:
     import torch
 
-    from model.collector import RandomPolicy
-    from model.evaluation import env_kwargs_for, episode_stats, heldout_seeds, run_episodes
+    from model.data.collector import RandomPolicy
+    from model.eval.parts import env_kwargs_for, episode_stats, heldout_seeds, run_episodes
 
     cfg = ck.cfg
     seeds = heldout_seeds(args.seed, args.episodes, exclude)
@@ -309,13 +309,13 @@ def part_feel(args, path: Path, device) -> dict[str, Any]:
 
 def part_keys(args, path: Path, device, progress: ProgressLine, exclude: set[int]) -> dict[str, Any]:
     """Walk the dream with move keys beside the real env (the play engine's shadow, same start and keys)
-    and score each step's view motion (:mod:`model.view_motion`), for each world model of the checkpoint."""
+    and score each step's view motion (:mod:`model.eval.keys`), for each world model of the checkpoint."""
     import numpy as np
 
     from app.engine import ModelBundle, PlaySession
-    from model.envs import action_names
-    from model.evaluation import heldout_seeds
-    from model.view_motion import (WalkJudge, agreement, follow_rate, follows_keys, geometry_for, score_walk,
+    from model.data.envs import action_names
+    from model.eval.parts import heldout_seeds
+    from model.eval.keys import (WalkJudge, agreement, follow_rate, follows_keys, geometry_for, score_walk,
                                    walk_keys)
 
     bundle = ModelBundle.load(path, device=str(device))
@@ -345,8 +345,8 @@ def part_keys(args, path: Path, device, progress: ProgressLine, exclude: set[int
     if getattr(bundle.tokenizer, "kind", None) == "delta":
         import torch
 
-        from model.decoder_tuning import closed_loop
-        from model.frames import to_tensor, to_uint8
+        from experiments.decoder_tuning.tune import closed_loop
+        from model.data.frames import to_tensor, to_uint8
 
         walks["real_tokens"] = []
         for seed, real in zip(seeds, reals):
@@ -393,7 +393,7 @@ def part_keys(args, path: Path, device, progress: ProgressLine, exclude: set[int
 def run_checkpoint(args: argparse.Namespace) -> int:
     import torch
 
-    from model.evaluation import used_seeds
+    from model.eval.parts import used_seeds
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -448,7 +448,7 @@ def run_checkpoint(args: argparse.Namespace) -> int:
         result["timings_s"][part] = round(time.perf_counter() - t0, 2)
     print(format_report(result))
     if args.json:
-        from model.run_dir import write_json
+        from model.train.run_dir import write_json
 
         print(f"wrote {write_json(args.json, result)}")
     return 0

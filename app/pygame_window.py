@@ -96,7 +96,7 @@ def load_episodes(store_dir: Path | None) -> "StoredEpisodes":
     if store_dir is None or not Path(store_dir).is_dir():
         raise UserError("replay needs stored episodes: pass --run RUN_FOLDER (with a store/ folder) or a "
                         "checkpoint inside a run folder")
-    from model.store import EpisodeStore
+    from model.data.store import EpisodeStore
 
     episodes = StoredEpisodes(EpisodeStore(Path(store_dir)))
     if not len(episodes):
@@ -118,7 +118,7 @@ class StoredEpisodes:
 
 
 def key_name(key: int) -> str:
-    """pygame key code -> the front-end neutral names of model/envs/keymaps.py."""
+    """pygame key code -> the front-end neutral names of model/data/envs/keymaps.py."""
     import pygame
 
     name = pygame.key.name(key)

@@ -1,4 +1,4 @@
-"""`deltaplay train`: build the config from flags, then hand over to :func:`model.trainer.train`.
+"""`deltaplay train`: build the config from flags, then hand over to :func:`model.train.loop.train`.
 
 Examples::
 
@@ -97,7 +97,7 @@ def fresh_config(args: argparse.Namespace):
 def resume_config(args: argparse.Namespace, run_dir: Path):
     """The run's own config, with only schedule changes allowed."""
     from model.checkpoint import CheckpointError, load_config
-    from model.run_dir import RunDir
+    from model.train.run_dir import RunDir
 
     rd = RunDir(run_dir)
     source = rd.last if (rd.last / "config.json").exists() else rd.config
@@ -109,7 +109,7 @@ def resume_config(args: argparse.Namespace, run_dir: Path):
         raise UserError(str(e)) from None
     env = args.env
     if env is not None:
-        from model.envs import canonical_name
+        from model.data.envs import canonical_name
 
         try:
             env = canonical_name(env)
@@ -147,8 +147,8 @@ def resume_config(args: argparse.Namespace, run_dir: Path):
 
 def run(args: argparse.Namespace) -> int:
     from model.checkpoint import CheckpointError
-    from model.run_dir import RunLockedError, is_no_space
-    from model.trainer import ConfigError, RunExistsError, train
+    from model.train.run_dir import RunLockedError, is_no_space
+    from model.train.loop import ConfigError, RunExistsError, train
 
     env_slug = (args.env or "crafter").replace(":", "-").lower()
     run_dir = Path(args.run_dir or f"runs/{env_slug}-{args.preset or 'cpu'}")

@@ -58,9 +58,9 @@ def iris_tokenizer_config(cfg: Config):
 
 def build_model(name: str, cfg: Config) -> nn.Module:
     """One model from the config; the only place that knows how names map to classes."""
-    from model.actor_critic import ActorCritic
-    from model.tokenizer import build_tokenizer
-    from model.world_model import WorldModel
+    from model.nets.actor_critic import ActorCritic
+    from model.nets.tokenizer import build_tokenizer
+    from model.nets.world_model import WorldModel
 
     a = cfg.env.num_actions
     if name == "tokenizer":
@@ -185,16 +185,6 @@ def checkpoint_exists(path: str | Path) -> bool:
     return (path / WEIGHTS).is_file() and (path / CONFIG).is_file()
 
 
-def migrate_config(cfg: Config, weights: dict[str, dict[str, torch.Tensor]]) -> Config:
-    """Checkpoints written before the residual tokenizer gained its per-action kernel table (the
-    first cpu design, kept as ``decoder="residual_v1"``, which the earlier bundles used) say
-    ``decoder="residual"``: recognise them by their weights so they load as they were trained."""
-    tok = weights.get("tokenizer", {})
-    if cfg.tokenizer.decoder == "residual" and tok and "action_kernels.weight" not in tok:
-        cfg.tokenizer = dataclasses.replace(cfg.tokenizer, decoder="residual_v1")
-    return cfg
-
-
 def load_config(path: str | Path) -> Config:
     """The config of a checkpoint folder (or of a ``config.json`` file)."""
     path = Path(path)
@@ -249,7 +239,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such checkpoint folder")
     weights = load_weights(path)
-    cfg = migrate_config(load_config(path), weights)
+    cfg = load_config(path)
     file = path / WEIGHTS
     for required in ("tokenizer", "world_model"):
         if required not in weights and (names is None or required in names):

@@ -33,7 +33,7 @@ class TokenizerConfig:
     kind: str = "delta"  # "delta" (Δ-tokenizer) | "iris" (frame-only baseline)
     # "paper": decoder sees x_{t-1} only through an 8x8 CNN summary (published design).
     # "residual": cpu-preset deviation, decoder also gets x_{t-1} at full resolution and
-    # predicts a correction on top of it (see model/tokenizer.py).
+    # predicts a correction on top of it (see model/nets/tokenizer.py).
     decoder: str = "paper"
     image_size: int = 64
     channels: int = 64  # base width of the conv encoder/decoder
@@ -48,9 +48,9 @@ class TokenizerConfig:
     ema_decay: float = 0.99
     usage_decay: float = 0.98
     revive_dead_codes: bool = True
-    revival: str = "low_entropy"  # "low_entropy" (paper) | "always" (see model/quantizer.py)
+    revival: str = "low_entropy"  # "low_entropy" (paper) | "always" (see model/nets/quantizer.py)
     # "vq": the paper's cosine VQ with an EMA codebook; "fsq": finite scalar quantization, a
-    # factorised code of prod(fsq_levels) == vocab_size codes (cpu preset; see model/quantizer.py).
+    # factorised code of prod(fsq_levels) == vocab_size codes (cpu preset; see model/nets/quantizer.py).
     quantizer: str = "vq"
     fsq_levels: tuple[int, ...] = (4, 4, 4, 4, 4)
     frame_cnn_channels: int = 64  # width of the decoder's CNN over x_{t-1} (published: 64)
@@ -75,14 +75,14 @@ class WorldModelConfig:
     frame_cnn_channels: int = 32  # I-token CNN
     frame_latent: int = 8  # 8x8x8 = 512
     frame_cnn_unshuffle: bool = False  # I-token CNN starts with a 2x2 pixel-unshuffle (about 2x cheaper)
-    frame_cnn_pool: bool = False  # the I-token also reads the CNN map's max per channel (model/nets.py FrameCNN)
+    frame_cnn_pool: bool = False  # the I-token also reads the CNN map's max per channel (model/nets/blocks.py FrameCNN)
     # Deviation (off in the paper preset): the action token's input is the action embedding *plus* the
     # step's I-token, so the heads read at the action token (reward, end, first Δ-token) see the
     # current frame without first learning to attend to it (see WorldModel._step_head).
     action_sees_frame: bool = False
     num_reward_buckets: int = 255
     # "twohot" (symlog two-hot over num_reward_buckets, the paper's Crafter setting) | "sign" (3 classes
-    # -1/0/+1, the published code's Atari setting ``two_hot_rews: false``; see model/twohot.py)
+    # -1/0/+1, the published code's Atari setting ``two_hot_rews: false``; see model/nets/twohot.py)
     reward_encoding: str = "twohot"
     # Loss weights (the published code's latents/rewards/ends_weight: 1/1/1 on Crafter, 0.1/1/0.1 on Atari)
     token_loss_weight: float = 1.0
@@ -107,8 +107,8 @@ class ActorCriticConfig:
     cnn_channels: int = 32
     cnn_latent: int = 16  # 8x8x16 = 1024
     cnn_unshuffle: bool = False  # the CNN starts with a 2x2 pixel-unshuffle (about 2x cheaper)
-    cnn_pool: bool = False  # the LSTM also reads the CNN map's max per channel (model/nets.py FrameCNN)
-    cnn_keypoints: bool = False  # ... and its soft-argmax position per channel (model/nets.py FrameCNN)
+    cnn_pool: bool = False  # the LSTM also reads the CNN map's max per channel (model/nets/blocks.py FrameCNN)
+    cnn_keypoints: bool = False  # ... and its soft-argmax position per channel (model/nets/blocks.py FrameCNN)
     lstm_dim: int = 512
     num_value_buckets: int = 255
     burn_in: int = 5
@@ -155,7 +155,7 @@ class TrainConfig:
     first_epoch_actor_critic_steps: int = 500
     initial_random_frames: int = 100_000
     # Probability that the first collection's random policy repeats an env's previous action (0 = i.i.d.
-    # uniform, the paper). See model/collector.py::RandomPolicy: the cpu preset walks on Crafter so the
+    # uniform, the paper). See model/data/collector.py::RandomPolicy: the cpu preset walks on Crafter so the
     # models see the straight walks a person makes in the dream.
     random_repeat: float = 0.0
     frames_per_epoch: int = 10_000

@@ -4,7 +4,7 @@
 """
 import sys, tempfile
 from playwright import sync_api
-from app import webui
+from app.webui import app as webui
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run", "--disable-quic"]
 tmp = tempfile.mkdtemp()

@@ -27,7 +27,7 @@ def _train_tiny_run(root):
     """A tiny GridWorld run folder (both world-model variants, IRIS tokenizer, agent, store) trained
     for one epoch by the real trainer."""
     from model.config import tiny
-    from model.trainer import train
+    from model.train.loop import train
 
     cfg = tiny()
     cfg.env.name = "gridworld"

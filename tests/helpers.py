@@ -1,8 +1,13 @@
 """Plain helpers shared by tests (pytest puts this folder on sys.path: ``from helpers import ...``)."""
+from pathlib import Path
+
 import numpy as np
 
-from model.envs import make_env
-from model.store import Episode
+from model.data.envs import make_env
+from model.data.store import Episode
+
+REPO = Path(__file__).resolve().parents[1]
+"""The repository root (tests live at several depths below it)."""
 
 
 def gridworld_episode(seed: int, max_steps: int = 40) -> Episode:

@@ -1,0 +1,91 @@
+"""Closed-loop decoder tuning: only the decoder side moves, the closed-loop error falls, and
+`deltaplay tune-decoder` writes a loadable checkpoint whose tokens (and world models) are unchanged."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from app.cli import main
+from model.checkpoint import load_checkpoint, load_state
+from model.config import tiny
+from experiments.decoder_tuning.tune import closed_loop_errors, decoder_parameters, tune_decoder
+from model.nets.tokenizer import build_tokenizer
+from helpers import gridworld_episode
+
+
+def test_tuning_moves_only_the_decoder_and_lowers_the_closed_loop_error():
+    torch.manual_seed(0)
+    tok = build_tokenizer(tiny().tokenizer, 5)
+    episodes = [gridworld_episode(seed) for seed in range(4)]
+    names = {n for n, p in tok.named_parameters() if any(p is q for q in decoder_parameters(tok))}
+    assert names and not any(n.startswith(("encoder", "quantizer")) for n in names)
+    assert any(n.startswith("decoder") for n in names)
+    before = {n: p.detach().clone() for n, p in tok.named_parameters()}
+    frames = torch.rand(3, 3, 64, 64)
+    tokens = tok.encode(frames, torch.tensor([0, 1, 2]), frames.flip(0))
+    err0 = closed_loop_errors(tok, episodes, horizon=3, count=24, seed=1)
+    assert err0.shape == (24, 3)
+    facts = tune_decoder(tok, episodes, unroll=3, batch=4, lr=3e-3, steps=25, seed=0)
+    err1 = closed_loop_errors(tok, episodes, horizon=3, count=24, seed=1)
+    assert facts["steps"] == 25 and facts["unroll"] == 3
+    assert err1[:, -1].mean() < 0.7 * err0[:, -1].mean()  # the third closed-loop step got much better
+    moved = {n for n, p in tok.named_parameters() if not torch.equal(p, before[n])}
+    assert moved and moved <= names  # the encoder side did not move
+    assert torch.equal(tok.encode(frames, torch.tensor([0, 1, 2]), frames.flip(0)), tokens)  # tokens unchanged
+    assert all(p.requires_grad for p in tok.parameters())  # the freeze is undone
+    with pytest.raises(ValueError, match="steps, seconds"):
+        tune_decoder(tok, episodes)
+
+
+def test_deltaplay_tune_decoder_writes_a_checkpoint_with_the_same_tokens(run_dir, tmp_path, capsys):
+    src = run_dir / "checkpoints" / "last"
+    out = tmp_path / "tuned"
+    rc = main(["tune-decoder", str(src), "--out", str(out), "--steps", "3", "--unroll", "2", "--batch", "2",
+               "--episodes", "2", "--episode-steps", "30", "--eval-episodes", "2", "--eval-windows", "4",
+               "--json", str(tmp_path / "facts.json"), "--quiet", "--no-half"])
+    assert rc == 0
+    old, new = load_checkpoint(src), load_checkpoint(out)
+    assert new.cfg.to_dict() == old.cfg.to_dict()
+    for name in old.models:  # every model travels; only the tokenizer's decoder side changed
+        a, b = old.models[name].state_dict(), new.models[name].state_dict()
+        changed = {k for k in a if not torch.equal(a[k], b[k])}
+        if name == "tokenizer":
+            assert changed and not any(k.startswith(("encoder", "quantizer")) for k in changed)
+        else:
+            assert not changed, (name, sorted(changed)[:3])
+    facts = json.loads(load_state(out)["decoder_tuning"])
+    assert facts["steps"] == 3 and set(facts["before"]) == {"psnr_step_1", "psnr_step_2", "psnr_step_5",
+                                                             "psnr_step_10"}
+    assert json.loads((tmp_path / "facts.json").read_text())["after"] == facts["after"]
+    assert np.isfinite(list(facts["after"].values())).all()
+    # A second run onto the same folder is refused without touching it.
+    assert main(["tune-decoder", str(src), "--out", str(out), "--steps", "1"]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_encoder_mode_also_trains_the_encode_side():
+    torch.manual_seed(0)
+    tok = build_tokenizer(tiny().tokenizer, 5)
+    episodes = [gridworld_episode(seed) for seed in range(4)]
+    before = {n: p.detach().clone() for n, p in tok.named_parameters()}
+    err0 = closed_loop_errors(tok, episodes, horizon=3, count=24, seed=1)
+    facts = tune_decoder(tok, episodes, unroll=3, batch=4, lr=3e-3, steps=25, seed=0, encoder=True)
+    err1 = closed_loop_errors(tok, episodes, horizon=3, count=24, seed=1)
+    assert facts["encoder"] is True
+    moved = {n for n, p in tok.named_parameters() if not torch.equal(p, before[n])}
+    assert any(n.startswith("encoder") for n in moved) and any(n.startswith("decoder") for n in moved)
+    assert err1[:, -1].mean() < 0.7 * err0[:, -1].mean()
+
+
+def test_deltaplay_tune_decoder_encoder_warns_that_the_world_models_are_stale(run_dir, tmp_path, capsys):
+    src, out = run_dir / "checkpoints" / "last", tmp_path / "both"
+    rc = main(["tune-decoder", str(src), "--out", str(out), "--steps", "2", "--unroll", "2", "--batch", "2",
+               "--episodes", "2", "--episode-steps", "30", "--eval-episodes", "2", "--eval-windows", "4",
+               "--encoder", "--repeat", "0.75", "--quiet", "--no-half"])
+    assert rc == 0
+    assert "no longer match" in capsys.readouterr().err
+    a, b = load_checkpoint(src).models["tokenizer"].state_dict(), load_checkpoint(out).models["tokenizer"].state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("encoder"))  # the encode side moved
+    assert json.loads(load_state(out)["decoder_tuning"])["encoder"] is True
+    assert main(["tune-decoder", str(src), "--out", str(tmp_path / "x"), "--repeat", "1"]) == 2

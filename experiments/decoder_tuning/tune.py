@@ -1,0 +1,140 @@
+"""Closed-loop decoder tuning: a Δ-decoder that holds up when it reads its own output.
+
+Why: a Δ-tokenizer trains on real pairs, so its decoder always sees a real x_{t-1}. In the dream it sees
+its own previous output, and each step's small error becomes the next step's input. The bundled Crafter
+tokenizer (teacher-forced real tokens, decoded in a closed loop) scored 29 dB after 2 steps, 18.6 after 5,
+14.6 after 10, and a walk in the dream smeared the view after 3-4 moves.
+
+``tune_decoder`` trains the decoder side only (every parameter outside ``encoder*`` and ``quantizer``),
+so the tokens mean what they meant and the world models trained on them stay valid. Each example is an
+unroll of ``unroll`` steps from a real frame: the tokens come from the real pairs (the encoder is
+frozen: tokens and their embeddings are computed without gradients), and from the second step on the decoder
+reads its own previous output (detached). The loss is
+the tokenizer's own reconstruction loss (L1 + L2 + max-pixel, ``Tokenizer.reconstruction_loss``).
+``closed_loop_errors`` measures the same closed loop on held-out episodes. ``deltaplay tune-decoder`` is
+its command line.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from model.eval.parts import frame_mse
+from model.data.frames import to_tensor
+from model.data.store import Episode
+
+ENCODER_SIDE = ("encoder", "quantizer")  # parameter-name prefixes that make the tokens
+
+
+def decoder_parameters(tokenizer: nn.Module) -> list[nn.Parameter]:
+    """The parameters ``decode`` uses and ``encode`` does not (Δ-tokenizers name their encode side
+    ``encoder*`` and ``quantizer``)."""
+    if getattr(tokenizer, "kind", None) != "delta":
+        raise ValueError("closed-loop tuning is for Δ-tokenizers (an IRIS tokenizer decodes each frame on its own)")
+    return [p for n, p in tokenizer.named_parameters() if not n.startswith(ENCODER_SIDE)]
+
+
+def windows(episodes: Sequence[Episode], steps: int) -> list[tuple[int, int]]:
+    """Every (episode index, start) with ``steps`` transitions after the start."""
+    return [(i, s) for i, ep in enumerate(episodes) for s in range(ep.length - steps + 1)]
+
+
+def _batch(episodes: Sequence[Episode], picks: Sequence[tuple[int, int]], steps: int,
+           device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    frames = np.stack([episodes[i].frames[s:s + steps + 1] for i, s in picks])  # (B, T+1, H, W, 3)
+    actions = np.stack([episodes[i].actions[s:s + steps] for i, s in picks])
+    return to_tensor(frames, device), torch.as_tensor(actions, dtype=torch.long, device=device)
+
+
+def _unroll(tokenizer, frames: torch.Tensor, actions: torch.Tensor,
+            encoder: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Closed-loop reconstructions x^_1..x^_T (each (B, 3, H, W), unclamped) from x^_0 = x_0 and the real
+    pairs' tokens; step t decodes from x^_{t-1} clamped to [0, 1], as ``decode`` hands it to the next step.
+    Also the mean commitment loss (zero unless ``encoder``: then the tokens come through the quantizer's
+    straight-through path, so the encode side learns what the decoder needs from its own output)."""
+    out, prev, commitment = [], frames[:, 0], frames.new_zeros(())
+    for t in range(actions.size(1)):
+        if encoder:
+            quantized = tokenizer.quantize(frames[:, t], actions[:, t], frames[:, t + 1])
+            q, commitment = tokenizer.from_patches(quantized.q), commitment + quantized.commitment / actions.size(1)
+        else:
+            with torch.no_grad():  # the encode side gets no gradient: only the decoder side can learn
+                tokens = tokenizer.encode(frames[:, t], actions[:, t], frames[:, t + 1])
+                q = tokenizer.from_patches(tokenizer.quantizer.embed(tokens))
+        recon = tokenizer.image(prev, actions[:, t], q).float()
+        out.append(recon)
+        prev = recon.clamp(0, 1).detach()
+    return out, commitment
+
+
+@torch.no_grad()
+def closed_loop(tokenizer, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """(B, T+1, 3, H, W) real frames and (B, T) actions -> (B, T, 3, H, W) in [0, 1]: the frames a perfect
+    world model's dream would show (the real tokens, each decoded from the previous decoded frame)."""
+    recons, _ = _unroll(tokenizer, frames, actions)
+    return torch.stack([r.clamp(0, 1) for r in recons], dim=1)
+
+
+@torch.no_grad()
+def closed_loop_errors(tokenizer, episodes: Sequence[Episode], horizon: int, count: int, seed: int = 0,
+                       batch: int = 32) -> np.ndarray:
+    """(count, horizon) per-frame MSE of closed-loop decoding (real tokens, own previous output) over
+    ``count`` windows drawn with ``seed`` from ``episodes``."""
+    tokenizer.eval()
+    device = next(tokenizer.parameters()).device
+    pool = windows(episodes, horizon)
+    if not pool:
+        raise ValueError(f"no episode has {horizon} steps")
+    rng = np.random.default_rng(seed)
+    picks = [pool[i] for i in rng.choice(len(pool), size=count, replace=len(pool) < count)]
+    rows = []
+    for k in range(0, count, batch):
+        frames, actions = _batch(episodes, picks[k:k + batch], horizon, device)
+        decoded = closed_loop(tokenizer, frames, actions)
+        rows.append(frame_mse(decoded.flatten(0, 1), frames[:, 1:].flatten(0, 1)).view(decoded.shape[:2]).cpu())
+    return torch.cat(rows).numpy()
+
+
+def tune_decoder(tokenizer, episodes: Sequence[Episode], *, unroll: int = 4, batch: int = 8, lr: float = 1e-4,
+                 weight_decay: float = 0.01, grad_clip: float = 10.0, steps: int | None = None,
+                 seconds: float | None = None, seed: int = 0, encoder: bool = False,
+                 progress: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
+    """Train the decoder side on closed-loop unrolls until ``steps`` steps or ``seconds`` of wall time
+    (whichever comes first; at least one must be given). Returns facts for the model card.
+    ``encoder=True`` trains the encode side too (plus the commitment loss): the tokens change meaning,
+    so world models trained on the old tokens must be trained again."""
+    if steps is None and seconds is None:
+        raise ValueError("give steps, seconds or both")
+    params = decoder_parameters(tokenizer)
+    if encoder:
+        params = [p for p in tokenizer.parameters() if p.requires_grad]
+    pool = windows(episodes, unroll)
+    if not pool:
+        raise ValueError(f"no episode has {unroll} steps to unroll")
+    device = next(tokenizer.parameters()).device
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    rng = np.random.default_rng(seed)
+    tokenizer.train()
+    t0, done, loss_sum = time.perf_counter(), 0, 0.0
+    while (steps is None or done < steps) and (seconds is None or time.perf_counter() - t0 < seconds):
+        picks = [pool[i] for i in rng.integers(len(pool), size=batch)]
+        frames, actions = _batch(episodes, picks, unroll, device)
+        recons, commitment = _unroll(tokenizer, frames, actions, encoder)
+        loss = sum(tokenizer.reconstruction_loss(frames[:, t + 1], r)[0] for t, r in enumerate(recons)) / unroll
+        loss = loss + commitment
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        opt.step()
+        done += 1
+        value = loss.item()
+        loss_sum += value
+        if progress:
+            progress(done, {"loss": value})
+    tokenizer.eval()
+    return {"steps": done, "unroll": unroll, "batch": batch, "encoder": encoder, "lr": lr, "seconds": round(time.perf_counter() - t0, 1),
+            "mean_loss": loss_sum / max(done, 1), "windows": len(pool)}

@@ -1,0 +1,193 @@
+"""Which way did a scrolling view move between two frames? The check behind "the agent moves in the
+dream the way the keys say".
+
+Crafter draws the world as a 9x7 grid of 7-pixel tiles centred on the player, so a successful move
+scrolls every tile by exactly one tile, and a blocked move scrolls nothing (the player only turns). A
+frame pair is scored against each candidate motion (none, one tile left/right/up/down) by the mean
+squared difference after undoing that motion, over the world view minus the player's neighbourhood
+(the sprite turns on every move key, scrolled or not). The best candidate is the motion.
+
+A pair is *ambiguous* when a second candidate fits almost as well: a view of plain grass looks the same
+scrolled or not (the grass texture repeats every tile). Only unambiguous real pairs are scored, and the
+dream's motion is whatever fits its own pair best.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MOTIONS = ("none", "left", "right", "up", "down")  # which way the view's content moved
+
+
+@dataclass(frozen=True)
+class ViewGeometry:
+    tile: int  # pixels per tile: one move scrolls this far
+    height: int  # rows of the scrolling world view (from the top)
+    width: int  # its columns (from the left)
+    player: tuple[int, int, int, int]  # (top, bottom, left, right) of the pixels left out
+
+    def shifts(self) -> list[tuple[int, int]]:
+        t = self.tile
+        return [(0, 0), (0, -t), (0, t), (-t, 0), (t, 0)]
+
+
+# Crafter at 64x64 (crafter.Env.render: unit 64 // 9 = 7 px, no border): the world is rows 0-48 and
+# columns 0-62 (the inventory below it does not scroll); the player is tile (3, 4): rows 21-27, columns
+# 28-34, left out with one tile around it.
+VIEWS = {"crafter": ViewGeometry(tile=7, height=49, width=63, player=(14, 35, 21, 42))}
+
+
+def geometry_for(env_name: str) -> ViewGeometry:
+    if env_name not in VIEWS:
+        raise ValueError(f"{env_name!r} has no scrolling view to check (only {', '.join(VIEWS)})")
+    return VIEWS[env_name]
+
+
+def motion_errors(prev: np.ndarray, frame: np.ndarray, view: ViewGeometry) -> np.ndarray:
+    """uint8 (H, W, 3) frames -> the mean squared difference (0..1 pixel units) for each of ``MOTIONS``:
+    entry k is small when ``frame`` is ``prev`` with its content moved by ``view.shifts()[k]``."""
+    h, w = view.height, view.width
+    a = prev[:h, :w].astype(np.float32) / 255
+    b = frame[:h, :w].astype(np.float32) / 255
+    keep = np.ones((h, w), bool)
+    top, bottom, left, right = view.player
+    keep[top:bottom, left:right] = False
+    out = []
+    for dy, dx in view.shifts():
+        to_y, to_x = slice(max(0, dy), h + min(0, dy)), slice(max(0, dx), w + min(0, dx))
+        from_y, from_x = slice(max(0, -dy), h + min(0, -dy)), slice(max(0, -dx), w + min(0, -dx))
+        diff = (b[to_y, to_x] - a[from_y, from_x]) ** 2  # frame[y] == prev[y - dy] when the content moved by dy
+        out.append(float(diff[keep[to_y, to_x]].mean()))
+    return np.asarray(out)
+
+
+def classify(errors: np.ndarray, margin: float = 3.0, floor: float = 1e-3) -> int | None:
+    """Index into ``MOTIONS`` of the best fit, or None when the runner-up is within ``margin`` times the best
+    plus ``floor`` (the pair cannot tell the motions apart)."""
+    order = np.sort(errors)
+    if order[1] <= margin * order[0] + floor:
+        return None
+    return int(np.argmin(errors))
+
+
+# The view's content moves against the player: a step right scrolls the world left.
+KEY_MOTION = {"move_left": "right", "move_right": "left", "move_up": "down", "move_down": "up"}
+
+
+def score_walk(real: list[np.ndarray], dream: list[np.ndarray], keys: list[str], view: ViewGeometry,
+               starts: list[np.ndarray] | None = None) -> tuple[list[tuple[int, int, int]], int]:
+    """One walk: T+1 real and dreamed frames under T move keys -> (the (real, dream, key) motion triples of
+    its unambiguous real steps, for :func:`agreement`; the number of ambiguous steps left out). Dream step t
+    goes from ``dream[t]`` to ``dream[t + 1]``, or from ``starts[t]`` when given (a step dreamed from real frames)."""
+    triples, ambiguous = [], 0
+    for t, key in enumerate(keys):
+        motion = classify(motion_errors(real[t], real[t + 1], view))
+        if motion is None:
+            ambiguous += 1
+            continue
+        before = dream[t] if starts is None else starts[t]
+        dreamt = int(np.argmin(motion_errors(before, dream[t + 1], view)))
+        triples.append((motion, dreamt, MOTIONS.index(KEY_MOTION[key])))
+    return triples, ambiguous
+
+
+def agreement(pairs: list[tuple[int, int, int]]) -> dict[str, object]:
+    """(real motion, dream motion, the key's motion) index triples -> the agreement overall and per real
+    motion, beside what two dumb dreams would score: one that never scrolls (``still_baseline``) and one
+    that always scrolls the way the key points, walls or not (``key_baseline``)."""
+    real, dream, key = (np.array([p[i] for p in pairs], dtype=int) for i in range(3))
+    rate = (lambda x: float(x.mean())) if pairs else (lambda x: None)
+    out: dict[str, object] = {"pairs": len(pairs), "agreement": rate(real == dream),
+                              "still_baseline": rate(real == 0), "key_baseline": rate(real == key)}
+    per: dict[str, dict[str, float]] = {}
+    for k, name in enumerate(MOTIONS):
+        sel = real == k
+        if sel.any():
+            per[name] = {"pairs": int(sel.sum()), "same": float((dream[sel] == k).mean()),
+                         "dream_still": float((dream[sel] == 0).mean())}
+    out["per_motion"] = per
+    return out
+
+
+def walk_keys(seed: int, steps: int) -> list[str]:
+    """A person's walk: straight runs of 3-5 presses of one move key, directions drawn with ``seed``."""
+    rng, keys = np.random.default_rng(seed), list(KEY_MOTION)
+    out: list[str] = []
+    while len(out) < steps:
+        out += [keys[int(rng.integers(len(keys)))]] * int(rng.integers(3, 6))
+    return out[:steps]
+
+
+# ------------------------------------------------------------------ the dream's own world
+
+# Tile offset (rows, columns) of the cell a move key steps onto.
+KEY_STEP = {"move_left": (0, -1), "move_right": (0, 1), "move_up": (-1, 0), "move_down": (1, 0)}
+
+
+def tile_ahead(frame: np.ndarray, key: str, view: ViewGeometry) -> np.ndarray:
+    """The pixels of the tile next to the player in the key's direction: what decides whether it moves."""
+    t = view.tile
+    top, left = view.player[0] + t, view.player[2] + t  # the player's tile, inside its left-out box
+    dy, dx = KEY_STEP[key]
+    return frame[top + dy * t:top + (dy + 1) * t, left + dx * t:left + (dx + 1) * t]
+
+
+class WalkJudge:
+    """Whether a move key should move the player, read from a frame: the majority of the ``k`` nearest
+    labelled tiles (mean squared pixel difference). Why: after a few steps a dream shows terrain of its own
+    making, which no real env can label, so "moves the way the keys say" is judged against the dream's own
+    tile ahead. Built from real frames labelled by the env (:meth:`collect`)."""
+
+    def __init__(self, tiles: np.ndarray, walkable: np.ndarray, view: ViewGeometry, k: int = 5) -> None:
+        self.tiles = tiles.reshape(len(tiles), -1).astype(np.float32) / 255
+        self.walkable, self.view, self.k = np.asarray(walkable, bool), view, k
+
+    def can_move(self, frame: np.ndarray, key: str) -> bool:
+        x = tile_ahead(frame, key, self.view).reshape(-1).astype(np.float32) / 255
+        nearest = np.argsort(((self.tiles - x) ** 2).mean(1))[:self.k]
+        return bool(self.walkable[nearest].mean() > 0.5)
+
+    @classmethod
+    def collect(cls, env_name: str, seeds: list[int], steps: int, view: ViewGeometry) -> "WalkJudge":
+        """Random walks (runs of 3-5 presses of one move key) in the real env; every frame gives the tile
+        ahead for each move key, labelled by ``env.can_move``."""
+        from model.data.envs import action_names, make_env
+
+        names = action_names(env_name)
+        tiles, labels = [], []
+        for seed in seeds:
+            env = make_env(env_name)
+            frame = env.reset(seed=seed)[0]
+            for walked in walk_keys(seed, steps):
+                for key in KEY_STEP:
+                    tiles.append(tile_ahead(frame, key, view)), labels.append(env.can_move(key))
+                frame, _, terminated, truncated, _ = env.step(names.index(walked))
+                if terminated or truncated:
+                    break
+            env.close()
+        return cls(np.stack(tiles), np.array(labels), view)
+
+
+def follows_keys(frames: list[np.ndarray], keys: list[str], judge: WalkJudge) -> tuple[list[tuple[bool, bool]], int]:
+    """One walk's frames (real or dreamed) under its move keys -> ((the judge says the tile ahead is
+    walkable, the view scrolled the key's way) per unambiguous step, the number of ambiguous steps).
+    A world that follows its keys scrolls exactly when its own tile ahead is walkable."""
+    out, ambiguous = [], 0
+    for t, key in enumerate(keys):
+        motion = classify(motion_errors(frames[t], frames[t + 1], judge.view))
+        if motion is None:
+            ambiguous += 1
+            continue
+        out.append((judge.can_move(frames[t], key), motion == MOTIONS.index(KEY_MOTION[key])))
+    return out, ambiguous
+
+
+def follow_rate(steps: list[tuple[bool, bool]], ambiguous: int) -> dict[str, object]:
+    """Share of steps that did what their own tile ahead says: scrolled where walkable, held where blocked."""
+    a = np.array(steps, dtype=bool).reshape(-1, 2)
+    walk, ok = a[:, 0], a[:, 0] == a[:, 1]
+    rate = lambda sel: float(ok[sel].mean()) if sel.any() else None  # noqa: E731
+    return {"pairs": len(a), "ambiguous": ambiguous, "follows": rate(np.ones(len(a), bool)),
+            "scrolls_when_walkable": rate(walk), "holds_when_blocked": rate(~walk),
+            "walkable_share": float(walk.mean()) if len(a) else None}

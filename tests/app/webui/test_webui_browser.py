@@ -1,0 +1,188 @@
+"""The web UI in a real browser (Playwright + the system Chromium, headless) on a live in-process
+server: keyboard play, I-token toggle, GIF download, tokenizer comparison, a tiny training run started
+and stopped from the Train tab, two pages playing independently, and no request leaving 127.0.0.1.
+Saves a screenshot of each tab to assets/screenshot_<tab>.png."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+from playwright import sync_api
+
+from app.webui import app as webui
+
+pytestmark = pytest.mark.browser
+# The system Chromium (scripts/test.sh installs it; `playwright install` cannot download a browser here).
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+# Screenshots are test artifacts (test-artifacts/, git-ignored); DELTAPLAY_UPDATE_ASSETS=1 refreshes the
+# README's copies in assets/ instead.
+from helpers import REPO as _REPO
+ASSETS = _REPO / ("assets" if os.environ.get("DELTAPLAY_UPDATE_ASSETS") == "1" else "test-artifacts")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-quic"]
+T = 60_000  # ms; generous, the CI machine is shared (no timed assertions: these are only deadlines)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_run, tmp_path_factory):
+    run = tiny_run
+    gallery = tmp_path_factory.mktemp("browser_gallery")
+    runs = tmp_path_factory.mktemp("browser_runs")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("OMP_NUM_THREADS", "1")  # the Train tab's child process: one thread on a shared 2-core CI box
+    demo = webui.build_app(run, runs_dir=runs, gallery_dir=gallery, device="cpu")
+    _, url = webui.launch(demo, port=None, block=False, quiet=True)
+    yield url, runs
+    demo.deltaplay["jobs"].shutdown()
+    demo.close()
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+def open_page(browser, url: str, hosts: set[str]):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page.on("request", lambda r: hosts.add(urlparse(r.url).netloc) if urlparse(r.url).scheme in ("http", "https", "ws", "wss") else None)
+    page.goto(url, wait_until="load")
+    page.wait_for_selector("#frame img", timeout=T)  # the page load resets a dream
+    page.wait_for_function("document.querySelector('#stats').innerText.includes('step 0')", timeout=T)
+    return page
+
+
+def src(page, selector: str) -> str:
+    return page.locator(selector).get_attribute("src") or ""
+
+
+def press_and_wait(page, key: str, step: int) -> None:
+    """Press a key on the page body and wait for the dream frame and step counter to move on."""
+    before = src(page, "#frame img")
+    page.locator("body").click(position={"x": 5, "y": 5})  # focus the page, not a widget
+    page.keyboard.press(key)
+    page.wait_for_function(
+        "([s, b]) => { const i = document.querySelector('#frame img'); const t = document.querySelector('#stats');"
+        " return i && i.src !== b && t.innerText.includes('step ' + s + ' '); }", arg=[step, before], timeout=T)
+
+
+def shot(page, tab: str) -> None:
+    ASSETS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ASSETS / f"screenshot_{tab}.png"), full_page=True)
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def test_browser_end_to_end(server, browser, tmp_path):
+    url, runs = server
+    hosts: set[str] = set()
+    page = open_page(browser, url, hosts)
+
+    # Keyboard play: D/right, S/down in GridWorld (keys from model.data.envs.keymap_for).
+    press_and_wait(page, "d", 1)
+    press_and_wait(page, "ArrowDown", 2)
+    # Typing in a text box must not move the player.
+    page.locator("#seed input").fill("7")
+    page.locator("#seed input").press("d")
+    assert "step 2 " in page.locator("#stats").inner_text()
+
+    # I-tokens off: the world model is swapped, the step counter continues.
+    page.locator("#itok input").uncheck()
+    page.wait_for_function("document.querySelector('#stats').innerText.includes('I-tokens off')", timeout=T)
+    press_and_wait(page, "w", 3)
+    assert "I-tokens off" in page.locator("#stats").inner_text()
+
+    # Record a few steps, export, download the GIF.
+    page.locator("#record input").check()
+    page.wait_for_function("document.querySelector('#stats').innerText.includes('recording')", timeout=T)
+    press_and_wait(page, "a", 4)
+    press_and_wait(page, "s", 5)
+    page.locator("#btn-gif").click()
+    link = page.locator("#gif-file a").first
+    link.wait_for(timeout=T)
+    with page.expect_download(timeout=T) as dl:
+        link.click()
+    gif = tmp_path / "play.gif"
+    dl.value.save_as(gif)
+    assert gif.read_bytes()[:6] in (b"GIF87a", b"GIF89a")
+    shot(page, "play")
+
+    # A second page plays its own dream; the first one's counter does not move.
+    other = open_page(browser, url, hosts)
+    press_and_wait(other, "d", 1)
+    assert "step 5 " in page.locator("#stats").inner_text()
+    press_and_wait(page, "d", 6)
+    assert "step 1 " in other.locator("#stats").inner_text()
+    other.close()
+
+    # Tokenizers: original, IRIS-style and Δ reconstructions, and the metrics table.
+    open_tab(page, "Tokenizers")
+    page.locator("#btn-compare").click()
+    for sel in ("#tok-original img", "#tok-iris img", "#tok-delta img"):
+        page.wait_for_selector(sel, timeout=T)
+    table = page.locator("#tok-metrics")
+    table.get_by_text("bits/frame").wait_for(timeout=T)
+    assert "Δ-tokenizer" in table.inner_text() and "IRIS-style" in table.inner_text()
+    shot(page, "tokenizers")
+
+    # I-tokens: side-by-side rollout with its error plot.
+    open_tab(page, "I-tokens")
+    page.locator("#btn-itok-run").click()
+    for sel in ("#it-real img", "#it-with img", "#it-without img"):
+        page.wait_for_selector(sel, timeout=T)
+    page.wait_for_function("document.querySelector('#it-summary').innerText.includes('steps')", timeout=T)
+    shot(page, "itokens")
+
+    # Train: start a tiny GridWorld run, watch its progress advance, stop it.
+    open_tab(page, "Train")
+    page.locator("#train-name").locator("input, textarea").first.fill("ui-run")
+    choose(page, "#train-env", "gridworld")
+    choose(page, "#train-preset", "tiny")
+    choose(page, "#train-device", "cpu")
+    page.locator("#train-frames input").fill("1000000")  # keeps running until stopped
+    page.locator("#btn-train-start").click()
+    progress = page.locator("#train-progress")
+    page.wait_for_function("document.querySelector('#train-progress').innerText.includes('running')", timeout=T)
+    page.wait_for_function(
+        "/epoch [1-9]/.test(document.querySelector('#train-progress').innerText)", timeout=300_000)
+    assert re.search(r"frames [1-9][\d,]* / 1,000,000", progress.inner_text())
+    page.wait_for_function(  # progress advances: a second epoch (the loss plots then have lines)
+        "/epoch ([2-9]|\\d\\d)/.test(document.querySelector('#train-progress').innerText)", timeout=300_000)
+    page.locator("#train-log textarea").wait_for(timeout=T)
+    shot(page, "train")
+    page.locator("#btn-train-stop").click()
+    page.wait_for_function("document.querySelector('#train-progress').innerText.includes('stopped')", timeout=T)
+    assert (runs / "ui-run" / "metrics.jsonl").exists()
+    # Resume continues from the checkpoint the stop wrote; stop it again.
+    page.locator("#btn-train-resume").click()
+    page.wait_for_function(
+        "document.querySelector('#train-log textarea').value.includes('resumed at epoch')", timeout=300_000)
+    page.locator("#btn-train-stop").click()
+    page.wait_for_function("document.querySelector('#train-progress').innerText.includes('stopped')", timeout=T)
+
+    # Gallery: the exported GIF is listed.
+    open_tab(page, "Gallery")
+    page.wait_for_selector("#gallery img", timeout=T)
+    page.wait_for_function("[...document.querySelectorAll('#gallery img')].every(i => i.complete && i.naturalWidth > 0)"
+                           " && document.querySelector('#gallery-files').innerText.includes('play-')", timeout=T)
+    page.wait_for_timeout(800)  # let the fade-in finish before the screenshot
+    shot(page, "gallery")
+
+    page.close()
+    assert hosts and all(h.split(":")[0] == "127.0.0.1" for h in hosts), hosts
+
+
+def choose(page, root: str, value: str) -> None:
+    """Pick an option of a Gradio dropdown."""
+    page.locator(f"{root} input").click()
+    page.get_by_role("option", name=value, exact=False).first.click()

@@ -1,0 +1,219 @@
+"""The web UI through its HTTP API: gradio_client against a live in-process server on 127.0.0.1,
+on a tiny GridWorld checkpoint trained for one epoch by the real trainer (with the baselines, so
+both world-model variants and the IRIS-style tokenizer exist)."""
+from __future__ import annotations
+
+import math
+import shutil
+import threading
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from app.webui import app as webui
+
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+@pytest.fixture(scope="module")
+def server(tiny_run, tmp_path_factory):
+    gallery = tmp_path_factory.mktemp("gallery")
+    runs = tmp_path_factory.mktemp("runs")
+    demo = webui.build_app(tiny_run, runs_dir=runs, gallery_dir=gallery, device="cpu")
+    _, url = webui.launch(demo, port=None, block=False, quiet=True)
+    assert url.startswith("http://127.0.0.1:")
+    yield url, gallery, runs
+    demo.deltaplay["jobs"].shutdown()
+    demo.close()
+
+
+@pytest.fixture
+def client(server, tmp_path):
+    return Client(server[0], analytics_enabled=False, verbose=False, download_files=str(tmp_path))
+
+
+def reset(c: Client, tiny_run: Path, seed: int = 3, i_tokens: bool = True, record: bool = False):
+    """reset(checkpoint, seed, i_tokens, shadow, horizon, temperature, controller, record)."""
+    return c.predict(str(tiny_run), seed, i_tokens, True, 16, 1.0, "human", record, api_name="/reset")
+
+
+def image_size(path: str) -> tuple[int, int]:
+    with Image.open(path) as im:
+        return im.size
+
+
+def test_reset_and_step_return_frames_of_the_right_size(client, tiny_run):
+    out = reset(client, tiny_run)
+    dream, real, stats = out[0], out[1], out[2]
+    side = 64 * webui.SCALE
+    assert image_size(dream) == (side, side)
+    assert image_size(real) == (side, side)
+    assert "**step** 0" in stats
+    first = np.asarray(Image.open(real))
+    for k in range(1, 4):
+        dream, real, stats = client.predict(1 + k % 4, api_name="/step")[:3]
+        assert image_size(dream) == (side, side)
+        assert f"**step** {k}" in stats
+        assert "error vs real" in stats
+    # The shadow env moved with the same actions: its frame differs from the first one.
+    assert not np.array_equal(np.asarray(Image.open(real)), first)
+
+
+def test_i_token_switch(client, tiny_run):
+    reset(client, tiny_run)
+    client.predict(2, api_name="/step")
+    out = client.predict(False, api_name="/set_i_tokens")
+    assert "I-tokens **off**" in out[2] and out[3] is False
+    stats = client.predict(3, api_name="/step")[2]
+    assert "I-tokens **off**" in stats and "**step** 2" in stats  # swapped in place, not a reset
+    out = client.predict(True, api_name="/set_i_tokens")
+    assert "I-tokens **on**" in out[2] and out[3] is True
+
+
+def test_record_and_export_gif(client, tiny_run, server):
+    reset(client, tiny_run, record=True)
+    for a in (1, 4, 2, 3):
+        client.predict(a, api_name="/step")
+    path = client.predict(api_name="/export_gif")
+    assert Path(path).suffix == ".gif"
+    n, h, w, _ = iio.improps(path, index=None).shape
+    assert n == 5  # the reset frame + 4 steps (footers keep frames distinct)
+    assert w > h  # dream | real side by side
+    assert list(server[1].glob("play-*.gif")), "the GIF is kept in the gallery folder"
+    gallery = client.predict(api_name="/gallery")
+    assert any(Path(item["image"]).suffix == ".gif" for item in gallery[0])
+
+
+def test_bad_inputs_give_clear_errors(client, tiny_run, tmp_path):
+    fresh = Client(client.src, analytics_enabled=False, verbose=False, download_files=str(tmp_path))
+    with pytest.raises(AppError, match="No dream loaded"):
+        fresh.predict(1, api_name="/step")
+    reset(fresh, tiny_run)
+    with pytest.raises(AppError, match="Nothing recorded"):
+        fresh.predict(api_name="/export_gif")
+    with pytest.raises(AppError, match=r"out of range: gridworld has actions 0\.\.4"):
+        fresh.predict(99, api_name="/step")
+    with pytest.raises(AppError, match="no such checkpoint"):
+        fresh.predict(str(tmp_path / "missing"), -1, True, True, 16, 1.0, "human", False, api_name="/reset")
+    bogus = tmp_path / "not_an_image.png"
+    bogus.write_text("this is text, not pixels")
+    with pytest.raises(AppError) as e:
+        fresh.predict("upload", 0, 0, -1, handle_file(str(bogus)), handle_file(str(bogus)), 0,
+                      api_name="/compare_tokenizers")
+    assert "not a readable image" in str(e.value) and "Traceback" not in str(e.value)
+
+
+def test_tokenizer_comparison(client, tiny_run, tmp_path):
+    reset(client, tiny_run)
+    out = client.predict("fresh rollout", 0, 5, -1, None, None, 0, api_name="/compare_tokenizers")
+    notice, original, iris, delta, prev, iris_err, delta_err, table, tokens = out
+    for img in (original, iris, delta, prev, iris_err, delta_err):
+        assert image_size(img) == (64 * webui.TOK_SCALE,) * 2
+    rows = {r[0].split(" (")[0]: r for r in table["data"]}
+    assert set(rows) == {"IRIS-style", "Δ-tokenizer", "copy x_{t-1}"}
+    # bits per frame = tokens x log2(vocab): tiny preset has a 64-code vocabulary.
+    assert rows["Δ-tokenizer"][3] == pytest.approx(4 * math.log2(64))
+    assert rows["IRIS-style"][3] == pytest.approx(16 * math.log2(64))
+    assert all(0 <= r[4] <= 1 for r in rows.values())
+    assert "token ids" in tokens
+    # An uploaded pair of the wrong size is resized, with a notice.
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(a)
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(b)
+    out = client.predict("upload", 0, 0, -1, handle_file(str(a)), handle_file(str(b)), 1,
+                         api_name="/compare_tokenizers")
+    assert "resized to 64x64" in out[0]
+    assert image_size(out[1]) == (64 * webui.TOK_SCALE,) * 2
+    # The stored episodes of the run folder are a frame source too; the batch finds a worst 1%.
+    out = client.predict("stored episode", 0, 3, -1, None, None, 0, api_name="/compare_tokenizers")
+    assert out[2] is not None
+    table, worst = client.predict("fresh rollout", 0, -1, 32, api_name="/tokenizer_batch")
+    assert [r[1] for r in table["data"]] == [32, 32, 32]
+    assert len(worst) == 2  # ceil(1% of 32) = 1 per tokenizer
+
+
+def test_itoken_rollout_and_gif(client, tiny_run):
+    reset(client, tiny_run)
+    out = client.predict(6, 1, 1.0, "random", api_name="/itoken_rollout")
+    summary, scrub, real, with_i, without_i, plot = out
+    assert summary.startswith("6 steps")
+    assert all(image_size(p) == (320, 320) for p in (real, with_i, without_i))
+    series = {row[2] for row in plot["data"]}
+    assert series == {"with I-tokens", "without I-tokens"}
+    gif = client.predict(api_name="/itoken_gif")
+    n, h, w, _ = iio.improps(gif, index=None).shape
+    assert n == 7 and w > 2 * h  # three columns, reset frame + 6 steps
+
+
+def test_two_clients_play_independently(server, tiny_run, tmp_path):
+    a = Client(server[0], analytics_enabled=False, verbose=False, download_files=str(tmp_path / "a"))
+    b = Client(server[0], analytics_enabled=False, verbose=False, download_files=str(tmp_path / "b"))
+    reset(a, tiny_run, seed=1)
+    reset(b, tiny_run, seed=2)
+    for _ in range(3):
+        a.predict(1, api_name="/step")
+    stats_b = b.predict(2, api_name="/step")[2]
+    stats_a = a.predict(1, api_name="/step")[2]
+    assert "**step** 1" in stats_b and "**step** 4" in stats_a
+
+
+def test_train_tab_refuses_a_busy_folder_and_shows_a_crash(client, server):
+    """A run whose env cannot be built crashes in its child process; the Train tab shows why.
+    Starting a second run into the same folder is refused."""
+    args = ["crafter-typo", "atari:NoSuchGame", "tiny", "cpu", "delta", True, False, 0, 1]
+    out = client.predict(*args, api_name="/train_start")
+    assert "crafter-typo" in out[2]
+    with pytest.raises(AppError, match="already"):
+        client.predict(*args, api_name="/train_start")
+    for _ in range(600):  # a deadline, not a timing assertion: the child needs a few s to import torch
+        out = client.predict("crafter-typo", api_name="/train_refresh")
+        if "crashed" in out[2]:
+            break
+        threading.Event().wait(0.2)
+    assert "**crashed**" in out[2]
+    error = out[3]["value"] if isinstance(out[3], dict) else out[3]  # a visibility update carries the text
+    assert "NoSuchGame" in error
+    assert "crafter-typo" in [row[0] for row in out[1]["data"]]
+
+
+def test_agent_controls_and_play_this_run(client, tiny_run, server):
+    reset(client, tiny_run)
+    stats, ctrl = client.predict("agent", api_name="/set_controller")
+    assert ctrl == "agent" and "**agent**" in stats
+    stats = client.predict(api_name="/agent_step")[2]
+    assert "**step** 1" in stats and "**agent**" in stats
+    # "Play this run" opens a run of the runs folder in the Play tab (its checkpoints/last).
+    runs = Path(server[2])
+    (runs / "copied" / "checkpoints").mkdir(parents=True)
+    shutil.copytree(tiny_run / "checkpoints" / "last", runs / "copied" / "checkpoints" / "last")
+    client.predict("copied", api_name="/train_refresh")
+    out = client.predict("copied", -1, True, True, 16, 1.0, "human", False, api_name="/train_play")
+    checkpoint, dream, _, stats = out[:4]
+    assert checkpoint["value"] == str(runs / "copied")  # the Play tab's checkpoint box (choices refreshed)
+    assert str(runs / "copied") in [c[1] for c in checkpoint["choices"]]
+    assert "**step** 0" in stats and image_size(dream) == (64 * webui.SCALE,) * 2
+
+
+def test_files_are_served_only_from_the_app_folders(server, tiny_run):
+    import urllib.error
+    import urllib.request
+
+    url, gallery, runs = server
+    (runs / "note.txt").write_text("inside the runs folder")
+
+    def status(path: Path) -> int:
+        try:
+            with urllib.request.urlopen(f"{url}gradio_api/file={path}") as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    assert status(runs / "note.txt") == 200
+    assert status(Path(webui.__file__)) == 403  # the source tree is not served
+    assert status(tiny_run / "config.json") == 403  # nor a checkpoint outside the runs folder
+    assert status(Path("/etc/passwd")) == 403

@@ -1,0 +1,132 @@
+"""The view-motion check behind `deltaplay eval checkpoint --parts keys`, on real Crafter frames."""
+import json
+
+import numpy as np
+import pytest
+
+from app.cli import main
+from model.data.envs import action_names, make_env
+from model.eval.keys import (KEY_MOTION, MOTIONS, WalkJudge, agreement, classify, follow_rate, follows_keys,
+                               geometry_for, motion_errors, score_walk, walk_keys)
+
+VIEW = geometry_for("crafter")
+
+
+def _real_walk(seed: int, keys: list[str]) -> list[np.ndarray]:
+    env, names = make_env("crafter"), action_names("crafter")
+    frames = [env.reset(seed=seed)[0]]
+    frames += [env.step(names.index(k))[0] for k in keys]
+    env.close()
+    return frames
+
+
+def test_real_crafter_moves_are_classified_as_the_key_says_or_as_blocked():
+    keys = ["move_right"] * 4 + ["move_down"] * 4 + ["move_left"] * 4 + ["move_up"] * 4
+    frames = _real_walk(3, keys)
+    seen = []
+    for key, a, b in zip(keys, frames, frames[1:]):
+        m = classify(motion_errors(a, b, VIEW))
+        if m is not None:
+            assert MOTIONS[m] in (KEY_MOTION[key], "none")  # a move key scrolls its way or not at all
+            seen.append(MOTIONS[m])
+    assert len(set(seen) - {"none"}) >= 2  # the walk scrolled in at least two directions
+
+
+def test_synthetic_shifts_and_ambiguity():
+    frame = _real_walk(3, [])[0]
+    t = VIEW.tile
+    moved = {"left": np.roll(frame, -t, axis=1), "right": np.roll(frame, t, axis=1),
+             "up": np.roll(frame, -t, axis=0), "down": np.roll(frame, t, axis=0), "none": frame}
+    for name, b in moved.items():
+        if name != "none":
+            b = b.copy()
+            b[VIEW.height:] = frame[VIEW.height:]  # the inventory does not scroll
+        assert classify(motion_errors(frame, b, VIEW)) == MOTIONS.index(name), name
+    grass = np.tile(frame[:7, :7], (10, 10, 1))[:64, :64]  # one tile repeated: any scroll looks the same
+    assert classify(motion_errors(grass, grass.copy(), VIEW)) is None  # scrolled one tile = unchanged
+    with pytest.raises(ValueError, match="scrolling view"):
+        geometry_for("gridworld")
+
+
+def test_agreement_and_baselines():
+    L, R, N = MOTIONS.index("left"), MOTIONS.index("right"), MOTIONS.index("none")
+    r = agreement([(L, L, L), (N, L, L), (R, N, R), (N, N, L)])
+    assert r["pairs"] == 4 and r["agreement"] == 0.5
+    assert r["still_baseline"] == 0.5 and r["key_baseline"] == 0.5
+    assert r["per_motion"]["left"] == {"pairs": 1, "same": 1.0, "dream_still": 0.0}
+    assert r["per_motion"]["none"]["same"] == 0.5
+
+
+def test_walk_keys_are_straight_runs():
+    keys = walk_keys(7, 40)
+    assert len(keys) == 40 and set(keys) <= set(KEY_MOTION) and keys == walk_keys(7, 40)
+    runs = [1]
+    for a, b in zip(keys, keys[1:]):
+        runs[-1:] = [runs[-1] + 1] if a == b else [runs[-1], 1]
+    assert max(runs) >= 3
+
+
+def test_eval_keys_part_on_the_crafter_bundle(tmp_path, capsys):
+    out = tmp_path / "keys.json"
+    rc = main(["eval", "checkpoint", "--parts", "keys", "--walks", "1", "--walk-steps", "6", "--threads", "1",
+               "--json", str(out), "--quiet"])
+    assert rc == 0
+    assert "Dream under the move keys" in capsys.readouterr().out
+    r = json.loads(out.read_text())["keys"]
+    assert r["walks"] == 1 and r["steps"] == 6
+    # real_tokens: a perfect world model's dream; *_one_step: each step dreamed from the real frames before it
+    for name in ("i_tokens", "no_i_tokens", "real_tokens", "i_tokens_one_step", "no_i_tokens_one_step"):
+        v = r[name]
+        assert v["pairs"] + v["ambiguous"] == 6
+        if v["pairs"]:
+            assert 0.0 <= v["agreement"] <= 1.0
+    own = r["own_world"]  # the same walks judged by their own frames' tile ahead
+    assert set(own) == {"real_env", "i_tokens", "no_i_tokens", "real_tokens"}
+    for v in own.values():
+        assert v["pairs"] + v["ambiguous"] == 6
+
+
+def test_score_walk_from_real_starts():
+    keys = ["move_right"] * 4 + ["move_down"] * 4
+    real = _real_walk(3, keys)
+    none = MOTIONS.index("none")
+    # Each step dreamed from the real frame before it (the keys part's *_one_step rows): a perfect dream agrees...
+    perfect, _ = score_walk(real, [real[0]] + real[1:], keys, VIEW, starts=real[:-1])
+    assert perfect and all(r == d for r, d, _ in perfect)
+    # ...and a dream that returns its start frame stood still at every step,
+    frozen, _ = score_walk(real, [real[0]] + real[:-1], keys, VIEW, starts=real[:-1])
+    assert all(d == none for _, d, _ in frozen)
+    # while the same frames read as one closed-loop walk (a step behind the real one) do move.
+    late, _ = score_walk(real, [real[0]] + real[:-1], keys, VIEW)
+    assert any(d != none for _, d, _ in late)
+
+
+def test_can_move_is_what_the_real_env_does():
+    env, names = make_env("crafter"), action_names("crafter")
+    env.reset(seed=5)
+    rng, outcomes = np.random.default_rng(0), set()
+    for _ in range(60):
+        key = list(KEY_MOTION)[int(rng.integers(4))]
+        free = env.can_move(key)
+        before = env._env._player.pos.copy()
+        env.step(names.index(key))
+        assert free == bool((env._env._player.pos != before).any()), key
+        outcomes.add(free)
+    assert outcomes == {True, False}  # the walk met both open ground and an obstacle
+
+
+def test_walk_judge_on_real_and_frozen_walks():
+    judge = WalkJudge.collect("crafter", [20000, 20001], 60, VIEW)
+    assert judge.walkable.any() and not judge.walkable.all()
+    env, names = make_env("crafter"), action_names("crafter")
+    keys = walk_keys(11, 40)
+    frames, right = [env.reset(seed=11)[0]], []
+    for key in keys:
+        right.append(judge.can_move(frames[-1], key) == env.can_move(key))
+        frames.append(env.step(names.index(key))[0])
+    assert np.mean(right) >= 0.9  # held-out frames: the judge reads the tile ahead as the env does
+    real = follow_rate(*follows_keys(frames, keys, judge))
+    assert real["pairs"] >= 10 and real["follows"] >= 0.9
+    # The same walk played backwards under the same keys: every scroll goes against its key.
+    backwards = follow_rate(*follows_keys(frames[::-1], keys[::-1], judge))
+    assert backwards["pairs"] >= 10 and backwards["scrolls_when_walkable"] <= 0.1 and backwards["follows"] < 0.5

@@ -1,0 +1,282 @@
+"""Training loop end to end at the tiny preset (GridWorld, real envs and models), the CLI's one-line
+errors, and the run-folder helpers (lock, metrics)."""
+import errno
+import json
+import os
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import pytest
+import torch
+
+from app.cli import main
+from model.checkpoint import load_checkpoint
+from model.train.run_dir import MetricsWriter, RunLock, RunLockedError, read_metrics
+from model.train.loop import ConfigError, collection_target, prepare_config, train
+
+
+def quick(cfg):
+    """The tiny preset cut to the bone: one short epoch of each phase."""
+    cfg.env.name = "gridworld"
+    t = cfg.train
+    t.initial_random_frames, t.total_frames, t.test_episodes = 200, 10_000, 1
+    t.first_epoch_tokenizer_steps = t.first_epoch_world_model_steps = t.first_epoch_actor_critic_steps = 2
+    return cfg
+
+
+def _run(cfg, path, **kw):
+    torch.set_num_threads(1)
+    return train(cfg, path, max_epochs=1, console=False, **kw)
+
+
+def test_iris_tokenizer_trains_end_to_end(tmp_path, tiny_cfg):
+    cfg = quick(tiny_cfg)
+    cfg.tokenizer.kind = "iris"
+    out = _run(cfg, tmp_path / "run")
+    assert out["status"] == "finished" and out["epoch"] == 1
+    (rec,) = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert rec["epoch"] == 1 and rec["env_frames"] == out["env_frames"] > 0
+    for key in ("tokenizer/psnr", "world_model/token_acc", "actor_critic/loss", "return", "codebook_usage",
+                "recon_psnr", "token_accuracy", "fps"):
+        assert key in rec, key
+    ck = load_checkpoint(tmp_path / "run" / "checkpoints" / "last")
+    assert ck.models["tokenizer"].kind == "iris" and ck.cfg.tokenizer.tokens_per_frame == 16
+    assert ck.models["world_model"].layout == "iris"
+    assert ck.state["epoch"] == 1 and ck.state["env_frames"] == out["env_frames"]
+    media = tmp_path / "run" / "media"
+    assert iio.imread(media / "recon_epoch_0001.png").shape[0] == 2 * 64  # real row over recon row
+    gif = media / "dream_epoch_0001.gif"
+    assert iio.immeta(gif, index=0)["loop"] == 0 and iio.immeta(gif, index=0)["duration"] == 100
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["tokenizer"]["kind"] == "iris"
+
+
+def test_no_i_tokens_trains_end_to_end(tmp_path, tiny_cfg):
+    cfg = quick(tiny_cfg)
+    cfg.world_model.i_tokens = False
+    events = []
+    out = _run(cfg, tmp_path / "run", progress=events.append)
+    assert out["status"] == "finished"
+    ck = load_checkpoint(tmp_path / "run" / "checkpoints" / "last")
+    wm = ck.models["world_model"]
+    assert not wm.i_tokens and wm.tokens_per_step == 5
+    assert not any(k.startswith("frame_cnn") for k in wm.state_dict())
+    phases = [e["phase"] for e in events]
+    for p in ("collect", "tokenizer", "world_model", "actor_critic", "evaluate", "done"):
+        assert p in phases, p
+    steps = [e for e in events if e["phase"] == "tokenizer"]
+    assert steps[-1]["step"] == steps[-1]["steps"] == 2 and "loss" in steps[-1]
+
+
+def test_baselines_train_on_the_same_batches(tmp_path, tiny_cfg):
+    cfg = quick(tiny_cfg)
+    cfg.train.baselines = True
+    cfg.train.eval_every = 5  # no evaluation this epoch
+    _run(cfg, tmp_path / "run")
+    ck = load_checkpoint(tmp_path / "run" / "checkpoints" / "last")
+    assert set(ck.models) == {"tokenizer", "world_model", "actor_critic", "world_model_no_itok", "iris_tokenizer"}
+    assert ck.models["iris_tokenizer"].tokens_per_frame == 16 and not ck.models["world_model_no_itok"].i_tokens
+    (rec,) = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert "iris_tokenizer/psnr" in rec and "world_model_no_itok/loss" in rec and "return" not in rec
+    assert set(ck.state["optimizers"]) == set(ck.models)
+
+
+def test_stop_request_keeps_a_checkpoint(tmp_path, tiny_cfg):
+    cfg = quick(tiny_cfg)
+    seen = []
+
+    def stop():  # stop once the tokenizer has taken a step
+        return any(e["phase"] == "tokenizer" for e in seen)
+
+    out = _run(cfg, tmp_path / "run", progress=seen.append, stop=stop)
+    assert out["status"] == "stopped" and out["epoch"] == 0
+    ck = load_checkpoint(tmp_path / "run" / "checkpoints" / "last")
+    assert ck.state["epoch"] == 0 and ck.state["env_frames"] == out["env_frames"] > 0
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    assert not (tmp_path / "run" / ".lock").exists()
+
+
+def test_collection_schedule():
+    from model.config import tiny
+
+    cfg = tiny()
+    assert [collection_target(cfg, e) for e in (1, 2, 3, 4)] == [300, 400, 500, 600]  # capped at total_frames
+    assert collection_target(cfg, 9) == 600
+
+
+# ------------------------------------------------------------------------------------ bad input
+
+def _cli(args, capsys):
+    code = main(["train", "--quiet", *args])
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--env", "doom"], "unknown env 'doom'"),
+    (["--preset", "huge"], "unknown preset 'huge'"),
+    (["--tokenizer", "vqgan"], "unknown tokenizer"),
+    (["--set", "world_model.num_heads=3"], "must be divisible by num_heads"),
+    (["--set", "train.world_model_seq=50"], "world_model_seq (50) must be in 2..world_model.max_steps"),
+    (["--set", "nope.x=1"], "unknown config section"),
+    (["--baselines", "--no-i-tokens"], "baselines"),
+    (["--device", "cuda:7"], "CUDA is not available"),
+    (["--resume"], "nothing to resume"),
+])
+def test_bad_input_is_one_line(tmp_path, capsys, args, message):
+    if "--device" in args and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    run = tmp_path / "run"
+    code, err = _cli(["--env", "gridworld", "--preset", "tiny", "--run-dir", str(run), *args], capsys)
+    assert code == 2
+    assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err, err
+    assert not run.exists(), "nothing may be written for a refused run"
+
+
+def test_unusable_run_dir_and_existing_run(tmp_path, capsys, tiny_cfg):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, err = _cli(["--env", "gridworld", "--preset", "tiny", "--run-dir", str(blocker / "run")], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "cannot use" in err, err
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(prepare_config(quick(tiny_cfg)).to_json())
+    code, err = _cli(["--env", "gridworld", "--preset", "tiny", "--run-dir", str(run)], capsys)
+    assert code == 2 and "already holds a run" in err and "--resume" in err
+
+
+def test_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
+    import model.train.loop as trainer
+
+    def full_disk(*a, **k):  # what the OS raises when the disk fills during the checkpoint write
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "checkpoints"))
+
+    monkeypatch.setattr(trainer, "save_checkpoint", full_disk)
+    code, err = _cli(["--env", "gridworld", "--preset", "tiny", "--epochs", "1", "--run-dir", str(tmp_path / "run"),
+                      "--set", "train.initial_random_frames=60", "--set", "train.eval_every=9",
+                      "--set", "train.first_epoch_tokenizer_steps=1", "--set", "train.first_epoch_world_model_steps=1",
+                      "--set", "train.first_epoch_actor_critic_steps=1"], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "no space left" in err, err
+    assert not (tmp_path / "run" / ".lock").exists()
+
+
+def test_prepare_config_rejects_unknown_env(tiny_cfg):
+    tiny_cfg.env.name = "atari:"
+    with pytest.raises(ConfigError, match="atari needs a game name"):
+        prepare_config(tiny_cfg)
+
+
+def test_prepare_config_rejects_an_unknown_reward_encoding(tiny_cfg):
+    tiny_cfg.world_model.reward_encoding = "cubic"
+    with pytest.raises(ConfigError, match="world_model.reward_encoding must be one of twohot, sign"):
+        prepare_config(tiny_cfg)
+
+
+# ---------------------------------------------------------------------------------- run folder
+
+def test_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path):
+    import socket
+
+    lock_path = tmp_path / ".lock"
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock_path.write_text(f"{live.pid}@{socket.gethostname()}")
+        with pytest.raises(RunLockedError, match=str(live.pid)):
+            RunLock(lock_path).acquire()
+    finally:
+        live.kill()
+        live.wait()
+    # The owner is gone (SIGKILLed trainer): the stale lock is taken over.
+    with RunLock(lock_path):
+        assert lock_path.read_text().startswith(f"{os.getpid()}@")
+    assert not lock_path.exists()
+
+
+def test_metrics_skip_torn_lines_and_truncate_on_resume(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    w = MetricsWriter(path)
+    w.write({"epoch": 1, "loss": torch.tensor(0.5), "nan": float("nan")})
+    w.write({"epoch": 2})
+    with open(path, "a") as f:
+        f.write('{"epoch": 3, "lo')  # a writer killed mid-line
+    assert [r["epoch"] for r in read_metrics(path)] == [1, 2]
+    assert read_metrics(path)[0]["loss"] == 0.5 and read_metrics(path)[0]["nan"] is None
+    w.write({"epoch": 3})
+    assert [r["epoch"] for r in read_metrics(path)] == [1, 2, 3]
+    w.truncate_after(1)
+    assert [r["epoch"] for r in read_metrics(path)] == [1]
+
+
+def test_resume_accepts_the_runs_own_settings_and_refuses_new_networks(tmp_path, tiny_cfg):
+    import argparse
+
+    from app import train_cmd
+    from app.cli import UserError
+
+    cfg = quick(tiny_cfg)
+    cfg.tokenizer.kind = "iris"
+    (tmp_path / "config.json").write_text(prepare_config(cfg).to_json())
+    parser = argparse.ArgumentParser()
+    train_cmd.add_arguments(parser)
+
+    def resume(*extra):
+        return train_cmd.resume_config(parser.parse_args(["--resume", *extra]), tmp_path)
+
+    # What the web UI resends on resume: the same env/preset/tokenizer, plus a schedule change.
+    got = resume("--env", "GridWorld", "--preset", "tiny", "--set", "tokenizer.kind=iris", "--frames", "999",
+                 "--set", "train.lr=0.01")
+    assert got.train.total_frames == 999 and got.train.lr == 0.01 and got.tokenizer.tokens_per_frame == 16
+    for extra, message in ((["--set", "world_model.embed_dim=64"], "only train.* and device"),
+                           (["--env", "crafter"], "does not match"),
+                           (["--no-i-tokens"], "does not match"),
+                           (["--baselines"], "cannot be added")):
+        with pytest.raises(UserError, match=message):
+            resume(*extra)
+
+
+def test_time_budget_ends_on_an_epoch_boundary(tmp_path, tiny_cfg):
+    """`--minutes`: epochs run while the next one is expected to fit; the run ends finished, on a
+    boundary, with the checkpoint of its last whole epoch (not stopped mid-epoch)."""
+    cfg = quick(tiny_cfg)
+    cfg.train.eval_every = 100
+    torch.set_num_threads(1)
+    out = train(cfg, tmp_path / "run", console=False, max_seconds=1e-3)  # the first epoch always runs
+    assert out["status"] == "finished" and out["epoch"] == 1
+    out = train(cfg, tmp_path / "run", resume=True, console=False, max_seconds=3600, max_epochs=3)
+    assert out["status"] == "finished" and out["epoch"] == 3
+    assert [r["epoch"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")] == [1, 2, 3]
+    assert "the next epoch would not fit" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_init_starts_a_model_from_another_checkpoint(tmp_path, tiny_cfg, capsys):
+    """`--init tokenizer=FOLDER`: the new run's tokenizer begins as the stored one (it then trains on), the
+    other models start fresh, the config records the source, and a model that does not fit is refused."""
+    from model.checkpoint import CheckpointError, build_model, load_init_weights, split_init_spec
+
+    assert split_init_spec("runs/tok/iris:tokenizer") == ("runs/tok/iris", "tokenizer")
+    assert split_init_spec("C:/runs/tok") == ("C:/runs/tok", None)  # a colon above the last part is a path
+
+    src = tmp_path / "src"
+    _run(quick(tiny_cfg), src)
+    stored = load_checkpoint(src / "checkpoints" / "last").models["tokenizer"].state_dict()
+
+    cfg = quick(tiny_cfg)
+    cfg.train.init = {"tokenizer": str(src / "checkpoints" / "last")}
+    cfg.train.first_epoch_tokenizer_steps = 0  # nothing trains it: it must still equal the stored one
+    _run(cfg, tmp_path / "warm")
+    ck = load_checkpoint(tmp_path / "warm" / "checkpoints" / "last")
+    got = ck.models["tokenizer"].state_dict()
+    assert all(torch.equal(got[k], stored[k]) for k in stored)
+    assert ck.cfg.train.init == cfg.train.init
+    assert "warm start: tokenizer starts from" in (tmp_path / "warm" / "train.log").read_text()
+
+    other = quick(tiny_cfg)
+    other.tokenizer.channels = 4  # other shapes
+    other = prepare_config(other)
+    with pytest.raises(CheckpointError, match="does not fit this run's tokenizer"):
+        load_init_weights("tokenizer", str(src / "checkpoints" / "last"), other, build_model("tokenizer", other))
+    with pytest.raises(ConfigError, match="train.init names critic"):
+        prepare_config(quick(tiny_cfg).override("train.init", '{"critic": "x"}'))
+    code, err = _cli(["--env", "gridworld", "--preset", "tiny", "--run-dir", str(tmp_path / "r"),
+                      "--init", f"tokenizer={tmp_path / 'nowhere'}"], capsys)
+    assert code == 2 and "no such checkpoint folder" in err and len(err.splitlines()) == 1
