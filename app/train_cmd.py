@@ -45,7 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar (the log and metrics still get written)")
 
 
-def _overrides(pairs: list[str], flag: str = "--set") -> list[tuple[str, str]]:
+def parse_overrides(pairs: list[str], flag: str = "--set") -> list[tuple[str, str]]:
+    """``KEY=VALUE`` strings -> (key, value) pairs; a malformed one is a :class:`UserError` naming ``flag``."""
     out = []
     for s in pairs:
         key, sep, value = s.partition("=")
@@ -55,7 +56,8 @@ def _overrides(pairs: list[str], flag: str = "--set") -> list[tuple[str, str]]:
     return out
 
 
-def _apply(cfg, pairs: list[tuple[str, str]]):
+def apply_overrides(cfg, pairs: list[tuple[str, str]]):
+    """``cfg`` with each (key, value) override applied (``Config.override``); a bad one is a :class:`UserError`."""
     for key, value in pairs:
         try:
             cfg = cfg.override(key, value)
@@ -87,11 +89,11 @@ def fresh_config(args: argparse.Namespace):
         cfg.train.baselines = True
     from model.checkpoint import split_init_spec
 
-    for name, spec in _overrides(args.init, "--init"):
+    for name, spec in parse_overrides(args.init, "--init"):
         if not Path(split_init_spec(spec)[0]).is_dir():
             raise UserError(f"--init {name}={spec}: no such checkpoint folder")
         cfg.train.init[name] = spec
-    return _apply(cfg, _overrides(args.set))
+    return apply_overrides(cfg, parse_overrides(args.set))
 
 
 def resume_config(args: argparse.Namespace, run_dir: Path):
@@ -131,10 +133,10 @@ def resume_config(args: argparse.Namespace, run_dir: Path):
         cfg.device = args.device
     if args.frames is not None:
         cfg.train.total_frames = args.frames
-    new = _apply(cfg, _overrides(args.set))
+    new = apply_overrides(cfg, parse_overrides(args.set))
     # Repeating the run's own settings is fine (the web UI resends its form); changing the networks is not.
     before, after = cfg.to_dict(), new.to_dict()
-    for key, _ in _overrides(args.set):
+    for key, _ in parse_overrides(args.set):
         if key.startswith(_RESUMABLE_PREFIXES):
             continue
         a, b = before, after

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from app.evaluate import ProgressLine
-    from app.train_cmd import _apply, _overrides
+    from app.train_cmd import apply_overrides, parse_overrides
     from model.config import get_preset
     from experiments.oracle.oracle_dream import train_in_oracle
     from model.train.loop import ConfigError, prepare_config
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = get_preset(args.preset, "gridworld")
     except ValueError as e:
         raise UserError(str(e)) from None
-    cfg = _apply(cfg, _overrides(args.set))
+    cfg = apply_overrides(cfg, parse_overrides(args.set))
     try:
         cfg = prepare_config(cfg)
     except ConfigError as e:
