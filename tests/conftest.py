@@ -23,24 +23,12 @@ def tiny_cfg():
     return tiny()
 
 
-def _train_tiny_run(root):
-    """A tiny GridWorld run folder (both world-model variants, IRIS tokenizer, agent, store) trained
-    for one epoch by the real trainer."""
-    from model.config import tiny
-    from model.train.loop import train
-
-    cfg = tiny()
-    cfg.env.name = "gridworld"
-    cfg.train.baselines = True
-    torch.manual_seed(0)
-    train(cfg, run_dir=root, max_epochs=1, console=False)
-    return root
-
-
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """Built once per pytest session and shared by the engine, window, GIF, eval and web UI tests."""
-    return _train_tiny_run(tmp_path_factory.getbasetemp() / "tiny_gridworld_run")
+    from helpers import tiny_gridworld_run
+
+    return tiny_gridworld_run(tmp_path_factory)
 
 
 

@@ -1,9 +1,9 @@
-"""`deltaplay oracle`: train a GridWorld actor-critic in a perfect dream (the real env) and test it.
+"""Train a GridWorld actor-critic in a perfect dream (the real env) and test it in the real env.
 
 It separates the two suspects when an agent trained in imagination fails: what the actor-critic of a
 preset reaches in N updates when the world model is flawless (experiments/oracle/oracle_dream.py). Example::
 
-    deltaplay oracle --preset cpu --updates 150 --eval-every 50 --set actor_critic.gamma=0.5
+    python -m experiments.oracle.cli --preset cpu --updates 150 --eval-every 50 --set actor_critic.gamma=0.5
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from app.cli import UserError
+from experiments.command import run_command
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -72,3 +73,11 @@ def run(args: argparse.Namespace) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"config": cfg.to_dict(), "records": records}, indent=2))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("python -m experiments.oracle.cli", __doc__, add_arguments, run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

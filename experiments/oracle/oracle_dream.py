@@ -7,7 +7,7 @@ frame (:func:`model.data.envs.gridworld.parse_frame`) and steps it, so rewards, 
 :func:`train_in_oracle` then trains an actor-critic exactly as the trainer does
 (``ActorCritic.imagine_and_loss``, the trainer's optimizer and gradient clipping) and tests it in the
 real env: what the actor-critic reaches with a flawless world model in a given number of updates.
-``deltaplay oracle`` is its command line.
+``python -m experiments.oracle.cli`` is its command line.
 """
 from __future__ import annotations
 
@@ -104,7 +104,8 @@ def adjacent_coin_states(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndar
 @torch.no_grad()
 def move_probability(ac, frames: np.ndarray, moves: np.ndarray) -> float:
     """Mean probability the policy (fresh LSTM state) gives ``moves`` on ``frames``."""
-    logits, _, _ = ac.model(to_tensor(frames, ac.device), ac._zeros(len(frames)))
+    zeros = torch.zeros(len(frames), ac.cfg.lstm_dim, device=ac.device)
+    logits, _, _ = ac.model(to_tensor(frames, ac.device), (zeros, zeros.clone()))
     return float(logits.float().softmax(-1)[torch.arange(len(moves)), torch.as_tensor(moves)].mean())
 
 
@@ -126,7 +127,7 @@ def train_in_oracle(cfg: Config, updates: int, eval_every: int, test_episodes: i
         raise ValueError(f"the oracle dream is GridWorld's (its frames can be parsed), not {cfg.env.name!r}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    ac, t = ActorCritic(cfg.actor_critic, cfg.env.num_actions, cfg.env.image_size), cfg.train
+    ac, t = ActorCritic(cfg.actor_critic, cfg.env.num_actions), cfg.train
     opt = make_optimizer(ac.model, t.lr, t.weight_decay)
     data = run_episodes("gridworld", RandomPolicy(cfg.env.num_actions, seed=seed),
                         [10_000 + seed * 1000 + i for i in range(data_episodes)])

@@ -1,5 +1,5 @@
 """The GridWorld oracle dream: frames parse back to the env state exactly, the oracle steps like the real env,
-and `deltaplay oracle` trains and tests an actor-critic in it."""
+and `python -m experiments.oracle.cli` trains and tests an actor-critic in it."""
 import dataclasses
 import json
 
@@ -7,12 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from app.cli import main
 from model.nets.actor_critic import ActorCritic
 from model.config import tiny
 from model.data.envs.gridworld import COIN, EMPTY, ENEMY, GridWorldEnv, parse_frame
 from model.data.frames import to_tensor
+from experiments.oracle.cli import main
 from experiments.oracle.oracle_dream import OracleDream, adjacent_coin_states, burn_in_windows, move_probability
+from helpers import run_module
+
+CLI = "experiments.oracle.cli"
 
 
 def test_parse_frame_recovers_the_state_of_every_rendered_frame():
@@ -100,12 +103,14 @@ def test_adjacent_coin_probe_is_uniform_for_an_untrained_policy_and_right_for_a_
     assert move_probability(ac, frames, moves) == pytest.approx(expected, abs=1e-3)
 
 
-def test_deltaplay_oracle_trains_and_tests_an_agent(tmp_path, capsys):
+@pytest.mark.slow
+def test_oracle_cli_trains_and_tests_an_agent(tmp_path):
     out = tmp_path / "oracle.json"
-    rc = main(["oracle", "--preset", "tiny", "--updates", "3", "--eval-every", "2", "--episodes", "2",
-               "--data-episodes", "3", "--threads", "1", "--set", "actor_critic.gamma=0.5", "--json", str(out)])
-    assert rc == 0
-    printed = capsys.readouterr().out
+    res = run_module(CLI, "--preset", "tiny", "--updates", "3", "--eval-every", "2", "--episodes", "2",
+                     "--data-episodes", "3", "--threads", "1", "--set", "actor_critic.gamma=0.5", "--json", str(out),
+                     "--quiet")
+    assert res.returncode == 0, res.stderr
+    printed = res.stdout
     assert "gamma 0.5" in printed and "update     3" in printed and "random policy on the same seeds" in printed
     rec = json.loads(out.read_text())
     assert rec["config"]["actor_critic"]["gamma"] == 0.5
@@ -113,8 +118,11 @@ def test_deltaplay_oracle_trains_and_tests_an_agent(tmp_path, capsys):
     for r in rec["records"]:
         assert np.isfinite(r["return"]) and np.isfinite(r["random_return"]) and 0 <= r["deaths"] <= 2 and 0 < r["p_onto_adjacent_coin"] < 1
     assert all(0 < r["entropy"] <= np.log(5) + 1e-5 for r in rec["records"][1:])
-    assert main(["oracle", "--preset", "huge"]) == 2
-    assert main(["oracle", "--preset", "tiny", "--set", "actor_critic.nope=1"]) == 2
+
+
+def test_oracle_cli_refuses_an_unknown_preset_or_field(capsys):
+    assert main(["--preset", "huge"]) == 2
+    assert main(["--preset", "tiny", "--set", "actor_critic.nope=1"]) == 2
     err = capsys.readouterr().err
     assert "unknown preset 'huge'" in err and "actor_critic.nope" in err
 

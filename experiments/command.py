@@ -1,0 +1,24 @@
+"""The one way an experiment's command line runs: its own parser, and a :class:`app.cli.UserError` printed as
+one line with exit status 2 (as ``deltaplay`` does), so each ``experiments/<name>/cli.py`` holds only its
+arguments and its ``run``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+from app.cli import UserError
+
+
+def run_command(prog: str, description: str | None, add_arguments: Callable[[argparse.ArgumentParser], None],
+                run: Callable[[argparse.Namespace], int], argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default: the process's) with ``add_arguments`` and hand the result to ``run``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return int(run(args) or 0)
+    except UserError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
