@@ -1,47 +1,22 @@
-"""`deltaplay eval tokenizers`: which tokenizer learns Crafter best in a fixed CPU budget?
+"""The tokenizer budget experiment: which tokenizer learns Crafter best in a fixed CPU budget?
 
-    deltaplay eval tokenizers --minutes 120 --threads 1 --json runs/tokenizer_experiment/result.json
+Three tokenizers train on the same random-policy Crafter transitions, with the same batches (the batch of
+step i is a function of i alone), batch size, optimiser and budget each:
 
-Three tokenizers train on the same random-policy Crafter transitions, with the same batches (the
-batch of step i is a function of i alone), batch size, optimiser and budget each:
-
-* ``cpu``   - the ``cpu`` preset's Δ-tokenizer (residual decoder that sees x_{t-1}; a documented
-  deviation, see model/nets/tokenizer.py);
-* ``paper`` - the published Δ-tokenizer design at the same width (every other field from the
-  ``paper`` preset, its x_{t-1} CNN scaled with the width as in that preset);
+* ``cpu``   - the ``cpu`` preset's Δ-tokenizer (residual decoder that sees x_{t-1});
+* ``paper`` - the published Δ-tokenizer design at the same width (every other field from the ``paper``
+  preset, its x_{t-1} CNN scaled with the width as in that preset);
 * ``iris``  - the IRIS-style frame-only tokenizer, 16 tokens per frame, the ``cpu`` preset's widths.
 
-Budget: each model gets ``--minutes`` on its *own* clock. The default clock is the process CPU
-time spent inside that model's training steps (``time.process_time``), which a busy machine does
-not inflate (with 1 thread it is the core-time the model used); ``--clock wall`` counts elapsed
-time instead. Models train round-robin (one step each in turn, ``--schedule interleaved``, the
-default) so that machine load hits all of them alike, or one after the other. Either way the
-whole run takes about (number of models) x budget, plus data collection and evaluation.
-
-Data: training transitions from env seeds ``--train-seed``.., held-out ones from ``--seed``..
-(10_000 by default), both random policy, episodes cut after ``--episode-steps`` (training) or
-``ceil(--frames / --data-episodes)`` steps (held out) so that many maps are seen. Both sets are
-cached as .npz in ``--data-dir`` and reused by later runs with the same settings.
-
-Report (held-out): per-frame PSNR median and mean, PSNR of the mean MSE, PSNR of the worst 1%, the
-copy-x_{t-1} baseline with the same statistics, the median PSNR with shuffled tokens (do the tokens
-carry anything?), codebook use (entropy in bits, distinct codes per
-token position), bits per frame, steps and steps/s. Checkpoints per model go to ``--out-dir/<name>``
-(``--eval-only`` re-evaluates them), and ``--out-dir/worst_frames.png`` shows the ``--worst``
-held-out frames the cpu Δ-tokenizer gets most wrong (the first model's, without ``cpu``): rows
-x_{t-1}, x_t, then each model's reconstruction, upscaled x4 (nearest). To use both cores, train
-models in separate processes with the same ``--out-dir`` (``--models cpu`` and ``--models iris``),
-then compare them in one table and strip with ``--eval-only --models cpu iris``.
-
-``--threads 0`` (the eval command's default) means 1 thread here: one core per run keeps the
-timings comparable and leaves the other core to the machine.
+Each model's budget runs on its own clock (by default the process CPU time inside its training steps,
+which a busy machine does not inflate). Held-out transitions come from other env seeds than the training
+ones. ``experiments/tokenizer_budget/cli.py`` is the command line and says what each option does.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -51,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from app.cli import UserError
 from model.config import Config, TokenizerConfig, cpu, paper
 from model.eval.parts import error_summary, frame_mse, psnr_from_mse, run_episodes
 from model.data.frames import to_tensor, to_uint8
@@ -62,11 +38,8 @@ SCALE = 4  # upscaling of the worst-frames strip
 PROGRESS_EVERY_S = 30.0
 
 
-class ExperimentError(ValueError):
-    """Bad options or missing files; printed as one line."""
-
-
-def _say(quiet: bool, text: str) -> None:
+def say(quiet: bool, text: str) -> None:
+    """A progress line on stderr, unless ``quiet``."""
     if not quiet:
         print(text, file=sys.stderr, flush=True)
 
@@ -109,7 +82,7 @@ def collect_transitions(first_seed: int, count: int, episode_steps: int, envs_pe
     """``count`` random-policy transitions from consecutive seeds ``first_seed``.., each episode cut
     after ``episode_steps`` steps (or at death), ``envs_per_round`` envs stepped in lockstep. Seeds
     never reach ``seed_limit`` (where the held-out seeds start)."""
-    from model.data.collector import RandomPolicy
+    from model.data.policies import RandomPolicy
     from model.data.envs import num_actions
 
     policy = RandomPolicy(num_actions(ENV), seed=first_seed)
@@ -117,7 +90,7 @@ def collect_transitions(first_seed: int, count: int, episode_steps: int, envs_pe
     while total < count:
         n = max(1, min(envs_per_round, math.ceil((count - total) / episode_steps)))
         if seed_limit is not None and seed + n > seed_limit:
-            raise ExperimentError(f"{label}: {count} transitions need seeds beyond {seed_limit - 1}, where the "
+            raise UserError(f"{label}: {count} transitions need seeds beyond {seed_limit - 1}, where the "
                                   "held-out seeds start; raise --seed or --episode-steps")
         for ep in run_episodes(ENV, policy, list(range(seed, seed + n)), max_steps=episode_steps):
             keep = int(min(ep.length, count - total))
@@ -128,7 +101,7 @@ def collect_transitions(first_seed: int, count: int, episode_steps: int, envs_pe
             seeds.append(int(ep.seed))
             total += keep
         seed += n
-        _say(quiet, f"  {label}: {total}/{count} transitions from {len(seeds)} episodes")
+        say(quiet, f"  {label}: {total}/{count} transitions from {len(seeds)} episodes")
     meta = {"first_seed": int(first_seed), "last_seed": int(seeds[-1]), "episodes": len(seeds),
             "transitions": int(total), "episode_steps": int(episode_steps), "policy": "random", "env": ENV}
     return Transitions(np.concatenate(frames), np.concatenate(actions), meta)
@@ -144,7 +117,7 @@ def load_or_collect(data_dir: str | Path | None, split: str, first_seed: int, co
         with np.load(path, allow_pickle=False) as d:
             data = Transitions(d["frames"], d["actions"], json.loads(str(d["meta"][()])))
         if len(data) == count and (seed_limit is None or data.meta["last_seed"] < seed_limit):
-            _say(quiet, f"  {split}: {len(data)} cached transitions from {path}")
+            say(quiet, f"  {split}: {len(data)} cached transitions from {path}")
             data.meta["cache"] = str(path)
             return data
     t0 = time.perf_counter()
@@ -177,11 +150,8 @@ def tokenizer_configs(width: int | None = None) -> dict[str, TokenizerConfig]:
 
 def checkpoint_config(tok_cfg: TokenizerConfig) -> Config:
     """A cpu-preset Config carrying this tokenizer, so the checkpoint rebuilds it by itself."""
-    from model.data.envs import num_actions
-
     cfg = cpu()
     cfg.tokenizer = tok_cfg
-    cfg.env.num_actions = num_actions(ENV)
     return cfg
 
 
@@ -268,7 +238,7 @@ def train(arms: list[Arm], data: Transitions, *, budget_s: float, max_steps: int
             if now - last >= PROGRESS_EVERY_S:
                 last = now
                 left = max(0.0, max((budget_s - a.clock(clock)) / 60 for a in group))
-                _say(quiet, f"  [{(now - t_start) / 60:.1f} min] " + " | ".join(a.summary() for a in group)
+                say(quiet, f"  [{(now - t_start) / 60:.1f} min] " + " | ".join(a.summary() for a in group)
                      + f" | {left:.1f} {clock}-min left per model")
         for a in group:
             curve_point(a, final=True)
@@ -374,143 +344,88 @@ def format_table(r: dict[str, Any]) -> str:
         *("  " + s for s in lines)])
 
 
-# --------------------------------------------------------------------------------------------- main
+# ------------------------------------------------------------------------------------ run and measure
 
-def _check(args) -> None:
-    if args.minutes <= 0 and args.steps <= 0:
-        raise ExperimentError("give a positive --minutes or --steps")
-    for name in ("train_frames", "frames", "data_episodes", "episode_steps", "batch", "worst"):
-        if getattr(args, name) < 1:
-            raise ExperimentError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.width is not None and args.width < 1:
-        raise ExperimentError("--width must be at least 1")
-    if args.train_seed >= args.seed:
-        raise ExperimentError(f"training seeds (--train-seed {args.train_seed}..) must lie below the held-out "
-                              f"seeds (--seed {args.seed}..)")
-
-
-def main(args) -> int:
-    try:
-        _check(args)
-        return _run(args)
-    except ExperimentError as e:
-        print(f"deltaplay eval tokenizers: error: {e}", file=sys.stderr)
-        return 2
-
-
-def _run(args) -> int:
-    from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-    from model.device import resolve_device
+def new_arms(names: list[str], cfgs: dict[str, TokenizerConfig], seed: int, lr: float, weight_decay: float,
+             device: torch.device | str = "cpu") -> list[Arm]:
+    """Fresh tokenizers ``names`` with their optimisers; the i-th starts from torch seed ``seed + i``."""
+    from model.data.envs import num_actions
     from model.nets.tokenizer import build_tokenizer
-    from model.train.loop import make_optimizer
+    from model.train.phases import make_optimizer
 
-    torch.set_num_threads(args.threads or 1)
-    device = resolve_device(args.device)
-    clock = args.clock if device.type == "cpu" else "wall"  # CPU time means nothing for GPU work
-    out_dir = Path(args.out_dir)
-    preset = cpu()
-    tr = preset.train
-    batch = args.train_batch or tr.tokenizer_batch * (tr.tokenizer_seq - 1)  # the cpu preset's pairs per step
-    q = args.quiet
+    arms = []
+    for i, name in enumerate(names):
+        torch.manual_seed(seed + i)
+        tok = build_tokenizer(cfgs[name], num_actions(ENV)).to(device)
+        arms.append(Arm(name, tok, make_optimizer(tok, lr, weight_decay)))
+    return arms
 
-    _say(q, "data:")
-    train_data = None if args.eval_only else load_or_collect(
-        args.data_dir, "train", args.train_seed, args.train_frames, args.episode_steps, q, seed_limit=args.seed)
-    test_steps = math.ceil(args.frames / args.data_episodes)
-    test_data = load_or_collect(args.data_dir, "test", args.seed, args.frames, test_steps, q)
 
-    cfgs = tokenizer_configs(args.width)
-    arms: list[Arm] = []
-    for i, name in enumerate(args.models):
-        path = out_dir / name
-        if args.eval_only:
-            try:
-                ck = load_checkpoint(path, device=device, names=("tokenizer",))
-            except CheckpointError as e:
-                raise ExperimentError(f"--eval-only: {e}") from None
-            st = ck.state
-            arms.append(Arm(name, ck.models["tokenizer"], steps=int(st.get("steps", 0)),
-                            cpu_s=float(st.get("cpu_s", 0.0)), wall_s=float(st.get("wall_s", 0.0)),
-                            run=str(st.get("run", ""))))
-            cfgs[name] = ck.cfg.tokenizer
-            continue
-        torch.manual_seed(args.train_seed + i)
-        tok = build_tokenizer(cfgs[name], checkpoint_config(cfgs[name]).env.num_actions).to(device)
-        arms.append(Arm(name, tok, make_optimizer(tok, tr.lr, tr.weight_decay)))
+def load_arms(names: list[str], out_dir: Path, cfgs: dict[str, TokenizerConfig],
+              device: torch.device | str = "cpu") -> list[Arm]:
+    """The tokenizers ``names`` saved in ``out_dir`` by :func:`save_arms`, with their steps and clocks;
+    ``cfgs`` takes their stored configs."""
+    from model.checkpoint import CheckpointError, load_checkpoint
 
-    training = {"threads": torch.get_num_threads(), "clock": clock, "schedule": args.schedule,
-                "budget_minutes": args.minutes, "max_steps": args.steps, "train_batch": batch,
-                "train_data": train_data.meta if train_data is not None else None}
-    if args.eval_only:  # what the checkpoints were trained with, not this command's options
-        runs = [json.loads(a.run) for a in arms if a.run]
-        training = runs[0] if runs else {k: None for k in training}
-    else:
-        budget_s = args.minutes * 60 if args.minutes > 0 else math.inf
-        params = ", ".join(f"{a.name} {sum(p.numel() for p in a.tok.parameters()) / 1e6:.2f}M" for a in arms)
-        _say(q, f"training {params} params; {args.minutes} {clock}-min / {args.steps or 'no cap'} steps each, "
-                f"batch {batch}, {args.schedule}, {torch.get_num_threads()} thread(s), {device}")
-        curve_data = None
-        if args.curve_every > 0:  # a fixed subset spread over the held-out episodes
-            n = min(args.curve_frames, len(test_data))
-            curve_data = test_data.subset(np.linspace(0, len(test_data) - 1, n).astype(int))
-        train(arms, train_data, budget_s=budget_s, max_steps=args.steps, batch=batch, grad_clip=tr.grad_clip,
-              clock=clock, schedule=args.schedule, seed=args.train_seed, curve_every_s=args.curve_every * 60,
-              curve_data=curve_data, eval_batch=args.batch, quiet=q, device=device)
-        for a in arms:
-            state = {"steps": a.steps, "cpu_s": a.cpu_s, "wall_s": a.wall_s, "experiment": "tokenizers",
-                     "model": a.name, "run": json.dumps(training)}
-            save_checkpoint(out_dir / a.name, {"tokenizer": a.tok}, checkpoint_config(cfgs[a.name]), state)
+    arms = []
+    for name in names:
+        try:
+            ck = load_checkpoint(out_dir / name, device=device, names=("tokenizer",))
+        except CheckpointError as e:
+            raise UserError(f"--eval-only: {e}") from None
+        st = ck.state
+        arms.append(Arm(name, ck.models["tokenizer"], steps=int(st.get("steps", 0)),
+                        cpu_s=float(st.get("cpu_s", 0.0)), wall_s=float(st.get("wall_s", 0.0)),
+                        run=str(st.get("run", ""))))
+        cfgs[name] = ck.cfg.tokenizer
+    return arms
 
-    _say(q, f"evaluating on {len(test_data)} held-out transitions ...")
-    result: dict[str, Any] = {
-        "experiment": "tokenizers", "env": ENV, "device": str(device), "torch": torch.__version__,
-        "python": platform.python_version(), "threads": torch.get_num_threads(),
-        **{k: v for k, v in training.items() if k != "train_data"},
-        "lr": tr.lr, "weight_decay": tr.weight_decay, "grad_clip": tr.grad_clip, "eval_only": bool(args.eval_only),
-        "data": {"train": training["train_data"], "test": test_data.meta},
-        "out_dir": str(out_dir), "models": {},
-    }
-    errors = {}
+
+def save_arms(arms: list[Arm], out_dir: Path, cfgs: dict[str, TokenizerConfig], training: dict[str, Any]) -> None:
+    """One checkpoint folder per model in ``out_dir``, with its steps, clocks and the run's settings."""
+    from model.checkpoint import save_checkpoint
+
     for a in arms:
-        t0 = time.perf_counter()
-        mse, tokens = evaluate(a.tok, test_data, args.batch, device)
-        errors[a.name] = mse
-        k, v = int(a.tok.tokens_per_frame), int(a.tok.vocab_size)
-        clk = a.clock(result["clock"] or clock)
-        result["models"][a.name] = {
-            "label": LABELS[a.name], "kind": a.tok.kind, "tokens_per_frame": k, "vocab_size": v,
-            "bits_per_frame": k * math.log2(v), "params": sum(p.numel() for p in a.tok.parameters()),
-            "config": dataclasses.asdict(cfgs[a.name]), "steps": a.steps, "cpu_s": round(a.cpu_s, 2),
-            "wall_s": round(a.wall_s, 2), "steps_per_s": a.steps / clk if clk > 0 else None,
-            "checkpoint": str(out_dir / a.name), "heldout": error_summary(mse),
-            "shuffled_tokens": error_summary(shuffled_token_mse(a.tok, test_data, tokens, args.batch, device)),
-            "codes": {**code_stats(tokens, v), "usage_ema_entropy_bits": a.tok.quantizer.entropy_bits()},
-            "curve": a.curve, "eval_s": round(time.perf_counter() - t0, 2)}
-    prev, _, nxt = test_data.pairs(np.arange(len(test_data)))
-    result["copy_prev"] = {"bits_per_frame": 0.0, **error_summary(copy_mse(prev, nxt))}
+        state = {"steps": a.steps, "cpu_s": a.cpu_s, "wall_s": a.wall_s, "experiment": "tokenizers",
+                 "model": a.name, "run": json.dumps(training)}
+        save_checkpoint(out_dir / a.name, {"tokenizer": a.tok}, checkpoint_config(cfgs[a.name]), state)
 
-    ref = "cpu" if "cpu" in errors else arms[0].name  # whose errors pick the worst frames
-    worst = np.argsort(-errors[ref], kind="stable")[:args.worst]
+
+def model_report(a: Arm, cfg: TokenizerConfig, test_data: Transitions, clock: str, checkpoint: Path,
+                 batch: int = 64, device: torch.device | str = "cpu") -> tuple[dict[str, Any], np.ndarray]:
+    """One model's row of the result (held-out errors, shuffled tokens, code use, speed, curve) and its
+    per-frame held-out MSE."""
+    t0 = time.perf_counter()
+    mse, tokens = evaluate(a.tok, test_data, batch, device)
+    k, v = int(a.tok.tokens_per_frame), int(a.tok.vocab_size)
+    clk = a.clock(clock)
+    return {
+        "label": LABELS[a.name], "kind": a.tok.kind, "tokens_per_frame": k, "vocab_size": v,
+        "bits_per_frame": k * math.log2(v), "params": sum(p.numel() for p in a.tok.parameters()),
+        "config": dataclasses.asdict(cfg), "steps": a.steps, "cpu_s": round(a.cpu_s, 2),
+        "wall_s": round(a.wall_s, 2), "steps_per_s": a.steps / clk if clk > 0 else None,
+        "checkpoint": str(checkpoint), "heldout": error_summary(mse),
+        "shuffled_tokens": error_summary(shuffled_token_mse(a.tok, test_data, tokens, batch, device)),
+        "codes": {**code_stats(tokens, v), "usage_ema_entropy_bits": a.tok.quantizer.entropy_bits()},
+        "curve": a.curve, "eval_s": round(time.perf_counter() - t0, 2)}, mse
+
+
+def worst_frames(arms: list[Arm], errors: dict[str, np.ndarray], test_data: Transitions, count: int, png: Path,
+                 device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Write the strip of the ``count`` held-out transitions the cpu Δ-tokenizer (else the first model) gets
+    most wrong to ``png``: rows x_{t-1}, x_t, then each model's reconstruction. Returns what it shows."""
+    from PIL import Image
+
+    ref = "cpu" if "cpu" in errors else arms[0].name
+    worst = np.argsort(-errors[ref], kind="stable")[:count]
     prev, _, nxt = test_data.pairs(worst)
     rows = [prev, nxt]
     for a in arms:
         recon, _ = a.tok.reconstruct(*test_data.tensors(worst, device))
         rows.append(to_uint8(recon))
-    png = out_dir / "worst_frames.png"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    from PIL import Image
-
+    png.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(worst_strip(rows)).save(png)
-    result["worst_frames"] = {
-        "path": str(png), "chosen_by": ref, "rows": ["x_{t-1}", "x_t"] + [LABELS[a.name] for a in arms], "scale": SCALE,
-        "transitions": [int(i) for i in worst],
-        "psnr": {a.name: [float(psnr_from_mse(errors[a.name][i])) for i in worst] for a in arms},
-        "psnr_copy": [float(psnr_from_mse(m)) for m in copy_mse(prev, nxt)]}
-
-    print(format_table(result))
-    print(f"worst frames: {png}; checkpoints: {', '.join(str(out_dir / a.name) for a in arms)}")
-    if args.json:
-        from model.train.run_dir import write_json
-
-        print(f"wrote {write_json(args.json, result)}")
-    return 0
+    return {"path": str(png), "chosen_by": ref, "rows": ["x_{t-1}", "x_t"] + [LABELS[a.name] for a in arms],
+            "scale": SCALE, "transitions": [int(i) for i in worst],
+            "psnr": {a.name: [float(psnr_from_mse(errors[a.name][i])) for i in worst] for a in arms},
+            "psnr_copy": [float(psnr_from_mse(m)) for m in copy_mse(prev, nxt)]}

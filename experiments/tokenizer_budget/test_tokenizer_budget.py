@@ -1,4 +1,4 @@
-"""`deltaplay eval tokenizers` end to end on a few hundred real Crafter transitions (width 8, 3 steps
+"""`python -m experiments.tokenizer_budget.cli` end to end on a few hundred real Crafter transitions (width 8, 3 steps
 per model), its re-evaluation from the saved checkpoints, the time budget, and the baseline and code
 statistics checked by hand."""
 from __future__ import annotations
@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from app.cli import main
+from experiments.tokenizer_budget.cli import main
 from experiments.tokenizer_budget.run import (Arm, Transitions, batch_indices, code_stats, copy_mse, evaluate,
-                                        load_or_collect, shuffled_token_mse, tokenizer_configs, train)
+                                              load_or_collect, shuffled_token_mse, tokenizer_configs, train)
+from helpers import run_module
+
+CLI = "experiments.tokenizer_budget.cli"
 
 WORST = 3
 COMMON = ["--width", "8", "--train-frames", "200", "--episode-steps", "100", "--frames", "60",
@@ -22,12 +25,14 @@ COMMON = ["--width", "8", "--train-frames", "200", "--episode-steps", "100", "--
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory):
     root = tmp_path_factory.mktemp("tokenizer_experiment")
-    args = ["eval", "tokenizers", "--minutes", "5", "--steps", "3", "--curve-every", "0.001", "--curve-frames", "16",
-            "--data-dir", str(root / "data"), "--out-dir", str(root / "out"), "--json", str(root / "r.json"), *COMMON]
-    assert main(args) == 0
+    res = run_module(CLI, "--minutes", "5", "--steps", "3", "--curve-every", "0.001", "--curve-frames", "16",
+                     "--data-dir", str(root / "data"), "--out-dir", str(root / "out"), "--json", str(root / "r.json"),
+                     *COMMON)
+    assert res.returncode == 0, res.stderr
     return root, json.loads((root / "r.json").read_text())
 
 
+@pytest.mark.slow  # the experiment fixture runs the command line
 def test_report_fields(experiment):
     root, r = experiment
     assert list(r["models"]) == ["cpu", "paper", "iris"]
@@ -57,6 +62,7 @@ def test_report_fields(experiment):
     assert cp["frames"] == 60 and math.isfinite(cp["psnr_median"]) and cp["bits_per_frame"] == 0.0
 
 
+@pytest.mark.slow  # the experiment fixture runs the command line
 def test_worst_frames_strip(experiment):
     from PIL import Image
 
@@ -75,31 +81,32 @@ def test_worst_frames_strip(experiment):
     np.testing.assert_array_equal(a[256:512:4, 0:256:4], nxt[0])
 
 
-def test_eval_only_reproduces_the_numbers(experiment, capsys):
+@pytest.mark.slow  # the experiment fixture runs the command line
+def test_eval_only_reproduces_the_numbers(experiment):
     root, r = experiment
-    args = ["eval", "tokenizers", "--eval-only", "--data-dir", str(root / "data"), "--out-dir", str(root / "out"),
-            "--json", str(root / "again.json"), *COMMON]
-    assert main(args) == 0
+    res = run_module(CLI, "--eval-only", "--data-dir", str(root / "data"), "--out-dir", str(root / "out"),
+                     "--json", str(root / "again.json"), *COMMON)
+    assert res.returncode == 0, res.stderr
     again = json.loads((root / "again.json").read_text())
     for name, m in r["models"].items():
         assert again["models"][name]["steps"] == 3
         assert again["models"][name]["heldout"]["mse_mean"] == pytest.approx(m["heldout"]["mse_mean"], rel=1e-5)
         assert again["models"][name]["codes"]["per_position_distinct"] == m["codes"]["per_position_distinct"]
-    assert "copy x_{t-1}" in capsys.readouterr().out
+    assert "copy x_{t-1}" in res.stdout
 
 
 def test_overlapping_seeds_are_refused(tmp_path, capsys):
-    args = ["eval", "tokenizers", "--steps", "1", "--train-seed", "10000", "--data-dir", str(tmp_path)]
-    assert main(args) == 2
+    assert main(["--steps", "1", "--train-seed", "10000", "--data-dir", str(tmp_path)]) == 2
     assert "held-out" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the experiment fixture runs the command line
 def test_budget_stops_each_model_on_its_own_clock(experiment):
     root, _ = experiment
     data = load_or_collect(root / "data", "test", 10_000, 60, 30)  # any cached real transitions will do
     cfgs = tokenizer_configs(width=8)
     from model.nets.tokenizer import build_tokenizer
-    from model.train.loop import make_optimizer
+    from model.train.phases import make_optimizer
 
     arms = []
     for name in ("cpu", "iris"):
@@ -150,6 +157,7 @@ def test_code_stats_by_hand():
     assert s["used_bits_per_frame"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow  # the experiment fixture runs the command line
 def test_shuffled_tokens_measure_what_the_tokens_carry(experiment):
     """Decoding with another frame's tokens: the same error when every frame has the same tokens, a
     different one for IRIS, whose decoder sees nothing but its tokens."""
@@ -166,12 +174,13 @@ def test_shuffled_tokens_measure_what_the_tokens_carry(experiment):
                               shuffled_token_mse(iris, data, tokens, seed=1))
 
 
+@pytest.mark.slow  # the experiment fixture runs the command line
 def test_models_trained_in_separate_processes_are_compared_from_their_checkpoints(experiment, tmp_path):
     """--models iris alone (the second core's half of a two-process run) picks the worst frames by its
     own error; --eval-only then tables any subset of the saved models."""
     root, _ = experiment
     out = tmp_path / "r.json"
-    assert main(["eval", "tokenizers", "--eval-only", "--models", "iris", "--data-dir", str(root / "data"),
+    assert main(["--eval-only", "--models", "iris", "--data-dir", str(root / "data"),
                  "--out-dir", str(root / "out"), "--json", str(out), *COMMON]) == 0
     r = json.loads(out.read_text())
     assert list(r["models"]) == ["iris"] and r["worst_frames"]["chosen_by"] == "iris"
