@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.distributions import Categorical
 
-from model.config import ActorCriticConfig
+from model.config import IMAGE_SIZE, ActorCriticConfig
 from model.nets.blocks import FrameCNN
 from model.nets.twohot import TwoHot
 
@@ -61,9 +61,9 @@ def normalized_advantages(advantages: torch.Tensor, mask: torch.Tensor) -> torch
 
 
 class CnnLstm(nn.Module):
-    def __init__(self, cfg: ActorCriticConfig, num_actions: int, image_size: int = 64) -> None:
+    def __init__(self, cfg: ActorCriticConfig, num_actions: int) -> None:
         super().__init__()
-        self.cnn = FrameCNN(3, cfg.cnn_channels, cfg.cnn_latent, image_size, out_size=8, unshuffle=cfg.cnn_unshuffle,
+        self.cnn = FrameCNN(3, cfg.cnn_channels, cfg.cnn_latent, IMAGE_SIZE, out_size=8, unshuffle=cfg.cnn_unshuffle,
                             pool=cfg.cnn_pool, keypoints=cfg.cnn_keypoints)
         self.lstm = nn.LSTMCell(self.cnn.out_dim, cfg.lstm_dim)
         self.actor = nn.Linear(cfg.lstm_dim, num_actions)
@@ -87,11 +87,11 @@ class CnnLstm(nn.Module):
 
 
 class ActorCritic(nn.Module):
-    def __init__(self, cfg: ActorCriticConfig, num_actions: int, image_size: int = 64) -> None:
+    def __init__(self, cfg: ActorCriticConfig, num_actions: int) -> None:
         super().__init__()
         self.cfg = cfg
         self.num_actions = num_actions
-        self.model = CnnLstm(cfg, num_actions, image_size)
+        self.model = CnnLstm(cfg, num_actions)
         self.target = copy.deepcopy(self.model).requires_grad_(False)
         self.twohot = TwoHot(cfg.num_value_buckets)
         self._state: State | None = None

@@ -1,18 +1,16 @@
-"""Cosine-similarity vector quantizer with an EMA codebook, as in Δ-IRIS.
+"""Cosine-similarity vector quantizer with an EMA codebook, as in Δ-IRIS, and finite scalar quantization.
 
 Inputs are projected to ``code_dim``, L2-normalised and snapped to the most similar unit-norm code.
 The codebook is not trained by gradients: each used code moves (EMA, decay 0.99) toward the mean
-of the normalised inputs assigned to it. A usage EMA (decay 0.98) finds dead codes, which are
-replaced by current inputs ("revival"); this is what keeps K=4 tokens from collapsing onto a
-handful of codes. Gradients reach the encoder through the straight-through estimator; a small
-commitment loss (0.02) pulls inputs toward their code.
+of the normalised inputs assigned to it. A usage EMA (decay 0.98) finds dead codes, which can be
+replaced by current inputs ("revival"). Gradients reach the encoder through the straight-through
+estimator; a small commitment loss (0.02) pulls inputs toward their code.
 
-Revival policies (``revival``):
-* ``"low_entropy"`` (paper): revive only while the usage entropy is below log2(V) - 2 bits, the
-  rule of the published quantizer.
-* ``"always"`` (cpu preset, a deviation): revive dead codes at every update. Short CPU trainings
-  otherwise sit for hundreds of steps on one code per position (see shared/calibration.md).
-* ``"off"``.
+Revival policies (``revival``), each a bound on the usage entropy below which dead codes are revived:
+* ``"collapsed"``: below 1 bit, i.e. only a codebook collapsed onto about one code (the published
+  Crafter setting, ``max_codebook_updates_with_revival: 0``);
+* ``"low_entropy"``: below log2(V) - 2 bits (the published rule without an update limit);
+* ``"always"``, ``"off"``.
 """
 from __future__ import annotations
 
@@ -35,14 +33,16 @@ class QuantizerOutput:
 
 class Quantizer(nn.Module):
     def __init__(self, input_dim: int, vocab_size: int = 1024, code_dim: int = 64, commitment: float = 0.02,
-                 ema_decay: float = 0.99, usage_decay: float = 0.98, revival: str = "low_entropy") -> None:
+                 ema_decay: float = 0.99, usage_decay: float = 0.98, revival: str = "collapsed") -> None:
         super().__init__()
-        if revival not in ("low_entropy", "always", "off"):
-            raise ValueError(f"unknown revival policy {revival!r} (low_entropy|always|off)")
+        bounds = {"collapsed": min(1.0, math.log2(vocab_size) - 2), "low_entropy": math.log2(vocab_size) - 2,
+                  "always": math.inf, "off": -math.inf}
+        if revival not in bounds:
+            raise ValueError(f"unknown revival policy {revival!r} ({'|'.join(bounds)})")
         self.vocab_size, self.code_dim = vocab_size, code_dim
         self.commitment_weight, self.ema_decay, self.usage_decay = commitment, ema_decay, usage_decay
         self.revival = revival
-        self.revival_entropy_bits = math.log2(vocab_size) - 2
+        self.revival_entropy_bits = bounds[revival]  # revive while the usage entropy is below this
         self.dead_threshold = 1.0 / (10 * vocab_size)
         self.proj_in = nn.Linear(input_dim, code_dim)
         self.proj_out = nn.Linear(code_dim, input_dim)
@@ -87,7 +87,7 @@ class Quantizer(nn.Module):
         means = F.normalize(sums[used] / counts[used, None], dim=-1)
         self.codebook[used] = F.normalize(self.codebook[used].lerp(means, 1 - self.ema_decay), dim=-1)
 
-        if self.revival == "off" or (self.revival == "low_entropy" and self.entropy_bits() >= self.revival_entropy_bits):
+        if self.entropy_bits() >= self.revival_entropy_bits:
             return 0
         dead = torch.nonzero(self.usage < self.dead_threshold).flatten()
         if dead.numel() == 0:
@@ -137,11 +137,8 @@ class FSQuantizer(nn.Module):
     Each token is ``len(levels)`` numbers, each squashed into ``[0, L_i - 1]`` and rounded (straight-through
     gradient); the token is their mixed-radix index, so levels (4, 4, 4, 4, 4) give exactly 1024 codes.
     There is nothing to revive and no commitment loss: every code is a fixed grid point, and a code is
-    used as soon as the encoder puts an input in its cell. Used by the cpu preset (a documented
-    deviation): with the cosine VQ, the residual decoder learned to ignore its tokens (decoding held-out
-    frames with other frames' tokens gave the same PSNR, on Crafter and on GridWorld, and Crafter kept
-    only 7-17 codes per position); with FSQ the same probe costs 5 dB (Crafter) and 24 dB (GridWorld).
-    Same interface as :class:`Quantizer` (``codebook`` holds the V grid points, for ``embed`` and tests).
+    used as soon as the encoder puts an input in its cell. The cpu preset uses it: with the cosine VQ, its
+    residual decoder learned to ignore the tokens (docs/decisions.md). Same interface as :class:`Quantizer` (``codebook`` holds the V grid points, for ``embed`` and tests).
     """
 
     def __init__(self, input_dim: int, levels: tuple[int, ...] = (4, 4, 4, 4, 4), usage_decay: float = 0.98) -> None:

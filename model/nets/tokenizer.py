@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from model.nets import fastpath
-from model.config import TokenizerConfig
+from model.config import IMAGE_SIZE, TokenizerConfig
 from model.nets.blocks import Decoder, Encoder, adapt_levels, after_unshuffle, num_downsamplings
 from model.nets.quantizer import FSQuantizer, Quantizer, QuantizerOutput, batch_perplexity, codebook_usage
 
@@ -93,7 +93,7 @@ class Tokenizer(nn.Module):
         if c.quantizer != "vq":
             raise ValueError(f"unknown quantizer {c.quantizer!r} (vq|fsq)")
         return Quantizer(self.latent_dim * self.patch**2, c.vocab_size, c.code_dim, c.commitment, c.ema_decay,
-                         c.usage_decay, c.revival if c.revive_dead_codes else "off")
+                         c.usage_decay, c.revival)
 
     # --- latent map <-> per-token vectors -------------------------------------------------------
     def to_patches(self, z: torch.Tensor) -> torch.Tensor:
@@ -206,7 +206,7 @@ class DeltaTokenizer(Tokenizer):
 
     def __init__(self, cfg: TokenizerConfig, num_actions: int) -> None:
         super().__init__(cfg, num_actions)
-        size, c = cfg.image_size, cfg
+        size, c = IMAGE_SIZE, cfg
         self.latent_dim = c.latent_dim
         self.latent_res = size // 2 ** sum(c.down)
         self.encoder_action = nn.Embedding(num_actions, size * size)  # one learned plane per action
@@ -261,7 +261,7 @@ class ResidualDeltaTokenizer(DeltaTokenizer):
 
     def __init__(self, cfg: TokenizerConfig, num_actions: int) -> None:
         Tokenizer.__init__(self, cfg, num_actions)  # skips DeltaTokenizer's paper layers
-        c, size = cfg, cfg.image_size
+        c, size = cfg, IMAGE_SIZE
         mult, down = after_unshuffle(tuple(c.mult), tuple(c.down))
         self.latent_dim = c.latent_dim
         self.latent_res = size // 2 // 2 ** sum(down)
@@ -336,7 +336,7 @@ class IrisTokenizer(Tokenizer):
     def __init__(self, cfg: TokenizerConfig, num_actions: int) -> None:
         super().__init__(cfg, num_actions)
         c = cfg
-        mult, down = adapt_levels(c.mult, c.down, num_downsamplings(c.image_size, self.grid))
+        mult, down = adapt_levels(c.mult, c.down, num_downsamplings(IMAGE_SIZE, self.grid))
         self.latent_dim = c.latent_dim
         self.latent_res = self.grid
         self.encoder = Encoder(3, c.channels, mult, down, c.latent_dim, c.num_res_blocks)

@@ -50,7 +50,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from model.nets import fastpath
-from model.config import WorldModelConfig
+from model.config import IMAGE_SIZE, WorldModelConfig
 from model.nets.blocks import FrameCNN
 from model.nets.twohot import reward_codec
 
@@ -183,7 +183,7 @@ def sample_tokens(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 class WorldModel(nn.Module):
     def __init__(self, cfg: WorldModelConfig, tokens_per_frame: int, vocab_size: int, num_actions: int,
-                 layout: str = "delta", image_size: int = 64) -> None:
+                 layout: str = "delta") -> None:
         super().__init__()
         if layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
@@ -207,7 +207,7 @@ class WorldModel(nn.Module):
         self.token_emb = nn.Embedding(vocab_size, d)
         self.action_emb = nn.Embedding(num_actions, d)
         if self.i_tokens:
-            self.frame_cnn = FrameCNN(3, cfg.frame_cnn_channels, cfg.frame_latent, image_size, out_size=8,
+            self.frame_cnn = FrameCNN(3, cfg.frame_cnn_channels, cfg.frame_latent, IMAGE_SIZE, out_size=8,
                                       unshuffle=cfg.frame_cnn_unshuffle, pool=cfg.frame_cnn_pool)
             flat = self.frame_cnn.out_dim  # paper: 8 x 8 x 8 = 512 = embed_dim, no projection needed
             self.frame_proj = nn.Identity() if flat == d else nn.Linear(flat, d)

@@ -36,3 +36,41 @@ def test_env_adjustments_apply_to_their_env_only():
     p = get_preset("paper", "gridworld").world_model  # paper stays published
     assert not p.frame_cnn_unshuffle and not p.action_sees_frame
     assert get_preset("paper", "gridworld").actor_critic.lookahead_weight == 0
+
+
+def test_defaults_are_the_published_crafter_setup():
+    """The published Crafter config revives dead codes only below 1 bit of usage entropy
+    (``max_codebook_updates_with_revival: 0``); 17 actions; 64x64 frames."""
+    from model.config import IMAGE_SIZE
+
+    cfg = Config()
+    assert get_preset("paper") == cfg and cfg.tokenizer.revival == "collapsed"
+    assert cfg.env.num_actions == 17 and IMAGE_SIZE == 64
+    assert get_preset("cpu", "gridworld").env.num_actions == 5  # derived from the env, never stored
+    assert "num_actions" not in cfg.to_dict()["env"]
+
+
+@pytest.mark.parametrize("bundle", ["crafter", "gridworld"])
+def test_configs_of_older_checkpoints_load(bundle):
+    """The bundles' config.json files carry fields this version derives or dropped; they map, and the
+    loaded config writes none of them back."""
+    from helpers import REPO
+
+    d = json.loads((REPO / "checkpoints" / bundle / "config.json").read_text())
+    assert {"image_size", "num_actions"} <= set(d["env"]) and "num_workers" in d["train"]
+    cfg = Config.from_dict(d)
+    assert cfg.env.name == bundle and cfg.tokenizer.revival == d["tokenizer"]["revival"]
+    assert cfg.preset == "cpu" and cfg.world_model.embed_dim == d["world_model"]["embed_dim"]
+    again = cfg.to_dict()
+    assert "image_size" not in again["env"] and "revive_dead_codes" not in again["tokenizer"]
+    assert Config.from_dict(again) == cfg
+
+
+def test_legacy_revival_switch_maps_to_the_one_setting():
+    old = get_preset("tiny").to_dict()
+    old["tokenizer"].update(revive_dead_codes=False, revival="always")
+    assert Config.from_dict(old).tokenizer.revival == "off"
+    old["tokenizer"].update(revive_dead_codes=True)
+    assert Config.from_dict(old).tokenizer.revival == "always"
+    with pytest.raises(KeyError, match="image_size"):
+        get_preset("tiny").override("env.image_size", "64")

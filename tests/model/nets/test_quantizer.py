@@ -56,6 +56,22 @@ def test_low_entropy_policy_revives_only_when_usage_collapsed():
     assert qz.update_codebook(e, torch.full((32,), 3)) > 0
 
 
+def test_collapsed_policy_revives_only_below_one_bit():
+    """The published Crafter rule: a codebook spread over 8 codes (3 bits) keeps its dead codes, one
+    that collapsed onto a single code (0 bits) gets them revived."""
+    qz = Quantizer(input_dim=8, vocab_size=32, code_dim=8)
+    assert qz.revival == "collapsed"
+    e = _unit(32, 8, seed=3)
+    qz.usage.zero_()
+    qz.usage[:8] = 1 / 8
+    assert qz.update_codebook(e, torch.arange(32) % 8) == 0
+    qz.usage.zero_()
+    qz.usage[3] = 1.0
+    assert qz.update_codebook(e, torch.full((32,), 3)) > 0
+    with pytest.raises(ValueError, match="revival"):
+        Quantizer(input_dim=8, revival="sometimes")
+
+
 def test_straight_through_gradient_reaches_the_input_and_projection():
     qz = Quantizer(input_dim=12, vocab_size=16, code_dim=4)
     z = torch.randn(5, 4, 12, requires_grad=True)

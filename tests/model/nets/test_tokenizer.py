@@ -203,7 +203,7 @@ def test_chunked_gradients_equal_one_pass(name):
         tok = build_tokenizer(dataclasses.replace(_variants()[name], grad_chunk=chunk), A).train()
         q = tok.quantizer
         q.usage.zero_()
-        q.usage[:8] = 1 / 8  # a collapsed usage history: revival runs (in every policy) with random draws
+        q.usage[0] = 1.0  # a collapsed usage history (0 bits): revival runs (in every policy) with random draws
         torch.manual_seed(1)
         loss, metrics = tok.compute_loss(prev, act, frames)
         loss.backward()
