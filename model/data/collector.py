@@ -1,14 +1,11 @@
 """Experience collection: N real envs stepped in lockstep, each in its own process, every finished
 episode written to the store at once (so a crash loses only unfinished episodes).
 
-Policy protocol: ``policy(obs)`` with obs uint8 (N, H, W, 3) returns N actions. Optional hooks:
-``policy.reset(indices)`` is called when the envs at ``indices`` start a new episode (and for all
-envs at the start of each ``collect`` call), so a recurrent policy can clear its state there;
-``policy.burn_in(frames)``, with ``policy.burn_in_steps = K``, then receives the last K frames of each
-in-flight episode, uint8 (N, K, H, W, 3) left-padded with zeros, to rebuild that state (as the
-published code does before resuming collection).
+Policies follow the protocol in model/data/policies.py. ``policy.reset`` is also called for all envs
+at the start of each ``collect`` call, and ``policy.burn_in`` then rebuilds a recurrent state from the
+frames of the in-flight episodes (as the published code does before resuming collection).
 
-Crafter's reset (world generation, ≈0.6 s) costs more CPU than a whole random episode of steps. In
+Crafter's reset (world generation) costs more CPU than a whole random episode of steps. In
 lockstep every env would wait for it, so the pool keeps ``spares`` extra env processes that reset in
 the background: a finished env is swapped for a spare whose next episode is ready, and then resets
 itself while the others keep stepping. Default: num_envs // 2 spares (at least 1) for Crafter, none
@@ -26,69 +23,16 @@ import tempfile
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from .crafter_score import crafter_score
 from .envs import achievement_names, canonical_name, make_env, num_actions
+from .policies import Policy, RandomPolicy
 from .store import Episode, EpisodeStore
 
-Policy = Callable[[np.ndarray], np.ndarray]
 Progress = Callable[[int, int], None]
-
-
-# ---------------------------------------------------------------- policies
-class RandomPolicy:
-    """Uniform random actions. With ``repeat`` > 0 each env keeps its previous action with that
-    probability (runs of mean length 1 / (1 - repeat), the same uniform marginal). Why: i.i.d. uniform
-    play almost never walks several tiles in a row (Crafter: 4 of 17 actions move, so 5 moves the same
-    way come once in ~1.4M steps), which is exactly what a person at the keys does in the dream; models
-    trained on i.i.d. data meet long walks only there."""
-
-    def __init__(self, num_actions: int, seed: int | None = None, repeat: float = 0.0):
-        if not 0.0 <= repeat < 1.0:
-            raise ValueError("repeat must be in [0, 1)")
-        self.n, self.rng, self.repeat = num_actions, np.random.default_rng(seed), repeat
-        self.last: np.ndarray | None = None
-
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
-        fresh = self.rng.integers(0, self.n, size=len(obs))
-        if self.repeat and self.last is not None and len(self.last) == len(obs):
-            keep = (self.last >= 0) & (self.rng.random(len(obs)) < self.repeat)
-            fresh = np.where(keep, self.last, fresh)
-        self.last = fresh
-        return fresh
-
-    def reset(self, indices) -> None:
-        if self.last is not None:
-            self.last[np.asarray(list(indices), dtype=int)] = -1  # a new episode starts with a fresh action
-
-
-class EpsilonGreedy:
-    """With probability epsilon per env, a uniform random action replaces the policy's. The inner
-    policy still sees every frame, so its recurrent state stays in step with the episode."""
-
-    def __init__(self, policy: Policy, epsilon: float, num_actions: int, seed: int | None = None):
-        if not 0.0 <= epsilon <= 1.0:
-            raise ValueError("epsilon must be in [0, 1]")
-        self.policy, self.epsilon, self.n, self.rng = policy, epsilon, num_actions, np.random.default_rng(seed)
-        if hasattr(policy, "burn_in"):
-            self.burn_in_steps = getattr(policy, "burn_in_steps", 0)
-
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
-        actions = np.asarray(self.policy(obs)).copy()
-        explore = self.rng.random(len(obs)) < self.epsilon
-        actions[explore] = self.rng.integers(0, self.n, size=int(explore.sum()))
-        return actions
-
-    def reset(self, indices) -> None:
-        if hasattr(self.policy, "reset"):
-            self.policy.reset(indices)
-
-    def burn_in(self, frames: np.ndarray) -> None:
-        self.policy.burn_in(frames)
 
 
 # ---------------------------------------------------------------- env processes
@@ -382,25 +326,7 @@ class Collector:
         return ids
 
 
-# ---------------------------------------------------------------- evaluation and benchmark
-def evaluate(episodes: Iterable[Episode]) -> dict[str, Any]:
-    """Mean return and length; for Crafter also per-achievement success rates (%) and the score."""
-    eps = list(episodes)
-    if not eps:
-        raise ValueError("evaluate needs at least one episode")
-    returns = np.array([e.return_ for e in eps])
-    lengths = np.array([e.length for e in eps])
-    out: dict[str, Any] = {"episodes": len(eps), "return_mean": float(returns.mean()),
-                           "return_std": float(returns.std()), "length_mean": float(lengths.mean())}
-    names = eps[0].achievement_names
-    if names:
-        unlocked = np.array([[e.unlocked()[n] for n in names] for e in eps])
-        rates = {n: float(100.0 * unlocked[:, j].mean()) for j, n in enumerate(names)}
-        out["success_rates"] = rates
-        out["crafter_score"] = crafter_score(rates)
-    return out
-
-
+# ---------------------------------------------------------------- benchmark
 def benchmark_collect(env_name: str, num_workers: int, steps: int, seed: int = 0,
                       spares: int | None = None) -> float:
     """Env steps per second of random-policy collection into a temporary store, with

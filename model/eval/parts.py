@@ -21,20 +21,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from model.data.collector import evaluate as summarize_episodes
+from model.data.crafter_score import crafter_score, success_rates
 from model.data.envs import achievement_names, canonical_name, make_env
 from model.data.frames import to_tensor
-from model.nets.imagination import DreamEnv
+from model.data.policies import Policy
 from model.data.store import Episode
+from model.nets.imagination import DreamEnv
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
-Policy = Callable[[np.ndarray], np.ndarray]
 
 # PSNR of a frame reproduced exactly is infinite; per-frame PSNRs are capped here (MSE floor 1e-10),
 # far above anything a lossy tokenizer reaches (one uint8 step in one channel of one pixel: ~89 dB).
@@ -79,13 +80,6 @@ def heldout_seeds(start: int, n: int, exclude: Iterable[int] = ()) -> list[int]:
 
 
 # ------------------------------------------------------------------------------------- real episodes
-
-def env_kwargs_for(env_name: str, max_episode_steps: int | None) -> dict[str, Any]:
-    """The env's own length limit as training used it (only Crafter takes one)."""
-    if canonical_name(env_name) == "crafter" and max_episode_steps:
-        return {"length": int(max_episode_steps)}
-    return {}
-
 
 def run_episodes(env_name: str, policy: Policy, seeds: Sequence[int], max_steps: int | None = None,
                  env_kwargs: dict[str, Any] | None = None, progress: Progress | None = None,
@@ -141,12 +135,41 @@ def run_episodes(env_name: str, policy: Policy, seeds: Sequence[int], max_steps:
     return eps
 
 
-def episode_stats(episodes: Sequence[Episode]) -> dict[str, Any]:
-    """Return, length, (Crafter) success rates and score, and how many episodes ``max_steps`` cut."""
-    out = summarize_episodes(episodes)
-    out["returns"] = [float(e.return_) for e in episodes]
-    out["cut_by_max_steps"] = int(sum(bool(e.meta.get("cut")) for e in episodes))
-    out["terminated"] = int(sum(bool(e.terminated[-1]) for e in episodes if e.length))
+@dataclass(frozen=True)
+class EpisodeFacts:
+    """What :func:`episode_stats` needs of one episode: small, so DDP ranks can exchange them."""
+
+    return_: float
+    length: int
+    unlocked: dict[str, bool]  # achievement -> unlocked at least once (empty without achievements)
+    cut: bool  # cut short by ``max_steps``
+    terminated: bool  # ended by the env (death), not by a time limit
+
+    @classmethod
+    def of(cls, ep: Episode) -> EpisodeFacts:
+        return cls(ep.return_, ep.length, ep.unlocked(), bool(ep.meta.get("cut")),
+                   bool(ep.length and ep.terminated[-1]))
+
+
+def episode_stats(episodes: Sequence[Episode | EpisodeFacts]) -> dict[str, Any]:
+    """The one summary of real episodes (`deltaplay eval checkpoint` and the trainer's metrics): their
+    number, mean and spread of the return, mean length, for Crafter the success rates (%) and the score,
+    every return, and how many episodes ``max_steps`` cut and how many the env terminated."""
+    facts = [e if isinstance(e, EpisodeFacts) else EpisodeFacts.of(e) for e in episodes]
+    if not facts:
+        raise ValueError("episode_stats needs at least one episode")
+    returns = np.array([f.return_ for f in facts])
+    out: dict[str, Any] = {"episodes": len(facts), "return_mean": float(returns.mean()),
+                           "return_std": float(returns.std()),
+                           "length_mean": float(np.mean([f.length for f in facts]))}
+    names = list(facts[0].unlocked)
+    if names:
+        rates = success_rates(np.array([[f.unlocked[n] for n in names] for f in facts]))
+        out["success_rates"] = {n: float(r) for n, r in zip(names, rates)}
+        out["crafter_score"] = crafter_score(out["success_rates"])
+    out["returns"] = [float(f.return_) for f in facts]
+    out["cut_by_max_steps"] = sum(f.cut for f in facts)
+    out["terminated"] = sum(f.terminated for f in facts)
     return out
 
 

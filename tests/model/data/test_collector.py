@@ -1,12 +1,14 @@
 """Collector: parallel env processes, episodes stored whole and replayable from their seed,
-policy hooks, evaluation, benchmark."""
+policy hooks, their summary, benchmark."""
 import numpy as np
 import pytest
 
-from model.data.collector import Collector, EpsilonGreedy, RandomPolicy, benchmark_collect, evaluate
+from model.data.collector import Collector, benchmark_collect
 from model.data.crafter_score import crafter_score
 from model.data.envs import make_env
+from model.data.policies import RandomPolicy
 from model.data.store import EpisodeStore
+from model.eval.parts import episode_stats
 
 SMALL_CRAFTER = {"area": (32, 32), "length": 30}  # fast world generation, short episodes
 
@@ -90,7 +92,7 @@ def test_collect_episodes_and_evaluate(tmp_path):
     for ep in eps:
         assert_whole_episode(ep)
         assert ep.length <= 100
-    stats = evaluate(eps)
+    stats = episode_stats(eps)
     assert stats["episodes"] == 5
     assert stats["return_mean"] == pytest.approx(np.mean([e.return_ for e in eps]))
     assert stats["length_mean"] == pytest.approx(np.mean([e.length for e in eps]))
@@ -113,50 +115,12 @@ def test_crafter_collection_achievements_and_replay(tmp_path):
     np.testing.assert_array_equal(eps[1].frames, f)
     np.testing.assert_array_equal(eps[1].rewards, r)
     assert trunc
-    stats = evaluate(eps)
+    stats = episode_stats(eps)
     assert set(stats["success_rates"]) == set(eps[0].achievement_names)
     for name, rate in stats["success_rates"].items():
         assert rate == pytest.approx(50.0 * sum(e.unlocked()[name] for e in eps))
     assert stats["crafter_score"] == pytest.approx(crafter_score(stats["success_rates"]))
 
 
-def test_epsilon_greedy():
-    class Constant:
-        def __init__(self):
-            self.reset_calls = []
-
-        def __call__(self, obs):
-            return np.full(len(obs), 2)
-
-        def reset(self, idx):
-            self.reset_calls.append(idx)
-
-    obs = np.zeros((1000, 64, 64, 3), np.uint8)
-    inner = Constant()
-    assert (EpsilonGreedy(inner, 0.0, 17, seed=0)(obs) == 2).all()
-    mixed = EpsilonGreedy(inner, 0.3, 17, seed=0)(obs)
-    assert 0.6 < (mixed == 2).mean() < 0.8 and len(np.unique(mixed)) == 17
-    wrapped = EpsilonGreedy(inner, 1.0, 17, seed=0)
-    wrapped.reset([1])
-    assert inner.reset_calls == [[1]]
-    with pytest.raises(ValueError):
-        EpsilonGreedy(inner, 1.5, 17)
-
-
 def test_benchmark_collect_runs():
     assert benchmark_collect("gridworld", 2, 200) > 0
-
-
-def test_random_policy_repeat_walks_with_a_uniform_marginal():
-    obs = np.zeros((4, 8, 8, 3), np.uint8)
-    iid, sticky = RandomPolicy(5, seed=0), RandomPolicy(5, seed=0, repeat=0.75)
-    a = np.stack([iid(obs) for _ in range(4000)])
-    b = np.stack([sticky(obs) for _ in range(4000)])
-    same = lambda x: float((x[1:] == x[:-1]).mean())
-    assert abs(same(a) - 0.2) < 0.03  # i.i.d.: the next action matches 1 time in 5
-    assert abs(same(b) - (0.75 + 0.25 * 0.2)) < 0.03  # kept 3 times in 4, else a fresh uniform draw
-    assert np.abs(np.bincount(b.ravel(), minlength=5) / b.size - 0.2).max() < 0.03
-    sticky.reset([1])  # a new episode in env 1 draws afresh: -1 is never returned, other envs keep theirs
-    assert sticky.last[1] == -1 and (sticky(obs) >= 0).all()
-    with pytest.raises(ValueError, match="repeat"):
-        RandomPolicy(5, repeat=1.0)
