@@ -149,8 +149,9 @@ def resume_config(args: argparse.Namespace, run_dir: Path):
 
 def run(args: argparse.Namespace) -> int:
     from model.checkpoint import CheckpointError
-    from model.train.run_dir import RunLockedError, is_no_space
-    from model.train.loop import ConfigError, RunExistsError, train
+    from model.train.config_check import ConfigError
+    from model.train.loop import train
+    from model.train.run_dir import RunFolderError, RunLockedError, is_no_space
 
     env_slug = (args.env or "crafter").replace(":", "-").lower()
     run_dir = Path(args.run_dir or f"runs/{env_slug}-{args.preset or 'cpu'}")
@@ -165,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         summary = train(cfg, run_dir, resume=args.resume, max_epochs=args.epochs,
                         console=not args.quiet, tensorboard=args.tensorboard,
                         max_seconds=None if args.minutes is None else 60.0 * args.minutes)
-    except (ConfigError, CheckpointError, RunLockedError, RunExistsError) as e:
+    except (ConfigError, CheckpointError, RunLockedError, RunFolderError) as e:
         raise UserError(str(e)) from None
     except OSError as e:
         where = e.filename or run_dir

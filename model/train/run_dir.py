@@ -27,6 +27,10 @@ class RunLockedError(RuntimeError):
     """Another live trainer holds the run folder."""
 
 
+class RunFolderError(RuntimeError):
+    """The folder does not suit the request: a new run where one exists, or a resume where none does."""
+
+
 @dataclass(frozen=True)
 class RunDir:
     root: Path
@@ -72,12 +76,23 @@ class RunDir:
         for d in (self.root, self.checkpoints, self.media):
             d.mkdir(parents=True, exist_ok=True)
 
+    def check(self, resume: bool) -> None:
+        """Raise :class:`RunFolderError` unless the folder suits a new run (or, with ``resume``, a resume)."""
+        from model.checkpoint import checkpoint_exists
+
+        started = self.config.exists() or checkpoint_exists(self.last)
+        if not resume and (started or any(self.root.glob("store/episodes/*/*.npz"))):
+            raise RunFolderError(f"{self.root} already holds a run; pass --resume to continue it or choose "
+                                 "another --run-dir")
+        if resume and not started:
+            raise RunFolderError(f"nothing to resume in {self.root} (no checkpoint and no config.json)")
+
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write via a temp file + fsync + rename, so a crash or a full disk leaves the old file intact."""
-    from model.data.store import _atomic_write  # the store's crash-safe writer (also fsyncs the folder)
+    from model.data.store import atomic_write  # the store's crash-safe writer (also fsyncs the folder)
 
-    _atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")))
+    atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")))
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

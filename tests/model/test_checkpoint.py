@@ -11,7 +11,8 @@ import torch
 
 from model.checkpoint import (CONFIG, MODEL_NAMES, STATE, WEIGHTS, CheckpointError, build_model,
                               checkpoint_exists, export_checkpoint, load_checkpoint, save_checkpoint)
-from model.train.loop import make_optimizer, model_names, prepare_config
+from model.train.config_check import model_names, prepare_config
+from model.train.phases import make_optimizer
 
 
 class Evil:

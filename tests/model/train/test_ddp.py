@@ -59,7 +59,7 @@ def test_two_rank_gloo_epoch_keeps_ranks_identical(tmp_path):
         assert not (a["actions"].shape == b["actions"].shape and np.array_equal(a["actions"], b["actions"]))
     steps = sum(int(np.load(f)["actions"].shape[0]) for f in eps0 + eps1)
     (rec,) = read_metrics(run / "metrics.jsonl")
-    assert rec["env_frames"] == steps and rec["test_episodes"] == 2
+    assert rec["env_frames"] == steps and rec["episodes"] == 2
     with safe_open(str(out / "rank1.safetensors"), "pt") as f:
         assert int(f.metadata()["env_frames"]) == steps  # both ranks agree on the counter
     ck = load_checkpoint(run / "checkpoints" / "last")

@@ -13,7 +13,7 @@ import numpy as np
 
 from model.checkpoint import load_checkpoint
 from model.train.run_dir import read_metrics
-from model.train.loop import collection_target
+from model.train.schedule import collection_target
 
 SETTINGS = {  # tiny preset, GridWorld; epoch 2 trains long enough to be killed in the middle
     "train.initial_random_frames": 200, "train.frames_per_epoch": 300, "train.total_frames": 100000,

@@ -13,7 +13,9 @@ import torch
 from app.cli import main
 from model.checkpoint import load_checkpoint
 from model.train.run_dir import MetricsWriter, RunLock, RunLockedError, read_metrics
-from model.train.loop import ConfigError, collection_target, prepare_config, train
+from model.train.config_check import ConfigError, prepare_config
+from model.train.loop import train
+from model.train.schedule import collection_target
 
 
 def quick(cfg):
@@ -37,7 +39,7 @@ def test_iris_tokenizer_trains_end_to_end(tmp_path, tiny_cfg):
     assert out["status"] == "finished" and out["epoch"] == 1
     (rec,) = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert rec["epoch"] == 1 and rec["env_frames"] == out["env_frames"] > 0
-    for key in ("tokenizer/psnr", "world_model/token_acc", "actor_critic/loss", "return", "codebook_usage",
+    for key in ("tokenizer/psnr", "world_model/token_acc", "actor_critic/loss", "return_mean", "codebook_usage",
                 "recon_psnr", "token_accuracy", "fps"):
         assert key in rec, key
     ck = load_checkpoint(tmp_path / "run" / "checkpoints" / "last")
@@ -77,7 +79,7 @@ def test_baselines_train_on_the_same_batches(tmp_path, tiny_cfg):
     assert set(ck.models) == {"tokenizer", "world_model", "actor_critic", "world_model_no_itok", "iris_tokenizer"}
     assert ck.models["iris_tokenizer"].tokens_per_frame == 16 and not ck.models["world_model_no_itok"].i_tokens
     (rec,) = read_metrics(tmp_path / "run" / "metrics.jsonl")
-    assert "iris_tokenizer/psnr" in rec and "world_model_no_itok/loss" in rec and "return" not in rec
+    assert "iris_tokenizer/psnr" in rec and "world_model_no_itok/loss" in rec and "return_mean" not in rec
     assert set(ck.state["optimizers"]) == set(ck.models)
 
 

@@ -1,0 +1,203 @@
+"""The three learning phases of an epoch, each a fixed number of optimiser steps on sampled batches:
+the tokenizer on pairs of real frames, the world model on the frozen tokenizer's tokens, and the
+actor-critic in imagination from real burn-in segments.
+
+Optimisers: AdamW (lr, weight decay on weight matrices and embeddings only) for the tokenizer and
+world model, as the published code; the actor-critic gets no weight decay (the published code uses
+Adam for it). Grad-norm clip ``grad_clip``; bf16 autocast on CUDA for the tokenizer and world model.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from model.config import Config
+from model.data.sampler import SegmentSampler, to_torch
+from model.data.token_cache import TokenCache
+from model.device import autocast
+from model.nets.imagination import DreamEnv
+from model.train.dist import Dist
+from model.train.schedule import steps_for
+from model.train.stop import StopRequested
+
+Emit = Callable[..., None]  # emit(phase, step=..., steps=..., loss=...)
+
+
+class Mean:
+    """Running means of metric dicts."""
+
+    def __init__(self) -> None:
+        self.sum: dict[str, float] = defaultdict(float)
+        self.n: dict[str, int] = defaultdict(int)
+
+    def add(self, metrics: dict[str, float], prefix: str = "") -> None:
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                self.sum[prefix + k] += float(v)
+                self.n[prefix + k] += 1
+
+    def mean(self, key: str) -> float:
+        return self.sum[key] / max(self.n[key], 1)
+
+    def result(self) -> dict[str, float]:
+        return {k: self.sum[k] / self.n[k] for k in self.sum}
+
+
+def dream_autocast(cfg: Config, device: torch.device) -> str | None:
+    """The dream's autocast mode: the run's setting on CUDA, none elsewhere."""
+    return cfg.train.autocast if device.type == "cuda" else None
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW; decay only on tensors with >= 2 dims (weights, embeddings), not on biases or norms."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    rest = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+class Phases:
+    """Trains the run's models in place. ``emit`` reports each step; ``should_stop`` is asked before each
+    step (a stop raises :class:`StopRequested`). ``updated`` says whether an optimiser stepped since the
+    owner last cleared it (the trainer does at each checkpoint)."""
+
+    def __init__(self, cfg: Config, models: dict[str, nn.Module], optims: dict[str, torch.optim.Optimizer],
+                 samplers: dict[str, SegmentSampler], token_cache: TokenCache, dist: Dist, emit: Emit,
+                 should_stop: Callable[[], bool]):
+        self.cfg, self.models, self.optims, self.samplers = cfg, models, optims, samplers
+        self.token_cache, self.dist, self.device = token_cache, dist, dist.device
+        self.emit, self.should_stop = emit, should_stop
+        self.updated = False
+
+    # ---------------------------------------------------------------- shared steps
+
+    def _autocast(self):
+        return autocast(self.device, self.cfg.train.autocast)
+
+    def _optimize(self, name: str, loss: torch.Tensor) -> float:
+        """One optimiser step of model ``name`` (gradients averaged over ranks, clipped); the grad norm."""
+        model, opt = self.models[name], self.optims[name]
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.dist.average_grads(params)
+        norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip)
+        opt.step()
+        self.dist.broadcast_module(model, buffers_only=True)
+        self.updated = True
+        return float(norm)
+
+    def _steps(self, component: str, epoch: int) -> Iterator[tuple[int, int]]:
+        """(step, steps) of this epoch's schedule for ``component``, stopping when asked to."""
+        n = steps_for(self.cfg, component, epoch)
+        for i in range(n):
+            if self.should_stop():
+                raise StopRequested
+            yield i, n
+
+    @contextmanager
+    def _training(self, names: list[str]) -> Iterator[None]:
+        """Train mode for ``names`` while the phase runs, eval mode after (also on a stop)."""
+        for name in names:
+            self.models[name].train()
+        try:
+            yield
+        finally:
+            for name in names:
+                self.models[name].eval()
+
+    # ---------------------------------------------------------------- batches
+
+    def pairs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(prev, actions, next) frame pairs of one tokenizer batch (only real transitions)."""
+        for _ in range(100):
+            raw = self.samplers["tokenizer"].sample(self.dist.share(self.cfg.train.tokenizer_batch))
+            b = to_torch(raw, self.device)
+            valid = b.action_mask[:, :-1]
+            if valid.any():
+                return b.frames[:, :-1][valid], b.actions[:, :-1][valid], b.frames[:, 1:][valid]
+        raise RuntimeError("the store holds no transitions to train the tokenizer on")
+
+    def _world_model_batch(self) -> tuple[torch.Tensor, ...]:
+        """World-model inputs from one sampled segment: L steps need L+1 frames."""
+        tok = self.models["tokenizer"]
+        raw = self.samplers["world_model"].sample(self.dist.share(self.cfg.train.world_model_batch))
+        b = to_torch(raw, self.device)
+
+        def encode(prev, actions, nxt):
+            with torch.no_grad(), self._autocast():
+                return tok.encode(prev, actions, nxt)
+
+        tokens = self.token_cache.tokens(raw, b.frames, encode)
+        weights = self.models["world_model"].step_weights(b.frames)
+        return (b.frames[:, :-1], b.actions[:, :-1], tokens, b.rewards[:, :-1], b.ends[:, :-1], b.action_mask[:, :-1],
+                weights)
+
+    # ---------------------------------------------------------------- the phases
+
+    def tokenizer(self, epoch: int) -> dict[str, float]:
+        names = ["tokenizer"] + (["iris_tokenizer"] if "iris_tokenizer" in self.models else [])
+        agg = Mean()
+        with self._training(names):
+            for i, n in self._steps("tokenizer", epoch):
+                prev, act, nxt = self.pairs()
+                for name in names:
+                    with self._autocast():
+                        loss, m = self.models[name].compute_loss(prev, act, nxt)
+                    m["loss"] = loss.item()
+                    m["grad_norm"] = self._optimize(name, loss)
+                    agg.add(m, prefix=f"{name}/")
+                self.emit("tokenizer", step=i + 1, steps=n, loss=agg.mean("tokenizer/loss"))
+        return agg.result()
+
+    def world_model(self, epoch: int) -> dict[str, float]:
+        names = ["world_model"] + (["world_model_no_itok"] if "world_model_no_itok" in self.models else [])
+        vocab = self.cfg.tokenizer.vocab_size
+        counts = torch.zeros(vocab, dtype=torch.long)
+        self.token_cache.clear()  # the tokenizer trained since the last phase
+        agg = Mean()
+        with self._training(names):
+            for i, n in self._steps("world_model", epoch):
+                frames, actions, tokens, rewards, ends, mask, weights = self._world_model_batch()
+                counts += torch.bincount(tokens[mask].flatten().cpu(), minlength=vocab)
+                for name in names:
+                    wm = self.models[name]
+                    with self._autocast():
+                        loss, m = wm.compute_loss(frames if wm.i_tokens else None, actions, tokens, rewards, ends, mask,
+                                                  weights)
+                    m["grad_norm"] = self._optimize(name, loss)
+                    agg.add(m, prefix=f"{name}/")
+                self.emit("world_model", step=i + 1, steps=n, loss=agg.mean("world_model/loss"))
+        return agg.result() | codebook_stats(counts)
+
+    def actor_critic(self, epoch: int) -> dict[str, float]:
+        ac = self.models["actor_critic"]
+        dream = DreamEnv(self.models["tokenizer"], self.models["world_model"], temperature=1.0,
+                         autocast_mode=dream_autocast(self.cfg, self.device),
+                         probe_actions=self.cfg.actor_critic.lookahead_weight > 0)
+        agg = Mean()
+        with self._training(["actor_critic"]):
+            for i, n in self._steps("actor_critic", epoch):
+                batch = self.samplers["actor_critic"].sample_burn_in(self.dist.share(self.cfg.train.actor_critic_batch))
+                b = to_torch(batch, self.device)
+                loss, m = ac.imagine_and_loss(dream, b.frames, b.actions[:, :-1])
+                m["grad_norm"] = self._optimize("actor_critic", loss)
+                agg.add(m, prefix="actor_critic/")
+                self.emit("actor_critic", step=i + 1, steps=n, loss=agg.mean("actor_critic/loss"))
+        return agg.result()
+
+
+def codebook_stats(counts: torch.Tensor) -> dict[str, float]:
+    """Token counts (V,) of a phase -> share of the codebook used and its perplexity (none if no tokens)."""
+    if counts.sum() == 0:
+        return {}
+    p = counts.float() / counts.sum()
+    nz = p[p > 0]
+    return {"codebook_usage": float((counts > 0).float().mean()),
+            "codebook_perplexity": float(torch.exp(-(nz * nz.log()).sum()))}
