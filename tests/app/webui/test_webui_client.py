@@ -15,6 +15,8 @@ import torch
 from PIL import Image
 
 from app.webui import app as webui
+from app.webui.common import SCALE
+from app.webui.tokenizer_tab import TOK_SCALE
 
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
@@ -49,7 +51,7 @@ def image_size(path: str) -> tuple[int, int]:
 def test_reset_and_step_return_frames_of_the_right_size(client, tiny_run):
     out = reset(client, tiny_run)
     dream, real, stats = out[0], out[1], out[2]
-    side = 64 * webui.SCALE
+    side = 64 * SCALE
     assert image_size(dream) == (side, side)
     assert image_size(real) == (side, side)
     assert "**step** 0" in stats
@@ -112,7 +114,7 @@ def test_tokenizer_comparison(client, tiny_run, tmp_path):
     out = client.predict("fresh rollout", 0, 5, -1, None, None, 0, api_name="/compare_tokenizers")
     notice, original, iris, delta, prev, iris_err, delta_err, table, tokens = out
     for img in (original, iris, delta, prev, iris_err, delta_err):
-        assert image_size(img) == (64 * webui.TOK_SCALE,) * 2
+        assert image_size(img) == (64 * TOK_SCALE,) * 2
     rows = {r[0].split(" (")[0]: r for r in table["data"]}
     assert set(rows) == {"IRIS-style", "Δ-tokenizer", "copy x_{t-1}"}
     # bits per frame = tokens x log2(vocab): tiny preset has a 64-code vocabulary.
@@ -128,7 +130,7 @@ def test_tokenizer_comparison(client, tiny_run, tmp_path):
     out = client.predict("upload", 0, 0, -1, handle_file(str(a)), handle_file(str(b)), 1,
                          api_name="/compare_tokenizers")
     assert "resized to 64x64" in out[0]
-    assert image_size(out[1]) == (64 * webui.TOK_SCALE,) * 2
+    assert image_size(out[1]) == (64 * TOK_SCALE,) * 2
     # The stored episodes of the run folder are a frame source too; the batch finds a worst 1%.
     out = client.predict("stored episode", 0, 3, -1, None, None, 0, api_name="/compare_tokenizers")
     assert out[2] is not None
@@ -196,7 +198,7 @@ def test_agent_controls_and_play_this_run(client, tiny_run, server):
     checkpoint, dream, _, stats = out[:4]
     assert checkpoint["value"] == str(runs / "copied")  # the Play tab's checkpoint box (choices refreshed)
     assert str(runs / "copied") in [c[1] for c in checkpoint["choices"]]
-    assert "**step** 0" in stats and image_size(dream) == (64 * webui.SCALE,) * 2
+    assert "**step** 0" in stats and image_size(dream) == (64 * SCALE,) * 2
 
 
 def test_files_are_served_only_from_the_app_folders(server, tiny_run):

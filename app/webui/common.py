@@ -1,0 +1,203 @@
+"""What every tab of the web UI shares: settings, the per-browser-tab state, the page's CSS and
+keyboard script, named output views, and small helpers that turn engine errors into user messages.
+
+Importing this module first sets the no-telemetry environment (app/__init__.py) before gradio loads.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import app  # noqa: F401  (no-telemetry environment before gradio is imported)
+import gradio as gr
+import numpy as np
+
+from app.webui.compare import upscale
+from app.webui.jobs import latest_checkpoint
+
+SCALE = 6  # 64x64 frames are shown at 384x384, upscaled nearest on the server (crisp in any browser)
+
+CSS = """
+#frame img, #real img, .pixelated img { image-rendering: pixelated; image-rendering: crisp-edges; }
+#action-buttons button { min-width: 0; }
+#keymap { display: none !important; }
+"""
+
+PRIVATE = dict(api_visibility="private")  # an event the page uses that is not part of the HTTP API
+
+
+# ------------------------------------------------------------------------------------ settings
+
+@dataclass
+class UISettings:
+    checkpoint: str | None
+    runs_dir: Path
+    gallery_dir: Path
+    device: str = "auto"
+
+
+def checkpoint_choices(settings: UISettings) -> list[str]:
+    """Checkpoints the Play tab offers: the bundled one, --checkpoint, and every run's latest."""
+    from app.engine import BUNDLED_CHECKPOINT
+    from model.checkpoint import checkpoint_exists
+
+    out: list[str] = []
+    if settings.checkpoint:
+        out.append(str(settings.checkpoint))
+    if checkpoint_exists(BUNDLED_CHECKPOINT) and str(BUNDLED_CHECKPOINT) not in out:
+        out.append(str(BUNDLED_CHECKPOINT))
+    if settings.runs_dir.exists():
+        for d in sorted(settings.runs_dir.iterdir()):
+            if d.is_dir() and latest_checkpoint(d) is not None and str(d) not in out:
+                out.append(str(d))
+    return out
+
+
+def default_checkpoint(settings: UISettings) -> str | None:
+    choices = checkpoint_choices(settings)
+    return choices[0] if choices else None
+
+
+def env_of(checkpoint: str | None) -> str:
+    """The env a checkpoint was trained on (Crafter when there is none or it cannot be read: a
+    broken checkpoint shows its error when it is loaded, not when the page is built)."""
+    if checkpoint:
+        try:
+            from app.engine import resolve_checkpoint_path
+            from model.checkpoint import load_config
+
+            return load_config(resolve_checkpoint_path(checkpoint)).env.name
+        except Exception:
+            pass
+    return "crafter"
+
+
+def gallery_path(settings: UISettings, prefix: str) -> Path:
+    """A fresh GIF name in the gallery folder: ``prefix-YYYYmmdd-HHMMSS-xxxxxx.gif``."""
+    return settings.gallery_dir / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.gif"
+
+
+# ------------------------------------------------------------------------------------ state
+
+@dataclass
+class TabState:
+    """One browser tab: its checkpoint, its PlaySession, and what its plots show."""
+
+    checkpoint: str | None
+    session: Any = None
+    errors: list[float] = field(default_factory=list)
+    rollout: Any = None  # the I-tokens tab's last rollout
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+
+def close_state(st: Any) -> None:
+    """The ``gr.State`` delete callback: a closed browser tab frees its session."""
+    if isinstance(st, TabState):
+        st.close()
+
+
+class View:
+    """A tab's widgets by name, so a handler returns ``{widget: value}`` instead of a positional list."""
+
+    def parts(self, *names: str) -> list[Any]:
+        """The named widgets, in this order (an event's inputs or outputs)."""
+        return [getattr(self, n) for n in names]
+
+    def values(self, **by_name: Any) -> dict[Any, Any]:
+        """``name=value`` -> ``{widget: value}``, what a handler returns; widgets left out stay as they are."""
+        return {getattr(self, n): v for n, v in by_name.items()}
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+def user_error(e: BaseException) -> gr.Error:
+    """A problem the user can act on, as a toast instead of a traceback."""
+    return gr.Error(str(e) or type(e).__name__, print_exception=False)
+
+
+@contextmanager
+def shown_to_user(*errors: type[BaseException]) -> Iterator[None]:
+    """Turn the given exceptions into a toast for the user (no traceback)."""
+    try:
+        yield
+    except errors as e:
+        raise user_error(e) from None
+
+
+def load_bundle(checkpoint: str | None, device: str):
+    """The engine's (cached) models of a checkpoint; a bad path or file is a message for the user."""
+    from app.engine import CheckpointMissing, ModelBundle
+    from model.checkpoint import CheckpointError
+
+    with shown_to_user(CheckpointMissing, CheckpointError, ValueError):
+        return ModelBundle.load(checkpoint or None, device=device)
+
+
+def bundle_of(st: TabState | None, settings: UISettings):
+    """The models of the checkpoint this browser tab plays (the default one before it played)."""
+    ckpt = st.checkpoint if st is not None else default_checkpoint(settings)
+    if not ckpt:
+        raise gr.Error("No checkpoint loaded: open one in the Play tab or train one in the Train tab.",
+                       print_exception=False)
+    return load_bundle(ckpt, settings.device)
+
+
+def big(frame: np.ndarray | None, scale: int = SCALE) -> np.ndarray | None:
+    return None if frame is None else upscale(np.asarray(frame, np.uint8), scale)
+
+
+def seed_of(v: Any) -> int | None:
+    """The Seed box: a negative or empty value means a random seed."""
+    return None if v is None or int(v) < 0 else int(v)
+
+
+# ------------------------------------------------------------------------------------ keyboard
+
+def key_labels(keymap: dict[str, int]) -> dict[int, str]:
+    """action -> the first key that plays it (letters before arrows), for the button labels."""
+    out: dict[int, str] = {}
+    for key, a in sorted(keymap.items(), key=lambda kv: (len(kv[0]) > 1 and kv[0] not in ("space", "tab"), kv[0])):
+        out.setdefault(a, key.upper() if len(key) == 1 else key.capitalize())
+    return out
+
+
+def keyboard_js(keymap: dict[str, int]) -> str:
+    """The page script for keyboard play. The live keymap is read from the hidden #keymap box
+    (updated when a checkpoint of another env is loaded); ``keymap`` is the fallback."""
+    return """
+() => {
+  const fallback = %s;
+  const names = {" ": "space", "Tab": "tab", "Enter": "enter", "ArrowUp": "up", "ArrowDown": "down",
+                 "ArrowLeft": "left", "ArrowRight": "right"};
+  document.addEventListener("keydown", (e) => {
+    const t = e.target;
+    if (t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.tagName === "SELECT" || t.isContentEditable)) return;
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    const frame = document.getElementById("frame");
+    if (!frame || frame.offsetParent === null) return;  // only while the Play tab is shown
+    const key = names[e.key] || (e.key || "").toLowerCase();
+    let map = fallback;
+    const box = document.querySelector("#keymap textarea, #keymap input");
+    if (box && box.value) { try { map = JSON.parse(box.value); } catch (_) {} }
+    let id = null;
+    if (Object.prototype.hasOwnProperty.call(map, key)) id = "act-" + map[key];
+    else if (key === "enter") id = "btn-reset";
+    if (!id) return;
+    const btn = document.getElementById(id);
+    if (!btn) return;
+    e.preventDefault();
+    btn.click();
+  });
+}
+""" % json.dumps(keymap)

@@ -1,0 +1,229 @@
+"""The Train tab: start, stop and resume background training runs and watch their progress."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import gradio as gr
+import pandas as pd
+
+from app.webui.common import PRIVATE, UISettings, View, checkpoint_choices, shown_to_user
+from app.webui.jobs import JobError, JobManager, TrainSpec, format_eta, latest_checkpoint
+from app.webui.play_tab import PlayTab
+
+RUN_HEADERS = ["run", "state", "epoch", "frames", "frames/s", "ETA"]
+LOSS_KEYS = ("tokenizer_loss", "world_model_loss", "actor_critic_loss")  # the trainer's headline loss names
+SCORE_KEYS = ("crafter_score", "return_mean")
+
+
+def long_rows(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> pd.DataFrame | None:
+    """Metrics rows -> long format (epoch, value, series) for the numeric ``keys``."""
+    out = []
+    for i, r in enumerate(rows):
+        x = r.get("epoch", i)
+        for k, v in r.items():
+            if k != "epoch" and k in keys and isinstance(v, (int, float)) and not isinstance(v, bool):
+                out.append({"epoch": x, "value": float(v), "series": k})
+    # None, not an empty frame: an empty frame's object columns make the plot's axes categorical for good.
+    return pd.DataFrame(out, columns=["epoch", "value", "series"]) if out else None
+
+
+def progress_md(jobs: JobManager, name: str | None) -> tuple[str, str, str | None]:
+    """(progress line, log tail, error or None) of one run."""
+    if not name:
+        return "No run selected.", "", None
+    try:
+        s = jobs.status(name)
+    except JobError as e:
+        return str(e), "", None
+    p = s.progress
+    frames = "-" if p["frames"] is None else f"{int(p['frames']):,}"
+    if p["total_frames"]:
+        frames += f" / {int(p['total_frames']):,}"
+    fps = "-" if p["fps"] is None else f"{p['fps']:.0f}"
+    line = (f"**{s.name}**: **{s.state}** · epoch {p['epoch'] if p['epoch'] is not None else '-'} · frames {frames}"
+            f" · {fps} frames/s · ETA {format_eta(p['eta_s'])}")
+    if s.pid:
+        line += f" · pid {s.pid}"
+    return line, jobs.log_tail(name, 30), s.error
+
+
+def fresh_run_name() -> str:
+    return f"run-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_names(jobs: JobManager) -> list[str]:
+    return [r.name for r in jobs.list_runs()]
+
+
+def runs_table(jobs: JobManager) -> pd.DataFrame:
+    rows = []
+    for r in jobs.list_runs():
+        p = r.progress
+        rows.append([r.name, r.state, p["epoch"], p["frames"],
+                     None if p["fps"] is None else round(p["fps"], 1), format_eta(p["eta_s"])])
+    return pd.DataFrame(rows, columns=RUN_HEADERS)
+
+
+@dataclass
+class TrainView(View):
+    """The Train tab's widgets."""
+
+    name: gr.Textbox
+    env: gr.Dropdown
+    preset: gr.Dropdown
+    device: gr.Dropdown
+    tokenizer: gr.Radio
+    itok: gr.Checkbox
+    baselines: gr.Checkbox
+    frames: gr.Number
+    epochs: gr.Number
+    start_btn: gr.Button
+    stop_btn: gr.Button
+    resume_btn: gr.Button
+    play_btn: gr.Button
+    run_sel: gr.Dropdown
+    refresh_btn: gr.Button
+    progress: gr.Markdown
+    error: gr.Textbox
+    loss_plot: gr.LinePlot
+    score_plot: gr.LinePlot
+    log: gr.Textbox
+    runs: gr.Dataframe
+    timer: gr.Timer
+
+    RUN = ("progress", "error", "loss_plot", "score_plot", "log")  # what the tab shows of the selected run
+    FORM = ("name", "env", "preset", "device", "tokenizer", "itok", "baselines", "frames", "epochs")
+
+    def show_run(self, jobs: JobManager, run: str | None) -> dict[Any, Any]:
+        """The selected run's progress line, crash error, loss and score plots, and log tail."""
+        line, tail_text, err = progress_md(jobs, run)
+        rows = jobs.metrics(run) if run else []
+        return self.values(progress=line, error=gr.update(value=err or "", visible=bool(err)),
+                           loss_plot=long_rows(rows, LOSS_KEYS), score_plot=long_rows(rows, SCORE_KEYS),
+                           log=tail_text)
+
+    def show(self, jobs: JobManager, run: str | None, choices: bool = False) -> dict[Any, Any]:
+        """The runs table and the selected run; with ``choices``, the run list is reread too."""
+        out = {**self.values(runs=runs_table(jobs)), **self.show_run(jobs, run)}
+        if choices:
+            out.update(self.values(run_sel=gr.update(choices=run_names(jobs), value=run)))
+        return out
+
+
+def gpu_choices() -> list[tuple[str, str]]:
+    """Device choices for the Train form; a GPU is shown by name when present."""
+    import torch
+
+    out = [("auto", "auto"), ("cpu", "cpu")]
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            out.append((f"cuda:{i} ({torch.cuda.get_device_name(i)})", f"cuda:{i}"))
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        out.append(("mps (Apple GPU)", "mps"))
+    return out
+
+
+def env_choices() -> list[str]:
+    out = ["crafter", "gridworld"]
+    try:
+        import ale_py  # noqa: F401
+
+        out += ["atari:Pong", "atari:Breakout"]
+    except ImportError:
+        pass
+    return out
+
+
+def _form_rows() -> dict[str, Any]:
+    from model.config import PRESETS
+
+    w: dict[str, Any] = {}
+    with gr.Row():
+        w["name"] = gr.Textbox(fresh_run_name(), label="Run name", elem_id="train-name")
+        w["env"] = gr.Dropdown(env_choices(), value="crafter", label="Environment", elem_id="train-env",
+                               allow_custom_value=True)
+        w["preset"] = gr.Dropdown(list(PRESETS), value="cpu", label="Preset", elem_id="train-preset")
+        w["device"] = gr.Dropdown(gpu_choices(), value="auto", label="Device", elem_id="train-device")
+    with gr.Row():
+        w["tokenizer"] = gr.Radio(["delta", "iris"], value="delta", label="Tokenizer", elem_id="train-tokenizer")
+        w["itok"] = gr.Checkbox(True, label="I-tokens", elem_id="train-itok")
+        w["baselines"] = gr.Checkbox(False, label="Also train baselines (no-I-token WM, IRIS tokenizer)",
+                                     elem_id="train-baselines")
+        w["frames"] = gr.Number(0, label="Frame budget (0 = preset's)", precision=0, elem_id="train-frames")
+        w["epochs"] = gr.Number(0, label="Stop after epoch (0 = at the budget)", precision=0,
+                                elem_id="train-epochs")
+    with gr.Row():
+        w["start_btn"] = gr.Button("Start", variant="primary", elem_id="btn-train-start")
+        w["stop_btn"] = gr.Button("Stop", variant="stop", elem_id="btn-train-stop")
+        w["resume_btn"] = gr.Button("Resume", elem_id="btn-train-resume")
+        w["play_btn"] = gr.Button("Play this run", elem_id="btn-train-play")
+    return w
+
+
+def _layout(jobs: JobManager) -> TrainView:
+    with gr.Tab("Train", id="train", elem_id="tab-train"):
+        w = _form_rows()
+        with gr.Row():
+            w["run_sel"] = gr.Dropdown(run_names(jobs), value=None, label="Run",
+                                       elem_id="train-run", allow_custom_value=True, scale=3)
+            w["refresh_btn"] = gr.Button("Refresh", elem_id="btn-train-refresh", scale=1)
+        w["progress"] = gr.Markdown("No run selected.", elem_id="train-progress")
+        w["error"] = gr.Textbox(label="Error (crashed run)", lines=8, visible=False, elem_id="train-error",
+                                interactive=False)
+        with gr.Row():
+            w["loss_plot"] = gr.LinePlot(None, x="epoch", y="value", color="series", title="Losses",
+                                         height=260, elem_id="train-loss")
+            w["score_plot"] = gr.LinePlot(None, x="epoch", y="value", color="series",
+                                          title="Crafter score / return", height=260, elem_id="train-score")
+        w["log"] = gr.Textbox(label="Log (tail)", lines=10, max_lines=10, interactive=False, elem_id="train-log",
+                              autoscroll=True)
+        w["runs"] = gr.Dataframe(runs_table(jobs), headers=RUN_HEADERS, label="Runs", interactive=False,
+                                 elem_id="train-runs")
+        w["timer"] = gr.Timer(1.0)
+    return TrainView(**w)
+
+
+def train_tab(settings: UISettings, jobs: JobManager, play: PlayTab, tabs: gr.Tabs) -> TrainView:
+    """Lay out the Train tab and wire its events; "Play this run" opens a run in ``play``."""
+    v = _layout(jobs)
+
+    def start(run, env_v, preset_v, dev, tok, itok_v, base, frames_v, epochs_v):
+        spec = TrainSpec(name=(run or "").strip(), env=env_v, preset=preset_v, tokenizer=tok, i_tokens=bool(itok_v),
+                         device=dev or "auto", frames=int(frames_v) if frames_v else None, baselines=bool(base),
+                         epochs=int(epochs_v) if epochs_v else None)
+        with shown_to_user(JobError):
+            jobs.start(spec)
+        return {**v.show(jobs, spec.name, choices=True), **v.values(name=fresh_run_name())}
+
+    def job_action(act: Callable[[str], Any]) -> Callable[[str | None], dict[Any, Any]]:
+        def handler(run: str | None) -> dict[Any, Any]:
+            with shown_to_user(JobError):
+                act(run or "")
+            return v.show(jobs, run)
+        return handler
+
+    def play_run(st, run, *options):
+        if not run:
+            raise gr.Error("Select a run first.", print_exception=False)
+        if latest_checkpoint(settings.runs_dir / run) is None:
+            raise gr.Error(f"run {run!r} has no checkpoint yet (one is written at the end of each epoch)",
+                           print_exception=False)
+        run_dir = str(settings.runs_dir / run)
+        return {tabs: gr.update(selected="play"),
+                **play.view.values(checkpoint=gr.update(choices=checkpoint_choices(settings), value=run_dir)),
+                **play.load(st, run_dir, *options)}
+
+    shown = v.parts("runs", *v.RUN)
+    v.start_btn.click(start, v.parts(*v.FORM), v.parts("run_sel", "runs", *v.RUN, "name"), api_name="train_start")
+    v.stop_btn.click(job_action(jobs.stop), [v.run_sel], shown, api_name="train_stop")
+    v.resume_btn.click(job_action(jobs.resume), [v.run_sel], shown, api_name="train_resume")
+    v.refresh_btn.click(lambda run: v.show(jobs, run, choices=True), [v.run_sel], [v.run_sel, *shown],
+                        api_name="train_refresh")
+    v.run_sel.input(lambda run: v.show_run(jobs, run), [v.run_sel], v.parts(*v.RUN), **PRIVATE)
+    v.timer.tick(lambda run: v.show(jobs, run) if run else gr.skip(), [v.run_sel], shown, **PRIVATE)
+    pv = play.view
+    v.play_btn.click(play_run, [pv.state, v.run_sel, *pv.option_inputs()], [tabs, pv.checkpoint, *pv.load_outputs()],
+                     api_name="train_play")
+    return v
