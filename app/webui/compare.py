@@ -3,7 +3,7 @@
 * Tokenizers: one (x_{t-1}, a_{t-1}, x_t) transition through the Δ-tokenizer and the IRIS-style
   baseline: reconstructions, error maps, token-id grids, bits per frame (tokens x log2(vocab)),
   MSE/PSNR, and the worst 1% of a batch. "Copy x_{t-1}" is reported too: a tokenizer that cannot
-  beat copying the previous frame has not learned to use it (see ../shared/calibration.md).
+  beat copying the previous frame has not learned to use it.
 * I-tokens: one action sequence through the world models with and without I-tokens next to the real
   env, with the per-step pixel error of each against the real frames.
 
@@ -275,40 +275,10 @@ def batch_table(all_stats: Sequence[BatchStats], transitions: Sequence[Transitio
 BATCH_HEADERS = ["model", "transitions", "PSNR of mean MSE (dB)", "median PSNR (dB)", "worst 1% PSNR (dB)"]
 
 
-def iris_tokenizer_of(bundle: Any) -> Any | None:
-    """The IRIS-style baseline of a bundle's checkpoint, if it was trained (``train.baselines``).
-
-    The engine's bundle only carries what play needs, so the baseline is loaded here from the same
-    checkpoint folder (once per folder and weights version)."""
-    tok = getattr(bundle, "iris_tokenizer", None)
-    if tok is not None:
-        return tok
-    path = getattr(bundle, "path", None)
-    if path is None:
-        return None
-    from model.checkpoint import WEIGHTS, load_weights
-
-    key = (str(path), (Path(path) / WEIGHTS).stat().st_mtime_ns, str(bundle.device))
-    if key not in _IRIS_CACHE:
-        tok = None
-        if "iris_tokenizer" in load_weights(path):
-            from model.checkpoint import load_checkpoint
-
-            tok = load_checkpoint(path, device=bundle.device, names=("iris_tokenizer",),
-                                  with_state=False).models["iris_tokenizer"]
-            tok.to(bundle.device).eval().requires_grad_(False)
-        _IRIS_CACHE.clear()
-        _IRIS_CACHE[key] = tok
-    return _IRIS_CACHE[key]
-
-
-_IRIS_CACHE: dict[tuple, Any] = {}
-
-
 def tokenizers_of(bundle: Any) -> list[tuple[str, Any]]:
     """(label, tokenizer): the IRIS-style baseline (when trained) first, then the bundle's own."""
     out = []
-    iris = iris_tokenizer_of(bundle)
+    iris = bundle.iris_tokenizer
     if iris is not None:
         out.append((f"IRIS-style ({iris.tokens_per_frame} tokens)", iris))
     tok = bundle.tokenizer
