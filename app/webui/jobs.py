@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from model.train.run_dir import read_metrics
+
 JOB_FILE = "job.json"
 PROCESS_LOG = "process.log"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -96,7 +98,7 @@ _JSONL_CACHE: dict[str, tuple[tuple[int, int], list[dict[str, Any]]]] = {}
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Lines of a JSON-lines file, skipping a half-written last line (the trainer may be mid-write).
+    """The records of a metrics file (a half-written last line, the trainer mid-write, is skipped).
     Cached by (mtime, size): the UI polls every second and a long run's file is megabytes."""
     try:
         st = path.stat()
@@ -106,17 +108,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     hit = _JSONL_CACHE.get(str(path))
     if hit is not None and hit[0] == key:
         return hit[1]
-    rows = []
-    for line in path.read_text(errors="replace").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
+    rows = read_metrics(path)
     _JSONL_CACHE[str(path)] = (key, rows)
     return rows
 
