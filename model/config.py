@@ -138,7 +138,7 @@ class TrainConfig:
     first_epoch_actor_critic_steps: int = 500
     initial_random_frames: int = 100_000
     # Probability that the first collection's random policy repeats an env's previous action
-    # (0 = i.i.d. uniform; see model/data/collector.py RandomPolicy)
+    # (0 = i.i.d. uniform; RandomPolicy's ``repeat``)
     random_repeat: float = 0.0
     frames_per_epoch: int = 10_000
     num_envs: int = 16

@@ -1,8 +1,8 @@
 """Tokens of stored transitions, encoded once per tokenizer version instead of once per sample.
 
-While the world model trains, the tokenizer is frozen, yet every world-model batch used to re-encode
-its B x L frame pairs: 35-40% of a cpu-preset world-model step, and the same transitions come back
-many times within a phase (a 1,200-step phase draws 200k pairs from a 10k-frame store). The cache
+While the world model trains, the tokenizer is frozen, yet every world-model batch would re-encode
+its B x L frame pairs, a large share of a cpu-preset world-model step, and the same transitions come
+back many times within a phase (many more pairs are drawn than the store holds). The cache
 keys tokens by (episode, step); :meth:`TokenCache.clear` must be called whenever the tokenizer
 changes (the trainer does so at the start of each world-model phase).
 

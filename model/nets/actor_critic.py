@@ -53,7 +53,8 @@ def mask_until_first_end(ends: torch.Tensor) -> torch.Tensor:
 
 def normalized_advantages(advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B, T) advantages -> centred per step over the rows where ``mask`` (B, T) is on, then scaled to unit
-    root mean square over those entries (``ActorCriticConfig.normalize_advantages`` says why)."""
+    root mean square over those entries. Why: the critic starts at 0, so early advantages are the (all
+    positive) returns, and a short run can collapse the policy onto what it sampled first."""
     with torch.no_grad():
         per_step = (advantages * mask).sum(0) / mask.sum(0).clamp_min(1)
         centred = (advantages - per_step) * mask

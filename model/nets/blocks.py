@@ -102,7 +102,7 @@ class Encoder(nn.Module):
     downsample), highest resolution first, for U-Net style decoders.
 
     Encoders and decoders run channels-last on the fast path (``fastpath.channels_last``: inference
-    only, same values): oneDNN's NHWC conv kernels, 1.1-1.35x faster here than NCHW."""
+    only, same values), where oneDNN's NHWC conv kernels are faster than its NCHW ones."""
 
     def __init__(self, in_ch: int, channels: int, mult: Sequence[int], down: Sequence[int], latent: int,
                  num_res_blocks: int = 1) -> None:

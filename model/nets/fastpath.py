@@ -10,8 +10,8 @@ autograd off, i.e. inference):
 * ``model.nets.world_model.Linear``: on CPU with more than one thread, a product with at most 8 rows
   (batch-1 generation) is split into one block of output rows per thread and run as a ``bmm``.
 
-Results agree with the plain path up to float rounding (tests/test_fastpath.py measures how far on
-a trained model). Reduced precision is a separate, explicit choice: ``model.device.autocast`` (bf16),
+Results agree with the plain path up to float rounding (tests/model/nets/test_fastpath.py measures
+how far on a trained model). Reduced precision is a separate, explicit choice: ``model.device.autocast`` (bf16),
 off by default on CPU.
 
 ``plain()`` turns the fast path off, e.g. to benchmark or test against the straightforward NCHW
@@ -60,8 +60,8 @@ def plain() -> Iterator[None]:
 def channels_last(x: torch.Tensor) -> torch.Tensor:
     """An image batch (N, C, H, W) in channels-last layout on the fast path without autograd;
     unchanged otherwise. Same values and shape: only the memory order differs, so convs pick their
-    NHWC kernels. Not under autograd: on CPU (oneDNN, AVX2) the NHWC weight-gradient and GroupNorm
-    backward kernels measured 1.5-10x slower than the NCHW ones, which made training steps slower."""
+    NHWC kernels. Not under autograd: on CPU the NHWC weight-gradient and GroupNorm backward kernels
+    are slower than the NCHW ones, so training steps would be slower."""
     if _enabled and x.dim() == 4 and not torch.is_grad_enabled():
         return x.contiguous(memory_format=torch.channels_last)
     return x
@@ -73,9 +73,8 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
 def grad_chunk(requested: int, device: torch.device, cpu: int, other: int) -> int:
     """Chunk size for :func:`loss_in_chunks`: ``requested`` if >= 0 (0 = whole batch), else the
     device's default. On CPU small chunks are faster, not only lighter: each chunk's activations are
-    reused from the allocator instead of fresh (page-faulting) buffers, and stay in cache (measured:
-    Δ-tokenizer 222 ms/pair in chunks of 16 vs 293 in one batch of 96, world model 27 vs 38 ms/frame
-    for 2 vs 8 sequences). On a GPU large batches keep it busy."""
+    reused from the allocator instead of fresh (page-faulting) buffers, and stay in cache. On a GPU
+    large batches keep it busy."""
     if requested >= 0:
         return requested
     return cpu if device.type == "cpu" else other

@@ -9,11 +9,10 @@ IRIS: a 4x4 (or 8x8) map with one token per position.
   learned 64x64 plane for a_{t-1} and x_t; the decoder sees a CNN summary of x_{t-1} (8x8), an
   action embedding (8x8) and the quantized latent, so the tokens only carry what x_{t-1} and
   a_{t-1} do not predict.
-* :class:`ResidualDeltaTokenizer`, ``decoder="residual"`` (cpu preset, a documented deviation):
-  same tokens and loss, but the decoder is a U-Net over x_{t-1} whose output mixes x_{t-1}, a
-  correction of it and x_{t-1} moved by a per-frame kernel; it starts as a copy of x_{t-1}. In the
-  published design the decoder must learn to redraw the whole scene from a 512-number summary,
-  which takes too many CPU steps (shared/calibration.md); here the deterministic part is nearly free.
+* :class:`ResidualDeltaTokenizer`, ``decoder="residual"`` (cpu preset): same tokens and loss, but
+  the decoder is a U-Net over x_{t-1} whose output mixes x_{t-1}, a correction of it and x_{t-1}
+  moved by a per-frame kernel; it starts as a copy of x_{t-1}, so the deterministic part of a frame
+  is nearly free instead of redrawn from a 512-number summary (docs/decisions.md).
 * :class:`IrisTokenizer`: each frame alone, no perceptual loss (no VGG weights can be downloaded
   at run time) and no attention blocks in the conv nets.
 
@@ -229,11 +228,10 @@ class DeltaTokenizer(Tokenizer):
 
 
 class ResidualDeltaTokenizer(DeltaTokenizer):
-    """cpu-preset Δ-tokenizer (a deviation from the paper; same tokens, loss and API).
+    """cpu-preset Δ-tokenizer (same tokens, loss and API as the published one).
 
-    In the published design the decoder redraws the whole frame from an 8x8 summary of x_{t-1}; on
-    a CPU that takes tens of thousands of steps to become sharp, and until then it is worse than
-    copying x_{t-1} (shared/calibration.md). Here the decoder starts *as* the copy and learns changes:
+    The published decoder redraws the whole frame from an 8x8 summary of x_{t-1}, which a short CPU
+    training does not get sharp. Here the decoder starts *as* the copy of x_{t-1} and learns changes:
 
     * Both networks work at 32x32 after a lossless pixel-unshuffle of the 64x64 input (4x cheaper
       than convolving at full resolution, no information lost).
@@ -316,8 +314,8 @@ class ResidualDeltaTokenizer(DeltaTokenizer):
 
 
 def advect(img: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-    """Convolve each image with its own kernels ("same" size, zero padding), through FFTs: a grouped
-    15x15 conv measured ~7x slower on CPU. img (N, C, H, W), kernels (N, M, k, k) -> (N, M, C, H, W)."""
+    """Convolve each image with its own kernels ("same" size, zero padding), through FFTs (a grouped
+    15x15 conv is much slower on CPU). img (N, C, H, W), kernels (N, M, k, k) -> (N, M, C, H, W)."""
     h, w = img.shape[-2:]
     k = kernels.shape[-1]
     size = (h + k - 1, w + k - 1)  # full linear convolution, no wrap-around

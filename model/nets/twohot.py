@@ -61,8 +61,7 @@ class SignClasses(nn.Module):
     ``decode`` logits to a value), so the world model swaps one for the other.
 
     Why: for sparse +-1 rewards (GridWorld's coins) a plain 3-way classifier learns the rare class
-    far sooner than 255 two-hot buckets (a CNN probe on one GridWorld store: separated after 200
-    steps vs none after 400). Decoding takes the expectation p(+1) - p(-1) rather than a sample,
+    far sooner than 255 two-hot buckets. Decoding takes the expectation p(+1) - p(-1) rather than a sample,
     as :meth:`TwoHot.decode` does."""
 
     num_buckets = 3

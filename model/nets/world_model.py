@@ -92,7 +92,7 @@ class Linear(nn.Linear):
     a few rows over the CPU threads. Batch-1 generation multiplies 1-3 token vectors by each weight
     matrix: the cost is streaming the weights from memory (~40 MB per transformer pass), and MKL runs
     such a product on one thread. Cutting the weight into one block of output rows per thread and
-    using ``bmm`` puts every core's memory bandwidth to work (measured 1.8-2x on 2 cores).
+    using ``bmm`` puts every core's memory bandwidth to work.
     Fast path, CPU, no autograd, more than one thread only."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -265,9 +265,7 @@ class WorldModel(nn.Module):
         With ``action_sees_frame`` the action token also carries the I-token. Why: a step's reward and
         end (a coin or an enemy on the agent's next cell) depend on x_t and a_t together; read at the
         action token, they otherwise have to come through attention to the I-token among up to
-        ``max_steps`` steps of context. Measured on GridWorld (30-minute cpu runs, two-hot rewards): the
-        predicted reward on death steps went from 0.03 to -0.24, on coin steps it hardly moved (0.030 ->
-        0.033); see checkpoints/README.md. The I-token keeps its own position."""
+        ``max_steps`` steps of context. The I-token keeps its own position."""
         return (i, a + i) if self.cfg.action_sees_frame else (i, a)
 
     # ---------------------------------------------------------------- training

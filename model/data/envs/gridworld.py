@@ -10,9 +10,9 @@ has to encode, while the agent's motion is predictable from the action alone.
   with probability 0.08 (never on the agent) and each one vanishes with probability 0.05.
 * Truncated after 100 steps.
 
-Measured over 300 seeded episodes: a uniform random policy returns 0.9 on average (about 1.4 coins,
-and it dies in about half of the episodes); a scripted policy that walks to the nearest coin around
-enemies returns about 19. An agent trained in imagination therefore shows clear progress quickly.
+A uniform random policy collects about one coin and dies in about half of its episodes, while a
+policy that walks to the nearest coin around enemies collects many (docs/decisions.md has the
+figures), so an agent trained in imagination shows clear progress quickly.
 
 Frames are 64x64 RGB, 8 px per cell, flat colours (pixel-exact when scaled).
 """
