@@ -25,6 +25,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from einops import rearrange
 
 from model.nets import fastpath
 from model.config import IMAGE_SIZE, TokenizerConfig
@@ -96,13 +97,12 @@ class Tokenizer(nn.Module):
 
     # --- latent map <-> per-token vectors -------------------------------------------------------
     def to_patches(self, z: torch.Tensor) -> torch.Tensor:
-        """(N, C, R, R) -> (N, K, C*p*p), tokens in row-major grid order."""
-        n, c, g, p = z.size(0), z.size(1), self.grid, self.patch
-        return z.view(n, c, g, p, g, p).permute(0, 2, 4, 3, 5, 1).reshape(n, g * g, p * p * c)
+        """(N, C, R, R) latent map -> (N, K, p*p*C): one vector per patch, patches in row-major grid order."""
+        return rearrange(z, "n c (gh ph) (gw pw) -> n (gh gw) (ph pw c)", gh=self.grid, gw=self.grid)
 
     def from_patches(self, q: torch.Tensor) -> torch.Tensor:
-        n, g, p, c = q.size(0), self.grid, self.patch, self.latent_dim
-        return q.view(n, g, g, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(n, c, g * p, g * p)
+        """The inverse of :meth:`to_patches`: (N, K, p*p*C) -> (N, C, R, R)."""
+        return rearrange(q, "n (gh gw) (ph pw c) -> n c (gh ph) (gw pw)", gh=self.grid, ph=self.patch, pw=self.patch)
 
     def quantize(self, prev, actions, frames, update: bool = False) -> QuantizerOutput:
         return self.quantizer(self.to_patches(self.latent(prev, actions, frames)), update=update)

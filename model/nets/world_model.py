@@ -48,6 +48,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from einops import rearrange
 
 from model.nets import fastpath
 from model.config import IMAGE_SIZE, WorldModelConfig
@@ -118,10 +119,15 @@ class CausalSelfAttention(nn.Module):
         self.dropout = dropout
         self.resid_drop = nn.Dropout(dropout)
 
+    def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(B, n, D) -> queries, keys and values, each (B, heads, n, D / heads)."""
+        qkv = self.qkv(x).split(x.size(-1), dim=-1)
+        return tuple(rearrange(t, "b n (h e) -> b h n e", h=self.heads) for t in qkv)
+
     def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor] | None = None,
                 start: int = 0) -> torch.Tensor:
-        b, n, d = x.shape
-        q, k, v = (t.view(b, n, self.heads, d // self.heads).transpose(1, 2) for t in self.qkv(x).split(d, dim=2))
+        n = x.size(1)
+        q, k, v = self._heads(x)
         p = self.dropout if self.training else 0.0
         if kv is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
@@ -133,20 +139,20 @@ class CausalSelfAttention(nn.Module):
             # Query i sits at absolute position start + i and sees keys 0..start + i.
             mask = None if n == 1 else torch.ones(n, start + n, dtype=torch.bool, device=x.device).tril(start)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-        return self.resid_drop(self.proj(y.transpose(1, 2).reshape(b, n, d)))
+        return self.resid_drop(self.proj(rearrange(y, "b h n e -> b n (h e)")))
 
     def alternatives(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], start: int) -> torch.Tensor:
         """n alternative tokens x (B, n, D) for the one position ``start``: each sees the cached keys before
         it and itself, not the others; the cache is left as it is."""
-        b, n, d = x.shape
-        q, k, v = (t.view(b, n, self.heads, d // self.heads).transpose(1, 2) for t in self.qkv(x).split(d, dim=2))
+        n = x.size(1)
+        q, k, v = self._heads(x)
         kc, vc = kv
         k = torch.cat([kc[:, :, :start].to(q.dtype), k], dim=2)
         v = torch.cat([vc[:, :, :start].to(q.dtype), v], dim=2)
         mask = torch.cat([torch.ones(n, start, dtype=torch.bool, device=x.device),
                           torch.eye(n, dtype=torch.bool, device=x.device)], dim=1)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.proj(y.transpose(1, 2).reshape(b, n, d))
+        return self.proj(rearrange(y, "b h n e -> b n (h e)"))
 
 
 class Block(nn.Module):
