@@ -1,13 +1,12 @@
 """The web UI in a real browser (Playwright + the system Chromium, headless) on a live in-process
 server: keyboard play, I-token toggle, GIF download, tokenizer comparison, a tiny training run started
 and stopped from the Train tab, two pages playing independently, and no request leaving 127.0.0.1.
-Saves a screenshot of each tab to assets/screenshot_<tab>.png."""
+Saves a screenshot of each tab (test-artifacts/; assets/ with DELTAPLAY_UPDATE_ASSETS=1)."""
 from __future__ import annotations
 
 import os
 import re
 import shutil
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -15,7 +14,7 @@ from playwright import sync_api
 
 from app.webui import app as webui
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 # The system Chromium (scripts/test.sh installs it; `playwright install` cannot download a browser here).
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

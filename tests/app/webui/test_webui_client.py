@@ -11,15 +11,16 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
-import torch
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
 from PIL import Image
 
 from app.webui import app as webui
 from app.webui.common import SCALE
 from app.webui.tokenizer_tab import TOK_SCALE
 
-from gradio_client import Client, handle_file
-from gradio_client.exceptions import AppError
+pytestmark = pytest.mark.slow  # a live server and HTTP round trips
+
 
 @pytest.fixture(scope="module")
 def server(tiny_run, tmp_path_factory):
