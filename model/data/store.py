@@ -151,7 +151,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     """``write(fileobj)`` into a temp file next to ``path``, fsync, rename over ``path``, fsync folder."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -212,7 +212,7 @@ class EpisodeStore:
         data = {"format": FORMAT, "episodes": {str(k): v for k, v in sorted(self._index.items())}}
         blob = json.dumps(data, separators=(",", ":")).encode()
         try:
-            _atomic_write(self.index_path, lambda f: f.write(blob))
+            atomic_write(self.index_path, lambda f: f.write(blob))
         except OSError as e:  # a read-only reader can still use the in-memory index
             log.warning("could not write store index %s: %s", self.index_path, e)
 
@@ -281,7 +281,7 @@ class EpisodeStore:
         path = self._path(ep_id, split)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = ep.to_arrays()
-        _atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+        atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
         self._max_id = ep_id
         self._index[ep_id] = self._entry(ep, split, path.stat())
         self.version += 1

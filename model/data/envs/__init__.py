@@ -13,7 +13,8 @@ import gymnasium as gym
 from . import keymaps
 from .gridworld import GridWorldEnv
 
-__all__ = ["make_env", "action_names", "keymap_for", "num_actions", "achievement_names", "canonical_name"]
+__all__ = ["make_env", "env_kwargs", "action_names", "keymap_for", "num_actions", "achievement_names",
+           "canonical_name"]
 
 
 def canonical_name(name: str) -> str:
@@ -46,6 +47,13 @@ def make_env(name: str, seed: int | None = None, **kw) -> gym.Env:
     if seed is not None:
         env.reset(seed=seed)
     return env
+
+
+def env_kwargs(name: str, max_episode_steps: int | None) -> dict[str, int]:
+    """The constructor arguments that give the env the config's episode length (only Crafter takes one)."""
+    if canonical_name(name) == "crafter" and max_episode_steps:
+        return {"length": int(max_episode_steps)}
+    return {}
 
 
 @functools.lru_cache(maxsize=None)
