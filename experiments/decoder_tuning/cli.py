@@ -1,10 +1,10 @@
-"""`deltaplay tune-decoder`: closed-loop tuning of a checkpoint's Δ-decoder (experiments/decoder_tuning/tune.py).
+"""Closed-loop tuning of a checkpoint's Δ-decoder (experiments/decoder_tuning/tune.py).
 
 Reads a checkpoint, trains its tokenizer's decoder side on closed-loop unrolls of fresh random-policy
 episodes, reports closed-loop PSNR on held-out episodes before and after, and writes the whole checkpoint
 (every model, the tuned tokenizer in place) to a new folder. Example::
 
-    deltaplay tune-decoder checkpoints/crafter --out runs/crafter-tuned --minutes 30
+    python -m experiments.decoder_tuning.cli checkpoints/crafter --out runs/crafter-tuned --minutes 30
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from app.cli import UserError
+from experiments.command import run_command
 
 REPORT_STEPS = (1, 2, 5, 10)  # closed-loop steps whose PSNR the command prints
 
@@ -50,9 +51,10 @@ def run(args: argparse.Namespace) -> int:
 
     from app.evaluate import ProgressLine
     from model.checkpoint import REBUILDABLE, CheckpointError, load_checkpoint, load_state, save_checkpoint
-    from model.data.collector import RandomPolicy
+    from model.data.policies import RandomPolicy
     from experiments.decoder_tuning.tune import closed_loop_errors, decoder_parameters, tune_decoder
-    from model.eval.parts import env_kwargs_for, heldout_seeds, psnr_from_mse, run_episodes
+    from model.data.envs import env_kwargs
+    from model.eval.parts import heldout_seeds, psnr_from_mse, run_episodes
 
     if not 0.0 <= args.repeat < 1.0:
         raise UserError("--repeat must be in [0, 1)")
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UserError(f"{args.checkpoint}: {e}") from None
     progress = ProgressLine(args.quiet)
-    kw = env_kwargs_for(cfg.env.name, cfg.env.max_episode_steps)
+    kw = env_kwargs(cfg.env.name, cfg.env.max_episode_steps)
     policy = RandomPolicy(cfg.env.num_actions, seed=args.seed, repeat=args.repeat)
     train_eps = run_episodes(cfg.env.name, policy, heldout_seeds(args.seed, args.episodes), args.episode_steps,
                              env_kwargs=kw, progress=progress, label="training episodes")
@@ -117,3 +119,11 @@ def run(args: argparse.Namespace) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(facts, indent=2))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("python -m experiments.decoder_tuning.cli", __doc__, add_arguments, run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,17 +1,19 @@
 """Closed-loop decoder tuning: only the decoder side moves, the closed-loop error falls, and
-`deltaplay tune-decoder` writes a loadable checkpoint whose tokens (and world models) are unchanged."""
+`python -m experiments.decoder_tuning.cli` writes a loadable checkpoint whose tokens (and world models) are unchanged."""
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from app.cli import main
 from model.checkpoint import load_checkpoint, load_state
 from model.config import tiny
 from experiments.decoder_tuning.tune import closed_loop_errors, decoder_parameters, tune_decoder
 from model.nets.tokenizer import build_tokenizer
-from helpers import gridworld_episode
+from experiments.decoder_tuning.cli import main
+from helpers import gridworld_episode, run_module
+
+CLI = "experiments.decoder_tuning.cli"
 
 
 def test_tuning_moves_only_the_decoder_and_lowers_the_closed_loop_error():
@@ -38,13 +40,14 @@ def test_tuning_moves_only_the_decoder_and_lowers_the_closed_loop_error():
         tune_decoder(tok, episodes)
 
 
-def test_deltaplay_tune_decoder_writes_a_checkpoint_with_the_same_tokens(run_dir, tmp_path, capsys):
+@pytest.mark.slow
+def test_cli_writes_a_checkpoint_with_the_same_tokens(run_dir, tmp_path, capsys):
     src = run_dir / "checkpoints" / "last"
     out = tmp_path / "tuned"
-    rc = main(["tune-decoder", str(src), "--out", str(out), "--steps", "3", "--unroll", "2", "--batch", "2",
-               "--episodes", "2", "--episode-steps", "30", "--eval-episodes", "2", "--eval-windows", "4",
-               "--json", str(tmp_path / "facts.json"), "--quiet", "--no-half"])
-    assert rc == 0
+    res = run_module(CLI, str(src), "--out", str(out), "--steps", "3", "--unroll", "2", "--batch", "2",
+                     "--episodes", "2", "--episode-steps", "30", "--eval-episodes", "2", "--eval-windows", "4",
+                     "--json", str(tmp_path / "facts.json"), "--quiet", "--no-half")
+    assert res.returncode == 0, res.stderr
     old, new = load_checkpoint(src), load_checkpoint(out)
     assert new.cfg.to_dict() == old.cfg.to_dict()
     for name in old.models:  # every model travels; only the tokenizer's decoder side changed
@@ -60,7 +63,7 @@ def test_deltaplay_tune_decoder_writes_a_checkpoint_with_the_same_tokens(run_dir
     assert json.loads((tmp_path / "facts.json").read_text())["after"] == facts["after"]
     assert np.isfinite(list(facts["after"].values())).all()
     # A second run onto the same folder is refused without touching it.
-    assert main(["tune-decoder", str(src), "--out", str(out), "--steps", "1"]) == 2
+    assert main([str(src), "--out", str(out), "--steps", "1"]) == 2
     assert "already exists" in capsys.readouterr().err
 
 
@@ -78,14 +81,15 @@ def test_encoder_mode_also_trains_the_encode_side():
     assert err1[:, -1].mean() < 0.7 * err0[:, -1].mean()
 
 
-def test_deltaplay_tune_decoder_encoder_warns_that_the_world_models_are_stale(run_dir, tmp_path, capsys):
+@pytest.mark.slow
+def test_cli_encoder_warns_that_the_world_models_are_stale(run_dir, tmp_path, capsys):
     src, out = run_dir / "checkpoints" / "last", tmp_path / "both"
-    rc = main(["tune-decoder", str(src), "--out", str(out), "--steps", "2", "--unroll", "2", "--batch", "2",
-               "--episodes", "2", "--episode-steps", "30", "--eval-episodes", "2", "--eval-windows", "4",
-               "--encoder", "--repeat", "0.75", "--quiet", "--no-half"])
-    assert rc == 0
-    assert "no longer match" in capsys.readouterr().err
+    res = run_module(CLI, str(src), "--out", str(out), "--steps", "2", "--unroll", "2", "--batch", "2",
+                     "--episodes", "2", "--episode-steps", "30", "--eval-episodes", "2", "--eval-windows", "4",
+                     "--encoder", "--repeat", "0.75", "--quiet", "--no-half")
+    assert res.returncode == 0, res.stderr
+    assert "no longer match" in res.stderr
     a, b = load_checkpoint(src).models["tokenizer"].state_dict(), load_checkpoint(out).models["tokenizer"].state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("encoder"))  # the encode side moved
     assert json.loads(load_state(out)["decoder_tuning"])["encoder"] is True
-    assert main(["tune-decoder", str(src), "--out", str(tmp_path / "x"), "--repeat", "1"]) == 2
+    assert main([str(src), "--out", str(tmp_path / "x"), "--repeat", "1"]) == 2

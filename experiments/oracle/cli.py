@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from app.train_cmd import apply_overrides, parse_overrides
     from model.config import get_preset
     from experiments.oracle.oracle_dream import train_in_oracle
-    from model.train.loop import ConfigError, prepare_config
+    from model.train.config_check import ConfigError, prepare_config
 
     if args.updates < 1 or args.eval_every < 1 or args.episodes < 1 or args.data_episodes < 1:
         raise UserError("--updates, --eval-every, --episodes and --data-episodes must be at least 1")

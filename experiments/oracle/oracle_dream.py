@@ -104,8 +104,9 @@ def adjacent_coin_states(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndar
 @torch.no_grad()
 def move_probability(ac, frames: np.ndarray, moves: np.ndarray) -> float:
     """Mean probability the policy (fresh LSTM state) gives ``moves`` on ``frames``."""
-    zeros = torch.zeros(len(frames), ac.cfg.lstm_dim, device=ac.device)
-    logits, _, _ = ac.model(to_tensor(frames, ac.device), (zeros, zeros.clone()))
+    from model.data.policies import Agent
+
+    logits = Agent(ac).observe(to_tensor(frames, ac.device))
     return float(logits.float().softmax(-1)[torch.arange(len(moves)), torch.as_tensor(moves)].mean())
 
 
@@ -119,9 +120,9 @@ def train_in_oracle(cfg: Config, updates: int, eval_every: int, test_episodes: i
     same seeds. Returns those records; ``report`` gets each one as it comes, ``progress(what, done, total)`` each
     update."""
     from model.nets.actor_critic import ActorCritic
-    from model.data.collector import RandomPolicy
+    from model.data.policies import Agent, RandomPolicy
     from model.eval.parts import episode_stats, run_episodes
-    from model.train.loop import AgentPolicy, make_optimizer
+    from model.train.phases import make_optimizer
 
     if cfg.env.name != "gridworld":
         raise ValueError(f"the oracle dream is GridWorld's (its frames can be parsed), not {cfg.env.name!r}")
@@ -141,8 +142,7 @@ def train_in_oracle(cfg: Config, updates: int, eval_every: int, test_episodes: i
 
     def test(update: int) -> None:
         ac.eval()
-        stats = episode_stats(run_episodes("gridworld", AgentPolicy(ac, ac.device, cfg.actor_critic.temperature,
-                                                                    cfg.actor_critic.burn_in), test_seeds))
+        stats = episode_stats(run_episodes("gridworld", Agent(ac), test_seeds))
         rec = {"update": update, "wall_s": round(time.perf_counter() - t0, 1), "return": stats["return_mean"],
                "return_std": stats["return_std"], "deaths": stats["terminated"],
                "random_return": random["return_mean"], "random_return_std": random["return_std"],

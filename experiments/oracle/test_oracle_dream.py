@@ -71,7 +71,7 @@ def test_oracle_pays_coins_ends_on_enemies_and_stays_ended():
 
 
 def test_burn_in_windows_never_end_on_a_terminal_frame():
-    from model.data.collector import RandomPolicy
+    from model.data.policies import RandomPolicy
     from model.eval.parts import run_episodes
 
     eps = run_episodes("gridworld", RandomPolicy(5, seed=0), list(range(12)))
