@@ -18,8 +18,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("app.train_cmd", "train Δ-IRIS (tokenizer, world model, actor-critic) in a run folder"),
     "export-gif": ("app.gif_export", "roll out a world model and write a GIF"),
     "eval": ("app.evaluate", "measure tokenizers, world models and agents on held-out data"),
-    "oracle": ("experiments.oracle.cli", "train a GridWorld actor-critic in a perfect dream (the real env) and test it"),
-    "tune-decoder": ("experiments.decoder_tuning.cli", "tune a checkpoint's Δ-decoder to hold up on its own output (dream frames)"),
     "bench": ("app.bench", "speed and memory benchmarks (dream, imagine, train, collect)"),
 }
 

@@ -1,11 +1,11 @@
-"""The play engine: one place that loads a checkpoint and steps a dream, so every front end (pygame
-window, web UI, GIF export, benchmarks) behaves the same and none of them touches a model directly.
+"""The play engine: one place that steps a dream, so every front end (pygame window, web UI, GIF
+export, benchmarks) behaves the same and none of them touches a model directly.
 
 A :class:`PlaySession` is one player's dream: a batch-1 :class:`~model.nets.imagination.DreamEnv` (its KV
 cache is the model's memory), optionally a *shadow* real env stepped with the same actions (to measure
 how far the dream drifts from reality), a controller (a human, or the trained agent acting on the dream
-frame), and a frame recorder. Weights live in a :class:`ModelBundle`, cached per checkpoint folder, so
-many sessions (browser tabs) share one copy.
+frame), and a frame recorder. Weights live in a :class:`~app.bundle.ModelBundle`, cached per checkpoint
+folder, so many sessions (browser tabs) share one copy.
 
 Memory horizon (a playground feature, not in the paper): the world model was trained on
 ``world_model.max_steps`` steps of context. After ``horizon`` dream steps the session flushes the KV
@@ -26,133 +26,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.config import Config, get_preset
-from model.device import resolve_device
+from app.bundle import BUNDLED_CHECKPOINT, TRAIN_HINT, CheckpointMissing, ModelBundle, resolve_checkpoint_path
 from model.data.frames import to_tensor, to_uint8
+from model.data.policies import Agent
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-BUNDLED_CHECKPOINT = REPO_ROOT / "checkpoints" / "crafter"
-TRAIN_HINT = ("train one with `deltaplay train --env crafter --preset cpu --baselines --run-dir runs/crafter` "
-              "(hours on a laptop CPU), then pass `--checkpoint runs/crafter` (a run folder or any "
-              "checkpoint folder), or copy runs/crafter/checkpoints/last to checkpoints/crafter")
+# The front ends' one entry: the bundle names are re-exported beside the session's.
+__all__ = ["BUNDLED_CHECKPOINT", "TRAIN_HINT", "CheckpointMissing", "ModelBundle", "PlaySession", "StepInfo",
+           "VariantUnavailable", "resolve_checkpoint_path", "set_play_threads"]
 
 
 class VariantUnavailable(RuntimeError):
     """The checkpoint lacks the requested world-model variant (e.g. no model without I-tokens)."""
-
-
-class CheckpointMissing(FileNotFoundError):
-    """No checkpoint where one was expected; the message says how to get one."""
-
-
-# --------------------------------------------------------------------------------------- bundle
-
-def resolve_checkpoint_path(path: str | Path | None) -> Path:
-    """A checkpoint folder from a checkpoint folder, a run folder (its ``checkpoints/last``) or None
-    (the bundled Crafter checkpoint)."""
-    from model.checkpoint import CONFIG, WEIGHTS
-
-    def checkpoint_exists(p: Path) -> bool:
-        # Read-only check: model.checkpoint.checkpoint_exists also repairs interrupted swaps, which
-        # must stay the writer's job (a trainer may be mid-swap while a UI looks).
-        return (p / WEIGHTS).is_file() and (p / CONFIG).is_file()
-
-    if path is None:
-        if not checkpoint_exists(BUNDLED_CHECKPOINT):
-            raise CheckpointMissing(f"the bundled Crafter checkpoint {BUNDLED_CHECKPOINT} is missing; {TRAIN_HINT}")
-        return BUNDLED_CHECKPOINT
-    p = Path(path).expanduser()
-    if checkpoint_exists(p):
-        return p.resolve()
-    if checkpoint_exists(p / "checkpoints" / "last"):
-        return (p / "checkpoints" / "last").resolve()
-    if not p.exists():
-        raise CheckpointMissing(f"{p}: no such checkpoint or run folder; {TRAIN_HINT}")
-    raise CheckpointMissing(f"{p}: not a checkpoint folder (no weights.safetensors + config.json) and not a "
-                            f"run folder with checkpoints/last; {TRAIN_HINT}")
-
-
-@dataclass
-class ModelBundle:
-    """Everything a session needs from a checkpoint, in eval mode on one device. Read-only after load,
-    so sessions share it (each session owns its own KV cache and LSTM state)."""
-
-    cfg: Config
-    device: torch.device
-    tokenizer: torch.nn.Module
-    world_models: dict[bool, torch.nn.Module]  # i_tokens on/off -> world model
-    actor_critic: torch.nn.Module | None
-    path: Path | None = None  # None: built from a preset (untrained)
-
-    _cache: Any = dataclasses.field(default=None, init=False, repr=False)
-
-    @property
-    def env_name(self) -> str:
-        return self.cfg.env.name
-
-    @property
-    def run_dir(self) -> Path | None:
-        """The run folder this checkpoint belongs to (``run/checkpoints/<name>``), if any."""
-        if self.path is not None and self.path.parent.name == "checkpoints":
-            return self.path.parent.parent
-        return None
-
-    @property
-    def store_dir(self) -> Path | None:
-        run = self.run_dir
-        return run / "store" if run is not None and (run / "store").is_dir() else None
-
-    @classmethod
-    def load(cls, path: str | Path | None = None, device: str = "auto") -> "ModelBundle":
-        """Load (or fetch from the cache) the models of a checkpoint folder, run folder or, for
-        None, the bundled ``checkpoints/crafter``. The cache key includes the weights' mtime, so a
-        checkpoint rewritten by training is reloaded."""
-        from model.checkpoint import WEIGHTS, load_checkpoint
-
-        ckpt = resolve_checkpoint_path(path)
-        dev = resolve_device(device)
-        key = (str(ckpt), str(dev), (ckpt / WEIGHTS).stat().st_mtime_ns)
-        with _CACHE_LOCK:
-            hit = _BUNDLES.get(key)
-            if hit is not None:
-                return hit
-            loaded = load_checkpoint(ckpt, device=dev, with_state=False)
-            bundle = cls.from_models(loaded.cfg, loaded.models, dev, path=ckpt)
-            for k in [k for k in _BUNDLES if k[:2] == key[:2]]:  # drop stale versions of this folder
-                del _BUNDLES[k]
-            _BUNDLES[key] = bundle
-            return bundle
-
-    @classmethod
-    def from_models(cls, cfg: Config, models: dict[str, torch.nn.Module], device: torch.device,
-                    path: Path | None = None) -> "ModelBundle":
-        wms: dict[bool, torch.nn.Module] = {bool(cfg.world_model.i_tokens): models["world_model"]}
-        if models.get("world_model_no_itok") is not None:
-            wms.setdefault(False, models["world_model_no_itok"])
-        ac = models.get("actor_critic")
-        for m in [models["tokenizer"], ac, *wms.values()]:
-            if m is not None:
-                m.to(device).eval().requires_grad_(False)
-        return cls(cfg=cfg, device=device, tokenizer=models["tokenizer"], world_models=wms,
-                   actor_critic=ac, path=path)
-
-    @classmethod
-    def from_preset(cls, preset: str | Config, env: str | None = None, device: str = "auto") -> "ModelBundle":
-        """Untrained models at a preset's size: for benchmarks, where speed not quality matters."""
-        from model.checkpoint import build_model
-        from model.data.envs import action_names
-
-        cfg = get_preset(preset, env) if isinstance(preset, str) else preset
-        if env is not None:
-            cfg.env.name = env
-        cfg.env.num_actions = len(action_names(cfg.env.name))
-        torch.manual_seed(cfg.seed)
-        models = {n: build_model(n, cfg) for n in ("tokenizer", "world_model", "actor_critic")}
-        return cls.from_models(cfg, models, resolve_device(device))
-
-
-_BUNDLES: dict[tuple, ModelBundle] = {}
-_CACHE_LOCK = threading.Lock()
 
 
 # ------------------------------------------------------------------------------------- session
@@ -222,7 +106,7 @@ class PlaySession:
         self._real_info: dict = {}
         self._real_done, self._real_return = False, 0.0
         self._step, self._return, self._since_flush = 0, 0.0, 0
-        self._agent_state: _AgentState | None = None
+        self._agent: Agent | None = None
 
     # ------------------------------------------------------------------ public operations
     @property
@@ -445,10 +329,9 @@ class PlaySession:
         ac = self.bundle.actor_critic
         if ac is None or self._frame is None:
             return
-        ac_state = self._agent_state = _AgentState(ac)
-        frames = list(self._history)[-self.bundle.cfg.actor_critic.burn_in - 1:-1]
-        for f in frames:
-            ac_state.observe(f[None])
+        self._agent = Agent(ac)
+        for f in list(self._history)[-self.bundle.cfg.actor_critic.burn_in - 1:-1]:
+            self._agent.observe(f[None])
 
     def _choose_action(self, action: int | None) -> int:
         if action is not None:
@@ -468,7 +351,7 @@ class PlaySession:
             frame = self._frame
             if self.agent_view == "real" and self._real_frame is not None and not self._real_done:
                 frame = to_tensor(self._real_frame, self.bundle.device)[None]
-            return self._agent_state.act(frame)
+            return int(self._agent.act(frame)[0])
         return 0  # human with no key: noop (action 0 in every env of model/envs)
 
     def _step_real(self, action: int) -> str:
@@ -535,29 +418,6 @@ class PlaySession:
                 self._env = None
 
 
-class _AgentState:
-    """The actor-critic's LSTM state for one session. It is threaded explicitly through the network
-    (``ac.model(frame, state)``), so sessions sharing a bundle never touch each other's memory."""
-
-    def __init__(self, ac: torch.nn.Module):
-        self.ac = ac
-        z = torch.zeros(1, ac.cfg.lstm_dim, device=ac.device)
-        self.state = (z, z.clone())
-
-    @torch.no_grad()
-    def observe(self, frame: torch.Tensor) -> torch.Tensor:
-        logits, _, self.state = self.ac.model(frame, self.state)
-        return logits
-
-    def act(self, frame: torch.Tensor) -> int:
-        """Sample from the policy at the config's temperature (greedy at <= 0), as in collection."""
-        logits = self.observe(frame).float()[0]
-        temp = self.ac.cfg.temperature
-        if temp <= 0:
-            return int(logits.argmax())
-        return int(torch.distributions.Categorical(logits=logits / temp).sample())
-
-
 def _recorder():
     from app.recorder import FrameRecorder
 
@@ -570,38 +430,8 @@ def _join(a: str, b: str) -> str:
 
 def set_play_threads(threads: int, device: torch.device | str = "cpu") -> int:
     """Torch threads for interactive play. ``0`` = auto: one thread on CPU, since a batch-1 dream step is
-    a chain of tiny kernels; measured on 2 shared, busy cores, 2 threads ran 13-28x *slower* than 1
-    (spin-waiting), and on an idle machine they gain little. Returns the number in effect."""
+    a chain of tiny kernels that more threads slow down (they spin-wait). Returns the number in effect."""
     if threads <= 0:
         threads = 1 if torch.device(device).type == "cpu" else torch.get_num_threads()
     torch.set_num_threads(threads)
     return threads
-
-
-# ----------------------------------------------------------------------------------- benchmark
-
-def benchmark_dream(checkpoint_or_preset: str | Path | None = "tiny", steps: int = 50, device: str = "auto",
-                    warmup: int = 3, env: str | None = None, seed: int = 0) -> dict[str, float]:
-    """Speed of one human step in the dream at batch 1 (tokens with the KV cache, decode, I-token and
-    the periodic re-priming at the default horizon), as a player feels it. A preset name builds
-    untrained models at that size; anything else is a checkpoint/run folder (None: the bundled one)."""
-    if isinstance(checkpoint_or_preset, str) and checkpoint_or_preset in ("tiny", "cpu", "paper"):
-        bundle = ModelBundle.from_preset(checkpoint_or_preset, env=env, device=device)
-    else:
-        bundle = ModelBundle.load(checkpoint_or_preset, device=device)
-    session = PlaySession(bundle, shadow=False, seed=seed)
-    session.reset(seed=seed)
-    rng = np.random.default_rng(seed)
-    actions = rng.integers(0, len(session.action_names), size=warmup + steps)
-    sync = torch.cuda.synchronize if bundle.device.type == "cuda" else (lambda: None)
-    for a in actions[:warmup]:
-        session.step(int(a))
-    sync()
-    t0 = time.perf_counter()
-    for a in actions[warmup:]:
-        session.step(int(a))
-    sync()
-    elapsed = time.perf_counter() - t0
-    session.close()
-    return {"ms_per_step": 1000.0 * elapsed / steps, "steps_per_s": steps / elapsed, "steps": steps,
-            "device": str(bundle.device), "horizon": session.horizon}

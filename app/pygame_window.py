@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import app  # noqa: F401  (no-telemetry environment)
+from model.config import IMAGE_SIZE
 
 MODES = ("dream", "real", "agent-dream", "agent-real", "replay")
 HEADER_LINES = 3
@@ -156,7 +157,7 @@ class PlayWindow:
         pygame.display.set_caption("Δ-IRIS Playground")
         self.font = pygame.font.Font(None, 22)
         self.small = pygame.font.Font(None, 19)
-        size = session.bundle.cfg.env.image_size * self.scale
+        size = IMAGE_SIZE * self.scale
         self.panel_px = size
         w = max(2 * size + 3 * GAP_PX if self._two_panels_possible() else size + 2 * GAP_PX, 560)
         h = HEADER_LINES * LINE_PX + 2 * GAP_PX + size + LABEL_PX + GAP_PX

@@ -10,12 +10,16 @@ squared difference after undoing that motion, over the world view minus the play
 A pair is *ambiguous* when a second candidate fits almost as well: a view of plain grass looks the same
 scrolled or not (the grass texture repeats every tile). Only unambiguous real pairs are scored, and the
 dream's motion is whatever fits its own pair best.
+
+:func:`closed_loop` gives the dream of a perfect world model to score beside the real ones, and
+:class:`WalkJudge` reads from a frame whether a move key should move the player at all.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 MOTIONS = ("none", "left", "right", "up", "down")  # which way the view's content moved
 
@@ -75,19 +79,17 @@ def classify(errors: np.ndarray, margin: float = 3.0, floor: float = 1e-3) -> in
 KEY_MOTION = {"move_left": "right", "move_right": "left", "move_up": "down", "move_down": "up"}
 
 
-def score_walk(real: list[np.ndarray], dream: list[np.ndarray], keys: list[str], view: ViewGeometry,
-               starts: list[np.ndarray] | None = None) -> tuple[list[tuple[int, int, int]], int]:
+def score_walk(real: list[np.ndarray], dream: list[np.ndarray], keys: list[str],
+               view: ViewGeometry) -> tuple[list[tuple[int, int, int]], int]:
     """One walk: T+1 real and dreamed frames under T move keys -> (the (real, dream, key) motion triples of
-    its unambiguous real steps, for :func:`agreement`; the number of ambiguous steps left out). Dream step t
-    goes from ``dream[t]`` to ``dream[t + 1]``, or from ``starts[t]`` when given (a step dreamed from real frames)."""
+    its unambiguous real steps, for :func:`agreement`; the number of ambiguous steps left out)."""
     triples, ambiguous = [], 0
     for t, key in enumerate(keys):
         motion = classify(motion_errors(real[t], real[t + 1], view))
         if motion is None:
             ambiguous += 1
             continue
-        before = dream[t] if starts is None else starts[t]
-        dreamt = int(np.argmin(motion_errors(before, dream[t + 1], view)))
+        dreamt = int(np.argmin(motion_errors(dream[t], dream[t + 1], view)))
         triples.append((motion, dreamt, MOTIONS.index(KEY_MOTION[key])))
     return triples, ambiguous
 
@@ -117,6 +119,19 @@ def walk_keys(seed: int, steps: int) -> list[str]:
     while len(out) < steps:
         out += [keys[int(rng.integers(len(keys)))]] * int(rng.integers(3, 6))
     return out[:steps]
+
+
+@torch.no_grad()
+def closed_loop(tokenizer, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """(B, T+1, 3, H, W) real frames and (B, T) actions -> (B, T, 3, H, W) in [0, 1]: the frames a perfect
+    world model's dream would show (the real tokens, each decoded from the previous decoded frame). Scored
+    like a dream, it tells the tokenizer's share of a miss from the world model's."""
+    decoded, prev = [], frames[:, 0]
+    for t in range(actions.size(1)):
+        tokens = tokenizer.encode(frames[:, t], actions[:, t], frames[:, t + 1])
+        prev = tokenizer.decode(prev, actions[:, t], tokens)
+        decoded.append(prev)
+    return torch.stack(decoded, dim=1)
 
 
 # ------------------------------------------------------------------ the dream's own world

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from app.engine import (CheckpointMissing, ModelBundle, PlaySession, StepInfo, VariantUnavailable,
-                        benchmark_dream, resolve_checkpoint_path)
+                        resolve_checkpoint_path)
+
 
 def test_bundle_load_resolves_run_folder_and_is_cached(run_dir, bundle):
     assert bundle.path == (run_dir / "checkpoints" / "last").resolve()
@@ -27,9 +28,9 @@ def test_missing_checkpoint_says_how_to_train(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointMissing, match="not a checkpoint folder"):
         resolve_checkpoint_path(tmp_path / "empty")
-    import app.engine as engine
+    import app.bundle
 
-    monkeypatch.setattr(engine, "BUNDLED_CHECKPOINT", tmp_path / "checkpoints" / "crafter")
+    monkeypatch.setattr(app.bundle, "BUNDLED_CHECKPOINT", tmp_path / "checkpoints" / "crafter")
     with pytest.raises(CheckpointMissing, match="bundled Crafter checkpoint"):
         ModelBundle.load(None)
 
@@ -126,14 +127,15 @@ def test_agent_controller_and_independent_sessions(bundle):
     b.reset(seed=4)
     a.set_controller("agent")
     assert a.controller == "agent"
+    a.step()  # the agent has now seen a frame: its LSTM state is set
     # Each session keeps its own LSTM state: stepping b in between must not change a's policy input.
-    state_before = tuple(t.clone() for t in a._agent_state.state)
+    state_before = tuple(t.clone() for t in a._agent.state)
     b.set_controller("agent")
     b.step()
-    assert all(torch.equal(x, y) for x, y in zip(state_before, a._agent_state.state))
+    assert all(torch.equal(x, y) for x, y in zip(state_before, a._agent.state))
     info = a.step()
     assert 0 <= info.action < len(a.action_names) and info.controller == "agent"
-    assert not all(torch.equal(x, y) for x, y in zip(state_before, a._agent_state.state))
+    assert not all(torch.equal(x, y) for x, y in zip(state_before, a._agent.state))
     a.set_agent_view("real")
     assert a.step().controller == "agent"
     a.set_controller("human")
@@ -194,14 +196,6 @@ def test_replay_from_stored_episode(bundle):
     # A human action takes over: the recording no longer applies.
     info = s.step(0)
     assert info.controller == "human" and info.real_frame is None
-
-
-def test_benchmark_dream(run_dir):
-    out = benchmark_dream(run_dir, steps=5, device="cpu", warmup=1)
-    assert out["steps"] == 5 and out["ms_per_step"] > 0
-    assert out["steps_per_s"] == pytest.approx(1000.0 / out["ms_per_step"])
-    out = benchmark_dream("tiny", steps=3, device="cpu", warmup=0, env="gridworld")
-    assert out["steps_per_s"] > 0
 
 
 def test_crafter_session_reports_achievements_and_keymap():

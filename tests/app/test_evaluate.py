@@ -3,7 +3,6 @@ measurement functions checked by hand (copy baseline, PSNR summary) or against t
 own metrics (tokenizer MSE, world-model token accuracy)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 
@@ -13,7 +12,7 @@ import torch
 
 from app.cli import main
 from model.checkpoint import load_checkpoint
-from model.data.collector import RandomPolicy
+from model.data.policies import RandomPolicy
 from model.eval.parts import (copy_errors, copy_rollout_errors, error_summary, heldout_seeds, psnr_from_mse,
                               reconstruction_errors, reward_predictions, rollout_errors, rollout_windows,
                               run_episodes, segments, token_accuracy, used_seeds)
@@ -238,6 +237,3 @@ def test_cli_parts_and_errors(run_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", "checkpoint", str(tmp_path / "nope"), "--quiet"]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
-    if importlib.util.find_spec("experiments.tokenizer_budget.run") is None:
-        assert main(["eval", "tokenizers"]) == 2
-        assert "tokenizer_experiment" in capsys.readouterr().err

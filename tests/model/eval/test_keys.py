@@ -6,8 +6,8 @@ import pytest
 
 from app.cli import main
 from model.data.envs import action_names, make_env
-from model.eval.keys import (KEY_MOTION, MOTIONS, WalkJudge, agreement, classify, follow_rate, follows_keys,
-                               geometry_for, motion_errors, score_walk, walk_keys)
+from model.eval.keys import (KEY_MOTION, MOTIONS, WalkJudge, agreement, classify, closed_loop, follow_rate,
+                             follows_keys, geometry_for, motion_errors, score_walk, walk_keys)
 
 VIEW = geometry_for("crafter")
 
@@ -74,31 +74,49 @@ def test_eval_keys_part_on_the_crafter_bundle(tmp_path, capsys):
     assert "Dream under the move keys" in capsys.readouterr().out
     r = json.loads(out.read_text())["keys"]
     assert r["walks"] == 1 and r["steps"] == 6
-    # real_tokens: a perfect world model's dream; *_one_step: each step dreamed from the real frames before it
-    for name in ("i_tokens", "no_i_tokens", "real_tokens", "i_tokens_one_step", "no_i_tokens_one_step"):
+    # real_tokens: a perfect world model's dream (the real tokens decoded in a closed loop)
+    assert set(r) == {"walks", "steps", "seeds", "temperature", "i_tokens", "no_i_tokens", "real_tokens"}
+    for name in ("i_tokens", "no_i_tokens", "real_tokens"):
         v = r[name]
         assert v["pairs"] + v["ambiguous"] == 6
         if v["pairs"]:
             assert 0.0 <= v["agreement"] <= 1.0
-    own = r["own_world"]  # the same walks judged by their own frames' tile ahead
-    assert set(own) == {"real_env", "i_tokens", "no_i_tokens", "real_tokens"}
-    for v in own.values():
-        assert v["pairs"] + v["ambiguous"] == 6
 
 
-def test_score_walk_from_real_starts():
+def test_score_walk_of_a_perfect_a_frozen_and_a_late_dream():
     keys = ["move_right"] * 4 + ["move_down"] * 4
     real = _real_walk(3, keys)
     none = MOTIONS.index("none")
-    # Each step dreamed from the real frame before it (the keys part's *_one_step rows): a perfect dream agrees...
-    perfect, _ = score_walk(real, [real[0]] + real[1:], keys, VIEW, starts=real[:-1])
+    perfect, _ = score_walk(real, real, keys, VIEW)  # the dream is the real walk: every motion agrees
     assert perfect and all(r == d for r, d, _ in perfect)
-    # ...and a dream that returns its start frame stood still at every step,
-    frozen, _ = score_walk(real, [real[0]] + real[:-1], keys, VIEW, starts=real[:-1])
+    frozen, _ = score_walk(real, [real[0]] * len(real), keys, VIEW)  # a dream that never leaves its start
     assert all(d == none for _, d, _ in frozen)
-    # while the same frames read as one closed-loop walk (a step behind the real one) do move.
-    late, _ = score_walk(real, [real[0]] + real[:-1], keys, VIEW)
+    late, _ = score_walk(real, [real[0]] + real[:-1], keys, VIEW)  # a step behind the real walk: it still moves
     assert any(d != none for _, d, _ in late)
+
+
+def test_closed_loop_decodes_the_real_tokens_from_its_own_last_frame():
+    """Step 1 is the tokenizer's reconstruction of the real pair; step 2 decodes from step 1's output."""
+    import torch
+
+    from model.checkpoint import build_model
+    from model.config import tiny
+    from model.data.frames import to_tensor
+
+    cfg = tiny()
+    torch.manual_seed(0)
+    tok = build_model("tokenizer", cfg).eval()
+    keys = ["move_right", "move_right", "move_down"]
+    names = action_names("crafter")
+    frames = to_tensor(np.stack(_real_walk(3, keys)))[None]
+    acts = torch.tensor([[names.index(k) for k in keys]])
+    out = closed_loop(tok, frames, acts)
+    assert out.shape == (1, 3, 3, 64, 64) and 0 <= out.min() and out.max() <= 1
+    first, tokens = tok.reconstruct(frames[:, 0], acts[:, 0], frames[:, 1])
+    torch.testing.assert_close(out[:, 0], first)
+    second = tok.decode(first, acts[:, 1], tok.encode(frames[:, 1], acts[:, 1], frames[:, 2]))
+    torch.testing.assert_close(out[:, 1], second)
+    assert not torch.equal(second, tok.reconstruct(frames[:, 1], acts[:, 1], frames[:, 2])[0])
 
 
 def test_can_move_is_what_the_real_env_does():

@@ -1,0 +1,40 @@
+"""`deltaplay bench` on the tiny preset, and the play engine's dream-step timing behind `eval`'s feel part."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.bench import BENCHES, WORKLOADS, benchmark_dream
+from app.cli import main
+
+
+def test_benchmark_dream(run_dir):
+    out = benchmark_dream(run_dir, steps=5, device="cpu", warmup=1)
+    assert out["steps"] == 5 and out["ms_per_step"] > 0
+    assert out["steps_per_s"] == pytest.approx(1000.0 / out["ms_per_step"])
+    out = benchmark_dream("tiny", steps=3, device="cpu", warmup=0, env="gridworld")
+    assert out["steps_per_s"] > 0
+
+
+def test_every_workload_has_a_benchmark():
+    assert set(BENCHES) == set(WORKLOADS)
+
+
+def test_bench_cli_dream_train_and_profile_on_the_tiny_preset(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "dream", "train", "profile", "--preset", "tiny", "--device", "cpu", "--threads", "1",
+               "--steps", "2", "--repeats", "1", "--warmup", "0", "--batch", "1", "--json", str(out)])
+    assert rc == 0
+    r = json.loads(out.read_text())
+    assert r["meta"]["preset"] == "tiny" and r["meta"]["path"] == "fast" and r["meta"]["threads"] == 1
+    by = {}
+    for row in r["results"]:
+        by.setdefault(row["workload"], []).append(row)
+    assert by["dream"][0]["ms_per_step"] > 0 and by["dream"][0]["steps_per_s"] > 0
+    assert [row["what"].split()[1] for row in by["train"]] == ["tokenizer", "world_model", "actor_critic"]
+    assert all(row["s_per_step"] > 0 for row in by["train"])
+    total = next(row for row in by["profile"] if row["what"].endswith(": total"))
+    assert total["share_pct"] == 100.0 and total["gflop"] > 0
+    assert "wrote" in capsys.readouterr().out
+
