@@ -1,18 +1,16 @@
 """Closed-loop decoder tuning: a Δ-decoder that holds up when it reads its own output.
 
 Why: a Δ-tokenizer trains on real pairs, so its decoder always sees a real x_{t-1}. In the dream it sees
-its own previous output, and each step's small error becomes the next step's input. The bundled Crafter
-tokenizer (teacher-forced real tokens, decoded in a closed loop) scored 29 dB after 2 steps, 18.6 after 5,
-14.6 after 10, and a walk in the dream smeared the view after 3-4 moves.
+its own previous output, and each step's small error becomes the next step's input (the question and the
+result: experiments/decoder_tuning/README.md).
 
 ``tune_decoder`` trains the decoder side only (every parameter outside ``encoder*`` and ``quantizer``),
 so the tokens mean what they meant and the world models trained on them stay valid. Each example is an
-unroll of ``unroll`` steps from a real frame: the tokens come from the real pairs (the encoder is
-frozen: tokens and their embeddings are computed without gradients), and from the second step on the decoder
-reads its own previous output (detached). The loss is
-the tokenizer's own reconstruction loss (L1 + L2 + max-pixel, ``Tokenizer.reconstruction_loss``).
-``closed_loop_errors`` measures the same closed loop on held-out episodes. ``deltaplay tune-decoder`` is
-its command line.
+unroll of ``unroll`` steps from a real frame: the tokens come from the real pairs (computed without
+gradients), and from the second step on the decoder reads its own previous output (detached). The loss is
+the tokenizer's own reconstruction loss (``Tokenizer.reconstruction_loss``). ``closed_loop_errors``
+measures the same closed loop on held-out episodes; ``python -m experiments.decoder_tuning.cli`` is the
+command line.
 """
 from __future__ import annotations
 
@@ -23,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from model.eval.keys import closed_loop
 from model.eval.parts import frame_mse
 from model.data.frames import to_tensor
 from model.data.store import Episode
@@ -69,14 +68,6 @@ def _unroll(tokenizer, frames: torch.Tensor, actions: torch.Tensor,
         out.append(recon)
         prev = recon.clamp(0, 1).detach()
     return out, commitment
-
-
-@torch.no_grad()
-def closed_loop(tokenizer, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-    """(B, T+1, 3, H, W) real frames and (B, T) actions -> (B, T, 3, H, W) in [0, 1]: the frames a perfect
-    world model's dream would show (the real tokens, each decoded from the previous decoded frame)."""
-    recons, _ = _unroll(tokenizer, frames, actions)
-    return torch.stack([r.clamp(0, 1) for r in recons], dim=1)
 
 
 @torch.no_grad()
