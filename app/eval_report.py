@@ -97,8 +97,26 @@ def _keys(k: dict[str, Any]) -> list[str]:
                    "down", "none"], rows)]
 
 
+def _terrain(t: dict[str, Any]) -> list[str]:
+    if "error" in t:
+        return [f"Dream terrain: {t['error']}"]
+    variants = {name: v for name, v in t.items() if isinstance(v, dict)}
+    if all("clean_share" in v for v in variants.values()):
+        rows = [[name, v["clean_share"], v["frames"], v["real_clean_share"]] for name, v in variants.items()]
+        return [f"Dream frames the real env could draw (one agent, no tile that matches nothing; {t['walks']} random "
+                f"walks of {t['steps']} steps)", table(["world model", "clean", "frames", "real env"], rows)]
+    kinds = list(next(iter(variants.values()))["presence"])
+    rows = [[name, v["real_share"], v["dream_share"], v["relative"], v["unknown_share"]]
+            + [f"{p['dream_too']}/{p['real_walks']}" for p in v["presence"].values()] for name, v in variants.items()]
+    return [f"Dream terrain at steps {t['steps'][0]}-{t['steps'][1]} of the key walks: share of tiles that are "
+            "terrain other than grass, real vs dream; unknown: dream tiles that match no real tile; per kind: walks "
+            "whose dream shows it / walks whose real env shows it",
+            table(["world model", "real", "dream", "relative", "unknown"] + kinds, rows)]
+
+
 SECTIONS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
-    "recon": _recon, "dynamics": _dynamics, "rewards": _rewards, "agent": _agent, "feel": _feel, "keys": _keys}
+    "recon": _recon, "dynamics": _dynamics, "rewards": _rewards, "agent": _agent, "feel": _feel, "keys": _keys,
+    "terrain": _terrain}
 
 
 def format_report(r: dict[str, Any]) -> str:

@@ -16,6 +16,10 @@ PATH is a checkpoint folder or a run folder (default: the bundled ``checkpoints/
   (straight walks from held-out starts, through the play engine; :mod:`model.eval.keys`)? Also for the
   real tokens decoded in a closed loop (a perfect world model), which tells the tokenizer's share of a
   miss from the world model's. Crafter only
+* ``terrain``  - what the dream's world is made of (:mod:`model.eval.terrain`): on Crafter, the terrain mix
+  of the key walks' last ten steps, dream vs real (a dream that fades into grass scores badly even if it
+  scrolls); on GridWorld, the share of dream frames the real env could have drawn (one agent, nothing
+  that matches no object) over random walks
 
 ``recon``, ``dynamics`` and ``rewards`` share one held-out data set collected in the real env (half random policy,
 half the agent, by default). The measurements live in :mod:`model.eval.parts`; this module runs them on a
@@ -32,7 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-PARTS = ("recon", "dynamics", "rewards", "agent", "feel", "keys")
+from app.eval_walks import part_keys, part_terrain
+
+PARTS = ("recon", "dynamics", "rewards", "agent", "feel", "keys", "terrain")
 COUNTS = ("episodes", "frames", "data_episodes", "segments", "horizon", "starts", "feel_steps", "batch",
           "walks", "walk_steps")  # arguments that must be at least 1
 
@@ -57,9 +63,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=1.0,
                    help="dynamics, keys: sampling temperature of the dream (0 = greedy)")
     p.add_argument("--feel-steps", type=int, default=50, help="feel: timed dream steps")
-    p.add_argument("--walks", type=int, default=16, help="keys: walks (one held-out start each)")
-    p.add_argument("--walk-steps", type=int, default=20,
-                   help="keys: move keys per walk, in straight runs of 3-5 presses")
+    p.add_argument("--walks", type=int, default=16, help="keys, terrain: walks (one held-out start each)")
+    p.add_argument("--walk-steps", type=int, default=30,
+                   help="keys, terrain: move keys per walk, in straight runs of 3-5 presses (Crafter; "
+                        "GridWorld's terrain walks are 50 random actions)")
     p.add_argument("--batch", type=int, default=64, help="frames per tokenizer batch")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
@@ -106,6 +113,7 @@ class EvalRun:
     progress: ProgressLine
     exclude: set[int]  # env seeds the training run used
     episodes: list | None = None  # held-out data for recon, dynamics and rewards
+    walks: dict | None = None  # the key walks' frames, shared by keys and terrain
 
 
 def _load(args: argparse.Namespace) -> tuple[Path, Any, Any]:
@@ -278,71 +286,9 @@ def part_feel(ev: EvalRun) -> dict[str, Any]:
     return {**res, "threads": threads}
 
 
-def _dream_walks(bundle, i_tokens: bool, seeds: list[int], keys: dict[int, list[str]], temperature: float,
-                 progress: ProgressLine) -> list[tuple[list, list]]:
-    """(real frames, dreamed frames) of each walk through the play engine, the real env as its shadow."""
-    from app.engine import PlaySession
-
-    name = "i_tokens" if i_tokens else "no_i_tokens"
-    walks = []
-    for w, seed in enumerate(seeds):
-        session = PlaySession(bundle, shadow=True, seed=seed, temperature=temperature, i_tokens=i_tokens)
-        try:
-            infos = [session.reset(seed)] + [session.step(session.action_names.index(k)) for k in keys[seed]]
-        finally:
-            session.close()
-        walks.append(([i.real_frame for i in infos], [i.dream_frame for i in infos]))
-        progress(f"keys ({name})", w + 1, len(seeds))
-    return walks
-
-
-def _real_token_walk(bundle, real: list, keys: list[str]) -> list:
-    """A perfect world model's dream of one walk: its real tokens, each decoded from the previous decoded frame."""
-    import numpy as np
-    import torch
-
-    from model.data.envs import action_names
-    from model.data.frames import to_tensor, to_uint8
-    from model.eval.keys import closed_loop
-
-    names = action_names(bundle.env_name)
-    acts = torch.tensor([[names.index(k) for k in keys]], device=bundle.device)
-    frames = to_tensor(np.stack(real), bundle.device)[None]
-    return [real[0]] + list(to_uint8(closed_loop(bundle.tokenizer, frames, acts)[0]))
-
-
-def part_keys(ev: EvalRun) -> dict[str, Any]:
-    """Walk the dream with move keys beside the real env (the play engine's shadow, same start and keys)
-    and score each step's view motion (:mod:`model.eval.keys`), for each world model of the checkpoint."""
-    from app.bundle import ModelBundle
-    from model.eval.keys import agreement, geometry_for, score_walk, walk_keys
-    from model.eval.parts import heldout_seeds
-
-    args = ev.args
-    bundle = ModelBundle.load(ev.path, device=str(ev.device))
-    try:
-        view = geometry_for(bundle.env_name)
-    except ValueError as e:
-        return {"error": str(e)}
-    seeds = heldout_seeds(args.seed, args.walks, ev.exclude)
-    out: dict[str, Any] = {"walks": len(seeds), "steps": args.walk_steps, "seeds": [seeds[0], seeds[-1]],
-                           "temperature": args.temperature}
-    keys = {seed: walk_keys(seed, args.walk_steps) for seed in seeds}
-    walks = {("i_tokens" if on else "no_i_tokens"): _dream_walks(bundle, on, seeds, keys, args.temperature, ev.progress)
-             for on in sorted(bundle.world_models, reverse=True)}
-    if getattr(bundle.tokenizer, "kind", None) == "delta":
-        reals = [real for real, _ in next(iter(walks.values()))]  # the same in every variant
-        walks["real_tokens"] = [(real, _real_token_walk(bundle, real, keys[seed])) for seed, real in zip(seeds, reals)]
-    for name, pairs in walks.items():
-        scored = [score_walk(real, dream, keys[seed], view) for seed, (real, dream) in zip(seeds, pairs)]
-        out[name] = {**agreement([t for triples, _ in scored for t in triples]),
-                     "ambiguous": sum(n for _, n in scored)}
-    return out
-
-
 PART_RUNS: dict[str, Callable[[EvalRun], dict[str, Any]]] = {
     "recon": part_recon, "dynamics": part_dynamics, "rewards": part_rewards, "agent": part_agent,
-    "feel": part_feel, "keys": part_keys}
+    "feel": part_feel, "keys": part_keys, "terrain": part_terrain}
 
 
 def _check_counts(args: argparse.Namespace) -> None:

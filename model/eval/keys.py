@@ -11,12 +11,12 @@ A pair is *ambiguous* when a second candidate fits almost as well: a view of pla
 scrolled or not (the grass texture repeats every tile). Only unambiguous real pairs are scored, and the
 dream's motion is whatever fits its own pair best.
 
-:func:`closed_loop` gives the dream of a perfect world model to score beside the real ones, and
-:class:`WalkJudge` reads from a frame whether a move key should move the player at all.
+:func:`closed_loop` gives the dream of a perfect world model to score beside the real ones.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -112,9 +112,9 @@ def agreement(pairs: list[tuple[int, int, int]]) -> dict[str, object]:
     return out
 
 
-def walk_keys(seed: int, steps: int) -> list[str]:
+def walk_keys(seed: int, steps: int, keys: Sequence[str] = tuple(KEY_MOTION)) -> list[str]:
     """A person's walk: straight runs of 3-5 presses of one move key, directions drawn with ``seed``."""
-    rng, keys = np.random.default_rng(seed), list(KEY_MOTION)
+    rng, keys = np.random.default_rng(seed), list(keys)
     out: list[str] = []
     while len(out) < steps:
         out += [keys[int(rng.integers(len(keys)))]] * int(rng.integers(3, 6))
@@ -132,77 +132,3 @@ def closed_loop(tokenizer, frames: torch.Tensor, actions: torch.Tensor) -> torch
         prev = tokenizer.decode(prev, actions[:, t], tokens)
         decoded.append(prev)
     return torch.stack(decoded, dim=1)
-
-
-# ------------------------------------------------------------------ the dream's own world
-
-# Tile offset (rows, columns) of the cell a move key steps onto.
-KEY_STEP = {"move_left": (0, -1), "move_right": (0, 1), "move_up": (-1, 0), "move_down": (1, 0)}
-
-
-def tile_ahead(frame: np.ndarray, key: str, view: ViewGeometry) -> np.ndarray:
-    """The pixels of the tile next to the player in the key's direction: what decides whether it moves."""
-    t = view.tile
-    top, left = view.player[0] + t, view.player[2] + t  # the player's tile, inside its left-out box
-    dy, dx = KEY_STEP[key]
-    return frame[top + dy * t:top + (dy + 1) * t, left + dx * t:left + (dx + 1) * t]
-
-
-class WalkJudge:
-    """Whether a move key should move the player, read from a frame: the majority of the ``k`` nearest
-    labelled tiles (mean squared pixel difference). Why: after a few steps a dream shows terrain of its own
-    making, which no real env can label, so "moves the way the keys say" is judged against the dream's own
-    tile ahead. Built from real frames labelled by the env (:meth:`collect`)."""
-
-    def __init__(self, tiles: np.ndarray, walkable: np.ndarray, view: ViewGeometry, k: int = 5) -> None:
-        self.tiles = tiles.reshape(len(tiles), -1).astype(np.float32) / 255
-        self.walkable, self.view, self.k = np.asarray(walkable, bool), view, k
-
-    def can_move(self, frame: np.ndarray, key: str) -> bool:
-        x = tile_ahead(frame, key, self.view).reshape(-1).astype(np.float32) / 255
-        nearest = np.argsort(((self.tiles - x) ** 2).mean(1))[:self.k]
-        return bool(self.walkable[nearest].mean() > 0.5)
-
-    @classmethod
-    def collect(cls, env_name: str, seeds: list[int], steps: int, view: ViewGeometry) -> "WalkJudge":
-        """Random walks (runs of 3-5 presses of one move key) in the real env; every frame gives the tile
-        ahead for each move key, labelled by ``env.can_move``."""
-        from model.data.envs import action_names, make_env
-
-        names = action_names(env_name)
-        tiles, labels = [], []
-        for seed in seeds:
-            env = make_env(env_name)
-            frame = env.reset(seed=seed)[0]
-            for walked in walk_keys(seed, steps):
-                for key in KEY_STEP:
-                    tiles.append(tile_ahead(frame, key, view)), labels.append(env.can_move(key))
-                frame, _, terminated, truncated, _ = env.step(names.index(walked))
-                if terminated or truncated:
-                    break
-            env.close()
-        return cls(np.stack(tiles), np.array(labels), view)
-
-
-def follows_keys(frames: list[np.ndarray], keys: list[str], judge: WalkJudge) -> tuple[list[tuple[bool, bool]], int]:
-    """One walk's frames (real or dreamed) under its move keys -> ((the judge says the tile ahead is
-    walkable, the view scrolled the key's way) per unambiguous step, the number of ambiguous steps).
-    A world that follows its keys scrolls exactly when its own tile ahead is walkable."""
-    out, ambiguous = [], 0
-    for t, key in enumerate(keys):
-        motion = classify(motion_errors(frames[t], frames[t + 1], judge.view))
-        if motion is None:
-            ambiguous += 1
-            continue
-        out.append((judge.can_move(frames[t], key), motion == MOTIONS.index(KEY_MOTION[key])))
-    return out, ambiguous
-
-
-def follow_rate(steps: list[tuple[bool, bool]], ambiguous: int) -> dict[str, object]:
-    """Share of steps that did what their own tile ahead says: scrolled where walkable, held where blocked."""
-    a = np.array(steps, dtype=bool).reshape(-1, 2)
-    walk, ok = a[:, 0], a[:, 0] == a[:, 1]
-    rate = lambda sel: float(ok[sel].mean()) if sel.any() else None  # noqa: E731
-    return {"pairs": len(a), "ambiguous": ambiguous, "follows": rate(np.ones(len(a), bool)),
-            "scrolls_when_walkable": rate(walk), "holds_when_blocked": rate(~walk),
-            "walkable_share": float(walk.mean()) if len(a) else None}

@@ -175,15 +175,20 @@ def test_cli_eval_checkpoint_writes_every_part(run_dir, tmp_path, capsys):
     out = tmp_path / "eval.json"
     rc = main(["eval", "checkpoint", str(run_dir), "--episodes", "3", "--frames", "120", "--data-episodes", "4",
                "--data-policy", "random", "--segments", "4", "--horizon", "6", "--starts", "3",
-               "--feel-steps", "3", "--device", "cpu", "--json", str(out), "--quiet"])
+               "--feel-steps", "3", "--walks", "2", "--device", "cpu", "--json", str(out), "--quiet"])
     assert rc == 0
     text = capsys.readouterr().out
     for heading in ("Reconstruction", "teacher-forced", "Imagined vs real", "reward and end predictions",
-                    "Agent in the real env", "Feel"):
+                    "Agent in the real env", "Feel", "Dream frames the real env could draw"):
         assert heading in text
     r = json.loads(out.read_text())
-    assert r["env"] == "gridworld" and r["parts"] == ["recon", "dynamics", "rewards", "agent", "feel", "keys"]
+    assert r["env"] == "gridworld"
+    assert r["parts"] == ["recon", "dynamics", "rewards", "agent", "feel", "keys", "terrain"]
     assert "no scrolling view" in r["keys"]["error"]  # GridWorld's board does not scroll
+    for variant in ("i_tokens", "no_i_tokens"):  # the tiny run has both world models
+        clean = r["terrain"][variant]
+        assert clean["frames"] > 0 and 0 <= clean["clean_share"] <= 1
+        assert clean["real_clean_share"] == 1.0  # the judge passes every frame the real env draws
     assert r["heldout"]["training_seeds_seen"] > 0
     trained = {ep.seed for ep in EpisodeStore(run_dir / "store")}
     assert not (set(r["data"]["seeds"]) | set(r["agent"]["seeds"])) & trained

@@ -85,14 +85,21 @@ class CrafterEnv(gym.Env):
         }
         return obs, float(reward), terminated, truncated, info
 
-    def can_move(self, key: str) -> bool:
-        """Whether move key ``key`` (``move_left`` ...) would move the player now, by Crafter's own rule (the
-        cell is free and of a material the player walks on). Labels real tiles for ``model.eval.keys.WalkJudge``."""
+    def view_labels(self) -> np.ndarray:
+        """(rows, cols) names of what each tile of the world view shows, as drawn: the creature or object
+        standing there, else the material ("void" outside the world). Labels real tiles for
+        ``model.eval.terrain.TileJudge``."""
         if self._env is None:
-            raise RuntimeError("call reset() before can_move()")
-        dx, dy = {"move_left": (-1, 0), "move_right": (1, 0), "move_up": (0, -1), "move_down": (0, 1)}[key]
-        player = self._env._player
-        return bool(player.is_free(player.pos + np.array([dx, dy])))
+            raise RuntimeError("call reset() before view_labels()")
+        world, view = self._env._world, self._env._local_view
+        cols, rows = view._grid
+        out = np.full((rows, cols), "void", dtype=object)
+        for y in range(rows):
+            for x in range(cols):
+                material, obj = world[self._env._player.pos + np.array([x, y]) - view._offset]
+                if material is not None:
+                    out[y, x] = type(obj).__name__.lower() if obj is not None else material
+        return out
 
     def render(self):
         return None if self._obs is None else self._obs.copy()

@@ -115,6 +115,12 @@ class GridWorldEnv(gym.Env):
     def render(self):
         return self._render()
 
+    def view_labels(self) -> np.ndarray:
+        """(8, 8) names of what each cell shows: "agent", "coin", "enemy" or "floor"."""
+        out = np.array(["floor", "coin", "enemy"], dtype=object)[self.grid]
+        out[tuple(self.agent)] = "agent"
+        return out
+
     def restore(self, frame: np.ndarray, t: int = 0) -> None:
         """Put the env in the state a rendered frame shows (``parse_frame``), at step ``t``: what lets the
         real env stand in for a perfect world model (experiments/oracle/oracle_dream.py)."""

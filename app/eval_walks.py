@@ -1,0 +1,140 @@
+"""The parts of `deltaplay eval checkpoint` that walk the dream through the play engine: ``keys`` (does the view
+scroll as the real one does under the same move keys?) and ``terrain`` (what is the dream's world made of?).
+Both read the same walks, dreamed once per world model (:func:`key_walks`)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from app.evaluate import EvalRun, ProgressLine
+
+
+def _dream_walks(bundle, i_tokens: bool, seeds: list[int], keys: dict[int, list[str]], temperature: float,
+                 progress: ProgressLine) -> list[tuple[list, list]]:
+    """(real frames, dreamed frames) of each walk through the play engine, the real env as its shadow."""
+    from app.engine import PlaySession
+
+    name = "i_tokens" if i_tokens else "no_i_tokens"
+    walks = []
+    for w, seed in enumerate(seeds):
+        session = PlaySession(bundle, shadow=True, seed=seed, temperature=temperature, i_tokens=i_tokens)
+        try:
+            infos = [session.reset(seed)] + [session.step(session.action_names.index(k)) for k in keys[seed]]
+        finally:
+            session.close()
+        walks.append(([i.real_frame for i in infos], [i.dream_frame for i in infos]))
+        progress(f"keys ({name})", w + 1, len(seeds))
+    return walks
+
+
+def _real_token_walk(bundle, real: list, keys: list[str]) -> list:
+    """A perfect world model's dream of one walk: its real tokens, each decoded from the previous decoded frame."""
+    import numpy as np
+    import torch
+
+    from model.data.envs import action_names
+    from model.data.frames import to_tensor, to_uint8
+    from model.eval.keys import closed_loop
+
+    names = action_names(bundle.env_name)
+    acts = torch.tensor([[names.index(k) for k in keys]], device=bundle.device)
+    frames = to_tensor(np.stack(real), bundle.device)[None]
+    return [real[0]] + list(to_uint8(closed_loop(bundle.tokenizer, frames, acts)[0]))
+
+
+def key_walks(ev: EvalRun, bundle) -> dict[str, Any]:
+    """The key walks, dreamed once by each world model and shared by the keys and terrain parts: seeds, keys and
+    (real frames, dreamed frames) per variant, plus the real tokens decoded in a closed loop (Δ only)."""
+    from model.eval.keys import walk_keys
+    from model.eval.parts import heldout_seeds
+
+    if ev.walks is None:
+        args = ev.args
+        seeds = heldout_seeds(args.seed, args.walks, ev.exclude)
+        keys = {seed: walk_keys(seed, args.walk_steps) for seed in seeds}
+        dreams = {("i_tokens" if on else "no_i_tokens"): _dream_walks(bundle, on, seeds, keys, args.temperature,
+                                                                      ev.progress)
+                  for on in sorted(bundle.world_models, reverse=True)}
+        if getattr(bundle.tokenizer, "kind", None) == "delta":
+            reals = [real for real, _ in next(iter(dreams.values()))]  # the same in every variant
+            dreams["real_tokens"] = [(real, _real_token_walk(bundle, real, keys[seed]))
+                                     for seed, real in zip(seeds, reals)]
+        ev.walks = {"seeds": seeds, "keys": keys, "dreams": dreams}
+    return ev.walks
+
+
+def part_keys(ev: EvalRun) -> dict[str, Any]:
+    """Walk the dream with move keys beside the real env (the play engine's shadow, same start and keys)
+    and score each step's view motion (:mod:`model.eval.keys`), for each world model of the checkpoint."""
+    from app.bundle import ModelBundle
+    from model.eval.keys import agreement, geometry_for, score_walk
+
+    args = ev.args
+    bundle = ModelBundle.load(ev.path, device=str(ev.device))
+    try:
+        view = geometry_for(bundle.env_name)
+    except ValueError as e:
+        return {"error": str(e)}
+    walks = key_walks(ev, bundle)
+    seeds, keys = walks["seeds"], walks["keys"]
+    out: dict[str, Any] = {"walks": len(seeds), "steps": args.walk_steps, "seeds": [seeds[0], seeds[-1]],
+                           "temperature": args.temperature}
+    for name, pairs in walks["dreams"].items():
+        scored = [score_walk(real, dream, keys[seed], view) for seed, (real, dream) in zip(seeds, pairs)]
+        out[name] = {**agreement([t for triples, _ in scored for t in triples]),
+                     "ambiguous": sum(n for _, n in scored)}
+    return out
+
+
+def part_terrain(ev: EvalRun) -> dict[str, Any]:
+    """What the dream's world is made of, tile by tile (:mod:`model.eval.terrain`)."""
+    from app.bundle import ModelBundle
+    from model.eval.terrain import GRIDS, TileJudge
+
+    bundle = ModelBundle.load(ev.path, device=str(ev.device))
+    env = bundle.env_name
+    if env not in GRIDS:
+        return {"error": f"{env!r} has no tile grid to judge (only {', '.join(GRIDS)})"}
+    judge = TileJudge.collect(env, seeds=list(range(ev.args.seed + 200_000, ev.args.seed + 200_020)), steps=40)
+    if env == "gridworld":
+        return _gridworld_terrain(ev, bundle, judge)
+    from model.eval.terrain import terrain_mix
+
+    walks = key_walks(ev, bundle)
+    last = slice(max(1, ev.args.walk_steps - 9), ev.args.walk_steps + 1)  # the last ten steps' frames
+    out: dict[str, Any] = {"steps": [last.start, last.stop - 1]}
+    for name, pairs in walks["dreams"].items():
+        out[name] = terrain_mix([([judge.classify(f) for f in real[last]], [judge.classify(f) for f in dream[last]])
+                                 for real, dream in pairs])
+    return out
+
+
+def _gridworld_terrain(ev: EvalRun, bundle, judge) -> dict[str, Any]:
+    """Random walks of 50 steps in each world model's dream: the share of frames that show exactly one agent and
+    no tile that matches no GridWorld object (the real env's own frames score 1)."""
+    import numpy as np
+
+    from app.engine import PlaySession
+    from model.eval.parts import heldout_seeds
+    from model.eval.terrain import clean_gridworld_frame
+
+    seeds = heldout_seeds(ev.args.seed, ev.args.walks, ev.exclude)
+    out: dict[str, Any] = {"walks": len(seeds), "steps": 50}
+    for on in sorted(bundle.world_models, reverse=True):
+        clean, real_clean = [], []
+        for seed in seeds:
+            rng = np.random.default_rng(seed)
+            session = PlaySession(bundle, shadow=True, seed=seed, temperature=ev.args.temperature, i_tokens=on)
+            try:
+                infos = [session.reset(seed)]
+                for _ in range(50):
+                    infos.append(session.step(int(rng.integers(len(session.action_names)))))
+                    if infos[-1].real_done:
+                        break
+            finally:
+                session.close()
+            clean += [clean_gridworld_frame(judge.classify(i.dream_frame)) for i in infos[1:]]
+            real_clean += [clean_gridworld_frame(judge.classify(i.real_frame)) for i in infos[1:]]
+        out["i_tokens" if on else "no_i_tokens"] = {"frames": len(clean), "clean_share": float(np.mean(clean)),
+                                                    "real_clean_share": float(np.mean(real_clean))}
+    return out
