@@ -44,7 +44,11 @@ def build_tokenizer(cfg: TokenizerConfig, num_actions: int) -> "Tokenizer":
         return DeltaTokenizer(cfg, num_actions)
     if cfg.decoder == "residual":
         return ResidualDeltaTokenizer(cfg, num_actions)
-    raise ValueError(f"unknown tokenizer decoder {cfg.decoder!r} (paper|residual)")
+    if cfg.decoder == "paint":
+        from model.nets.paint_tokenizer import PaintDeltaTokenizer  # it builds on ResidualDeltaTokenizer
+
+        return PaintDeltaTokenizer(cfg, num_actions)
+    raise ValueError(f"unknown tokenizer decoder {cfg.decoder!r} (paper|residual|paint)")
 
 
 def grid_size(tokens_per_frame: int) -> int:

@@ -1,0 +1,50 @@
+"""The paint decoder starts as a copy of x_{t-1}, learns, and paints from the tokens alone."""
+import dataclasses
+
+import torch
+
+from model.config import cpu
+from model.nets.tokenizer import build_tokenizer
+
+
+def _tokenizer(seed: int = 0):
+    torch.manual_seed(seed)
+    cfg = dataclasses.replace(cpu().tokenizer, decoder="paint", channels=8, frame_cnn_channels=8)
+    return build_tokenizer(cfg, num_actions=5)
+
+
+def test_starts_as_the_copy_of_the_previous_frame():
+    tok = _tokenizer().eval()
+    prev, frames = torch.rand(3, 3, 64, 64), torch.rand(3, 3, 64, 64)
+    actions = torch.tensor([0, 1, 4])
+    out, tokens = tok.reconstruct(prev, actions, frames)
+    assert tokens.shape == (3, 4) and out.shape == (3, 3, 64, 64)
+    assert (out - prev).abs().mean() < 0.01  # the mask starts on x_{t-1} (softmax weight ~0.99)
+
+
+def test_the_paint_reads_the_tokens_and_not_the_previous_frame():
+    tok = _tokenizer()
+    actions = torch.tensor([2, 2])
+    q = torch.randn(2, tok.latent_dim, tok.latent_res, tok.latent_res)
+    a = tok.decoder_action(actions).view(-1, tok.cfg.action_emb_dim, tok.latent_res, tok.latent_res)
+    paint = tok.painter(torch.cat([a, q], 1))
+    assert paint.shape == (2, 12, 32, 32)
+    # a whole-paint mask would show the same picture on any x_{t-1}: the painter has no input for it
+    assert tok.painter.inp.in_channels == tok.cfg.latent_dim + tok.cfg.action_emb_dim
+
+
+def test_a_few_steps_fit_a_scroll_better_than_the_copy():
+    tok = _tokenizer(1).train()
+    g = torch.Generator().manual_seed(0)
+    prev = torch.rand(8, 3, 64, 64, generator=g)
+    frames = torch.roll(prev, shifts=-7, dims=3)  # a one-tile scroll: the view moved left by 7 px ...
+    frames[..., -7:] = torch.rand(8, 3, 64, 7, generator=g).round()  # ... and a new strip came in
+    actions = torch.full((8,), 3)
+    opt = torch.optim.Adam(tok.parameters(), lr=3e-3)
+    copy_mse = (frames - prev).pow(2).mean().item()
+    for _ in range(60):
+        loss, metrics = tok.compute_loss(prev, actions, frames)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert metrics["mse"] < 0.5 * copy_mse, (metrics["mse"], copy_mse)
