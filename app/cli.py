@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ui": ("app.webui.app", "serve the web UI on 127.0.0.1 (opens on the bundled Crafter checkpoint)"),
     "play": ("app.pygame_window", "play inside a world model in a pygame window"),
     "train": ("app.train_cmd", "train Δ-IRIS (tokenizer, world model, actor-critic) in a run folder"),
+    "stage": ("app.stage", "the next training stage of a bundled checkpoint: train for a budget, score the dream, "
+                           "export only if it improved"),
     "export-gif": ("app.gif_export", "roll out a world model and write a GIF"),
     "eval": ("app.evaluate", "measure tokenizers, world models and agents on held-out data"),
     "bench": ("app.bench", "speed and memory benchmarks (dream, imagine, train, collect)"),

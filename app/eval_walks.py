@@ -3,6 +3,7 @@ scroll as the real one does under the same move keys?) and ``terrain`` (what is 
 Both read the same walks, dreamed once per world model (:func:`key_walks`)."""
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -86,16 +87,24 @@ def part_keys(ev: EvalRun) -> dict[str, Any]:
     return out
 
 
+@functools.lru_cache(maxsize=4)
+def tile_judge(env: str, first_seed: int):
+    """The tile judge of ``env``, from 20 real walks of 40 keys on seeds from ``first_seed`` (built once per process)."""
+    from model.eval.terrain import TileJudge
+
+    return TileJudge.collect(env, seeds=list(range(first_seed, first_seed + 20)), steps=40)
+
+
 def part_terrain(ev: EvalRun) -> dict[str, Any]:
     """What the dream's world is made of, tile by tile (:mod:`model.eval.terrain`)."""
     from app.bundle import ModelBundle
-    from model.eval.terrain import GRIDS, TileJudge
+    from model.eval.terrain import GRIDS
 
     bundle = ModelBundle.load(ev.path, device=str(ev.device))
     env = bundle.env_name
     if env not in GRIDS:
         return {"error": f"{env!r} has no tile grid to judge (only {', '.join(GRIDS)})"}
-    judge = TileJudge.collect(env, seeds=list(range(ev.args.seed + 200_000, ev.args.seed + 200_020)), steps=40)
+    judge = tile_judge(env, ev.args.seed + 200_000)
     if env == "gridworld":
         return _gridworld_terrain(ev, bundle, judge)
     from model.eval.terrain import terrain_mix

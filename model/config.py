@@ -148,6 +148,9 @@ class TrainConfig:
     test_episodes: int = 64
     total_frames: int = 10_000_000
     snapshot_every: int = 10  # epochs
+    # Also write checkpoints/last every this many optimiser steps inside a phase (0 = only at epoch ends), so a
+    # killed run loses at most that much training; its resume redoes the epoch from those weights.
+    checkpoint_every: int = 0
     autocast: str = "auto"  # "auto" (bf16 on CUDA) | "bf16" | "off"
     # Also train the comparison models on the same batches: a world model without I-tokens
     # (the paper's ablation) and an IRIS-style tokenizer with iris_tokens tokens per frame.

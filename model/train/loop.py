@@ -193,7 +193,7 @@ class Trainer:
                                            burn_in=cfg.actor_critic.burn_in, rng=rng),
         }
         self.phases = Phases(cfg, self.models, self.optims, self.samplers, token_cache, d, self._emit,
-                             self._should_stop)
+                             self._should_stop, checkpoint=self._checkpoint_within_epoch)
         self.experience = Experience(cfg, self.store, d, self.models["actor_critic"])
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -268,6 +268,13 @@ class Trainer:
                 save_checkpoint(self.rd.snapshot(self.epoch), self.models, self.cfg, state)
         self.dist.barrier()
         self.phases.updated = False
+
+    def _checkpoint_within_epoch(self) -> None:
+        """``checkpoints/last`` with the weights so far and the epoch counter unchanged (a resume redoes the epoch)."""
+        self._tick_wall_time()
+        self.save()
+        if self.dist.main:
+            log.info("checkpoint within epoch %d", self.epoch + 1)
 
     # ---------------------------------------------------------------- the loop
 

@@ -69,10 +69,10 @@ class Phases:
 
     def __init__(self, cfg: Config, models: dict[str, nn.Module], optims: dict[str, torch.optim.Optimizer],
                  samplers: dict[str, SegmentSampler], token_cache: TokenCache, dist: Dist, emit: Emit,
-                 should_stop: Callable[[], bool]):
+                 should_stop: Callable[[], bool], checkpoint: Callable[[], None] | None = None):
         self.cfg, self.models, self.optims, self.samplers = cfg, models, optims, samplers
         self.token_cache, self.dist, self.device = token_cache, dist, dist.device
-        self.emit, self.should_stop = emit, should_stop
+        self.emit, self.should_stop, self.checkpoint = emit, should_stop, checkpoint
         self.updated = False
 
     # ---------------------------------------------------------------- shared steps
@@ -94,12 +94,15 @@ class Phases:
         return float(norm)
 
     def _steps(self, component: str, epoch: int) -> Iterator[tuple[int, int]]:
-        """(step, steps) of this epoch's schedule for ``component``, stopping when asked to."""
-        n = steps_for(self.cfg, component, epoch)
+        """(step, steps) of this epoch's schedule for ``component``, stopping when asked to, with a checkpoint
+        every ``train.checkpoint_every`` steps (the same steps on every rank: it is a collective)."""
+        n, every = steps_for(self.cfg, component, epoch), self.cfg.train.checkpoint_every
         for i in range(n):
             if self.should_stop():
                 raise StopRequested
             yield i, n
+            if every and self.checkpoint is not None and (i + 1) % every == 0 and i + 1 < n:
+                self.checkpoint()
 
     @contextmanager
     def _training(self, names: list[str]) -> Iterator[None]:

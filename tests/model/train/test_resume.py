@@ -91,3 +91,30 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
     assert not (run / ".lock").exists()
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["train"]["steps_per_epoch"] == 30  # the run's own config, not the preset's
+
+
+def test_checkpoint_within_an_epoch_keeps_the_training_so_far(tmp_path):
+    """With ``train.checkpoint_every``, ``checkpoints/last`` is written inside a phase: the epoch counter is
+    unchanged (a resume redoes the epoch) and the weights are those trained so far, not the initial ones."""
+    import torch
+
+    from model.config import tiny
+    from model.train.loop import train
+
+    cfg = tiny()
+    cfg.env.name = "gridworld"
+    cfg.train.first_epoch_world_model_steps, cfg.train.checkpoint_every = 5, 2
+    seen = []
+
+    def progress(event):
+        if event["phase"] == "world_model" and event.get("step") == 3:  # after the checkpoint of step 2
+            ck = load_checkpoint(tmp_path / "run" / "checkpoints" / "last")
+            seen.append((ck.state["epoch"], {k: v.clone() for k, v in ck.models["world_model"].state_dict().items()}))
+
+    torch.manual_seed(0)
+    train(cfg, tmp_path / "run", max_epochs=1, console=False, progress=progress)
+    (epoch, mid), = seen
+    assert epoch == 0
+    final = load_checkpoint(tmp_path / "run" / "checkpoints" / "last")
+    assert final.state["epoch"] == 1
+    assert any(not torch.equal(mid[k], v) for k, v in final.models["world_model"].state_dict().items())
