@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from model.config import TokenizerConfig
 from model.nets.blocks import Decoder, after_unshuffle
-from model.nets.tokenizer import ResidualDeltaTokenizer, _init_weights, advect
+from model.nets.tokenizer import ResidualDeltaTokenizer, init_weights
 
 COLOUR = 6  # per-channel gain and offset of the copied candidates
 
@@ -38,7 +38,7 @@ class PaintDeltaTokenizer(ResidualDeltaTokenizer):
         self.kernel_head = nn.Sequential(nn.Conv2d(dec_in, 64, 3, padding=1), nn.SiLU(), nn.AdaptiveAvgPool2d(1),
                                          nn.Flatten(), nn.Linear(64, 64), nn.SiLU(), nn.Linear(64, m * k * k + COLOUR))
         for module in (self.decoder, self.painter, self.kernel_head):
-            module.apply(_init_weights)
+            module.apply(init_weights)
         last = self.decoder.out[-1]
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
@@ -47,19 +47,13 @@ class PaintDeltaTokenizer(ResidualDeltaTokenizer):
         nn.init.zeros_(self.kernel_head[-1].bias)
 
     def image(self, prev, actions, q_map):
-        x = torch.cat([prev, self._plane(self.prev_action, actions, prev)], dim=1)
-        summary, skips = self.frame_cnn(F.pixel_unshuffle(x, 2), return_skips=True)
-        r = self.latent_res
-        a = self.decoder_action(actions).view(-1, self.cfg.action_emb_dim, r, r).to(q_map.dtype)
-        h = torch.cat([summary.to(q_map.dtype), a, q_map], dim=1)
+        h, skips, a = self.decoder_inputs(prev, actions, q_map)
         masks = F.pixel_shuffle(self.decoder(h, skips), 2).softmax(dim=1).to(prev.dtype)
         paint = F.pixel_shuffle(self.painter(torch.cat([a, q_map], dim=1)), 2).to(prev.dtype)
         head = self.kernel_head(h).float()
-        m, k = self.ADVECT_KERNELS, self.ADVECT_SIZE
-        logits = self.ACTION_SCALE * self.action_kernels(actions) + self.TOKEN_SCALE * head[:, :m * k * k]
-        kernels = logits.view(-1, m, k, k).flatten(2).softmax(-1).view(-1, m, k, k).to(prev.dtype)
-        gain, offset = head[:, m * k * k:].view(-1, 2, 3, 1, 1).unbind(1)
-        copies = torch.cat([prev[:, None], advect(prev, kernels)], dim=1)  # (N, 1 + m, 3, H, W)
-        copies = copies * (1 + gain[:, None].to(prev.dtype)) + offset[:, None].to(prev.dtype)
+        split = self.ADVECT_KERNELS * self.ADVECT_SIZE**2
+        gain, offset = head[:, split:].view(-1, 2, 3, 1, 1).to(prev.dtype).unbind(1)
+        copies = torch.cat([prev[:, None], self.moved(prev, actions, head[:, :split])], dim=1)  # (N, 1 + m, 3, H, W)
+        copies = copies * (1 + gain[:, None]) + offset[:, None]
         candidates = torch.cat([copies[:, :1], paint[:, None], copies[:, 1:]], dim=1)
         return (masks.unsqueeze(2) * candidates).sum(dim=1)
