@@ -151,6 +151,7 @@ def _have_x_tools() -> str | None:
 
 
 @pytest.mark.skipif(_have_x_tools() is not None, reason=str(_have_x_tools()))
+@pytest.mark.slow
 def test_real_window_under_xvfb_with_xdotool(run_dir, tmp_path):
     shot = tmp_path / "xshot.png"
     play = (f"{sys.executable} -m app play --checkpoint {run_dir} --scale 3 --seed 4 --verbose "

@@ -120,6 +120,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_writer_killed_mid_collection(tmp_path):
     root = tmp_path / "store"
     code = WRITER.format(repo=str(REPO), tests=str(REPO / "tests"), root=str(root))

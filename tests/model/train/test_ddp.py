@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 
 def _worker(out: Path, run: Path) -> None:
@@ -32,6 +33,7 @@ def _worker(out: Path, run: Path) -> None:
     save_file(weights, str(out / f"rank{rank}.safetensors"), metadata={"env_frames": str(summary["env_frames"])})
 
 
+@pytest.mark.slow
 def test_two_rank_gloo_epoch_keeps_ranks_identical(tmp_path):
     from safetensors import safe_open
     from safetensors.torch import load_file

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from model.checkpoint import load_checkpoint
 from model.train.run_dir import read_metrics
@@ -37,6 +38,7 @@ def _episodes(run: Path) -> dict[str, int]:
     return out
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume(tmp_path):
     run = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
