@@ -4,7 +4,7 @@
     deltaplay stage --minutes 10 --device cuda          # a lent GPU: the same stage, more done per minute
 
 A bundle that trains in stages carries a plan beside its weights (``stage.json``): the config overrides of a
-stage's run (its schedule), the seed of the next stage's data, the bundle's own score and the history of every
+stage's run (its schedule; ``set_gpu`` adds bigger batches and more steps on a GPU), the seed of the next stage's data, the bundle's own score and the history of every
 stage. A stage
 
 1. starts every model from the bundle's weights (a new run folder), or resumes the run folder a stopped stage
@@ -69,9 +69,9 @@ def write_plan(bundle: Path, plan: dict[str, Any]) -> None:
     write_text_atomic(bundle / PLAN, json.dumps(plan, indent=2) + "\n")
 
 
-def stage_config(bundle: Path, plan: dict[str, Any], extra: list[tuple[str, str]]):
-    """The bundle's config with the plan's (and this stage's) overrides, the next data seed, and every model
-    starting from the bundle's weights."""
+def stage_config(bundle: Path, plan: dict[str, Any], extra: list[tuple[str, str]], gpu: bool = False):
+    """The bundle's config with the plan's overrides (on a GPU also its ``set_gpu`` ones, and collection on every
+    core), this stage's own, the next data seed, and every model starting from the bundle's weights."""
     from app.train_cmd import apply_overrides
     from model.checkpoint import CheckpointError, load_config, load_weights
 
@@ -80,7 +80,10 @@ def stage_config(bundle: Path, plan: dict[str, Any], extra: list[tuple[str, str]
         names = sorted(load_weights(bundle))
     except CheckpointError as e:
         raise UserError(str(e)) from None
-    cfg = apply_overrides(cfg, [(k, json.dumps(v)) for k, v in plan["set"].items()] + extra)
+    sets = dict(plan["set"])
+    if gpu:
+        sets = {"train.num_envs": max(2, os.cpu_count() or 2), **sets, **plan.get("set_gpu", {})}
+    cfg = apply_overrides(cfg, [(k, json.dumps(v)) for k, v in sets.items()] + extra)
     cfg.seed = int(plan["next_seed"])
     cfg.train.init = {name: str(bundle.resolve()) for name in names}
     return cfg
@@ -159,9 +162,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"scoring the bundle {bundle} first (its score is the bar this stage must beat) ...", flush=True)
         plan["best"] = score(bundle, args.walks, args.threads, run_dir.parent / f"{run_dir.name}-bundle-eval.json")
         write_plan(bundle, plan)
-    cfg = stage_config(bundle, plan, extra)
-    if args.device != "auto":
-        cfg.device = args.device
+    from model.device import resolve_device
+
+    try:
+        gpu = resolve_device(args.device).type == "cuda"
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    cfg = stage_config(bundle, plan, extra, gpu=gpu)
+    cfg.device = args.device
     trained = train_stage(cfg, run_dir, args.minutes, args.quiet)
     last = Path(trained["checkpoint"])
     if not last.is_dir():

@@ -78,3 +78,14 @@ def test_a_stage_stopped_by_its_budget_resumes_with_the_same_command(tiny_bundle
 def test_a_bundle_without_a_plan_is_refused_in_plain_words(tiny_bundle, tmp_path, capsys):
     assert _stage(tiny_bundle, tmp_path / "run") == 2
     assert "no stage plan" in capsys.readouterr().err
+
+
+def test_the_plan_and_the_gpu_overrides_shape_the_stage_config(tiny_bundle):
+    from app.stage import stage_config
+
+    plan = {**PLAN, "set_gpu": {"train.first_epoch_world_model_steps": 40}}
+    cpu_cfg = stage_config(tiny_bundle, plan, [("train.lr", "0.01")])
+    gpu_cfg = stage_config(tiny_bundle, plan, [], gpu=True)
+    assert cpu_cfg.seed == 5 and cpu_cfg.train.lr == 0.01 and cpu_cfg.train.first_epoch_world_model_steps == 3
+    assert gpu_cfg.train.first_epoch_world_model_steps == 40 and gpu_cfg.train.num_envs >= 2
+    assert set(cpu_cfg.train.init) == {"tokenizer", "world_model", "actor_critic"}  # every model of the bundle
