@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from model.config import IMAGE_SIZE, Config, get_preset
+from model.data.policies import Agent
 from model.device import autocast, resolve_device
 
 WORKLOADS = ("dream", "imagine", "train", "collect", "profile")
@@ -226,10 +227,10 @@ def bench_imagine(ctx: BenchContext) -> list[dict[str, Any]]:
 
         def run() -> None:
             with torch.inference_mode():
-                ac.reset(b)
+                agent = Agent(ac)
                 obs = dream.frame
                 for _ in range(a.horizon):
-                    obs, _, _ = dream.step(ac.act(obs))
+                    obs, _, _ = dream.step(agent.act(obs))
 
         secs = timed(run, max(1, a.repeats // 2), 1, ctx.sync)
         fps = b * a.horizon / median(secs)
@@ -332,7 +333,7 @@ def bench_profile(ctx: BenchContext) -> list[dict[str, Any]]:
     from torch.utils.flop_counter import FlopCounterMode
 
     a = ctx.args
-    dream, ac = _dream(ctx, 1), ctx.models["actor_critic"].eval()
+    dream, agent = _dream(ctx, 1), Agent(ctx.models["actor_critic"].eval())
     parts = _profile_parts(ctx)
     acc = {k: [0.0, 0.0, 0] for k in [*parts, "total"]}  # wall s, cpu s, flops
     counter: list[FlopCounterMode | None] = [None]
@@ -358,13 +359,13 @@ def bench_profile(ctx: BenchContext) -> list[dict[str, Any]]:
         t0 = now()
         with torch.inference_mode():
             for _ in range(n):
-                dream.step(ac.act(dream.frame))
+                dream.step(agent.act(dream.frame))
         for i, (x0, x1) in enumerate(zip(t0, now())):
             acc["total"][i] += x1 - x0
 
     try:
         with ctx.autocast():
-            ac.reset(1)
+            agent.start(1)
             steps(a.warmup + 1)
             with FlopCounterMode(display=False) as counter[0]:
                 steps(1)

@@ -91,8 +91,7 @@ class Agent:
 
     def start(self, batch: int) -> None:
         """A fresh (zero) state for ``batch`` envs."""
-        z = torch.zeros(batch, self.ac.cfg.lstm_dim, device=self.ac.device)
-        self.state = (z, z.clone())
+        self.state = self.ac.zero_state(batch)
 
     def reset(self, indices: Iterable[int]) -> None:
         """Zero the state rows of envs that start a new episode (a state of another size is dropped)."""

@@ -95,7 +95,6 @@ class ActorCritic(nn.Module):
         self.model = CnnLstm(cfg, num_actions)
         self.target = copy.deepcopy(self.model).requires_grad_(False)
         self.twohot = TwoHot(cfg.num_value_buckets)
-        self._state: State | None = None
 
     @property
     def device(self) -> torch.device:
@@ -108,41 +107,10 @@ class ActorCritic(nn.Module):
         self.target.eval()
         return self
 
-    def _zeros(self, batch: int) -> State:
+    def zero_state(self, batch: int) -> State:
+        """A fresh (zero) LSTM state (h, c) for ``batch`` rows."""
         z = torch.zeros(batch, self.cfg.lstm_dim, device=self.device)
         return z, z.clone()
-
-    def reset(self, batch: int) -> None:
-        """Start a fresh LSTM state for ``batch`` parallel episodes."""
-        self._state = self._zeros(batch)
-
-    def reset_where(self, done: torch.Tensor) -> None:
-        """Zero the LSTM state of the rows where ``done`` (B,) is true (vectorised collection)."""
-        if self._state is None:
-            return
-        keep = (~done.to(self.device).bool()).float().unsqueeze(1)
-        self._state = (self._state[0] * keep, self._state[1] * keep)
-
-    def forward(self, frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """frame (B, 3, H, W) -> (logits (B, A), value (B,)); advances the LSTM state."""
-        if self._state is None or self._state[0].size(0) != frame.size(0):
-            self.reset(frame.size(0))
-        logits, value_logits, self._state = self.model(frame, self._state)
-        return logits, self.twohot.decode(value_logits)
-
-    @torch.no_grad()
-    def act(self, frame: torch.Tensor, epsilon: float = 0.0, temperature: float = 1.0) -> torch.Tensor:
-        """Sample actions (B,) (greedy if temperature <= 0), uniformly random with prob. ``epsilon``."""
-        logits, _ = self(frame)
-        if temperature <= 0:
-            actions = logits.argmax(-1)
-        else:
-            actions = Categorical(logits=logits.float() / temperature, validate_args=False).sample()
-        if epsilon > 0:
-            explore = torch.rand(actions.shape, device=actions.device) < epsilon
-            random = torch.randint(0, self.num_actions, actions.shape, device=actions.device)
-            actions = torch.where(explore, random, actions)
-        return actions
 
     @torch.no_grad()
     def update_target(self) -> None:
@@ -187,7 +155,7 @@ class ActorCritic(nn.Module):
         frames = burn_in_frames.to(self.device, torch.float32)
         b, n = frames.shape[:2]
         actions = burn_in_actions[:, :n - 1].to(self.device, torch.long)
-        state, target_state = self._zeros(b), self._zeros(b)
+        state, target_state = self.zero_state(b), self.zero_state(b)
         with torch.no_grad():
             state = self.model.read(frames[:, :n - 1], state)
             target_state = self.target.read(frames[:, :n - 1], target_state)

@@ -64,6 +64,30 @@ def test_agent_burn_in_matches_observing_the_frames_and_acts_greedily_at_zero_te
     assert actions.shape == (3,) and (actions == logits.argmax(-1).numpy()).all()
 
 
+def test_agent_samples_at_its_temperature_and_epsilon_greedy_explores_around_it():
+    """Greedy (temperature 0) takes the argmax of the logits, sampling (temperature 1) departs from it in some
+    rows; with epsilon 1 every action is uniform, all of them appear, and the agent's LSTM still advances."""
+    agent = _agent()
+    obs = np.random.default_rng(1).integers(0, 256, (300, 64, 64, 3), dtype=np.uint8)
+    logits = agent.observe(to_tensor(obs))
+    agent.temperature = 0.0
+    agent.state = None
+    assert (agent(obs) == logits.argmax(-1).numpy()).all()
+    agent.temperature = 1.0
+    agent.state = None
+    torch.manual_seed(1)
+    sampled = agent(obs)
+    assert sampled.shape == (300,) and sampled.min() >= 0 and sampled.max() < A
+    assert (sampled != logits.argmax(-1).numpy()).any()
+    agent.state = None
+    explore = EpsilonGreedy(agent, 1.0, A, seed=1)(obs)
+    assert explore.min() >= 0 and explore.max() < A and len(np.unique(explore)) == A
+    stepped = agent.state
+    agent.start(300)
+    agent.observe(to_tensor(obs))
+    assert all(torch.equal(x, y) for x, y in zip(stepped, agent.state))  # the inner agent saw the frame
+
+
 def test_epsilon_greedy():
     class Constant:
         def __init__(self):

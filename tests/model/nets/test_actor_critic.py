@@ -1,4 +1,5 @@
-"""Actor-critic: λ-returns by hand, parameter budget, acting, and a real imagination update."""
+"""Actor-critic: λ-returns by hand, parameter budget, a network step with explicit state, and a real imagination
+update (acting in envs: tests/model/data/test_policies.py)."""
 import dataclasses
 
 import pytest
@@ -42,40 +43,26 @@ def test_paper_preset_has_the_published_size():
     assert total == 2 * trainable  # the frozen EMA target is a full copy
 
 
-def test_forward_act_and_lstm_state():
+def test_network_step_threads_an_explicit_lstm_state():
+    """One step: frame (B, 3, H, W) and state in, logits, critic logits and the next state out. The critic
+    starts at zero; the same frame again from the returned state differs (the LSTM remembers), and from a
+    zero state repeats the first step; rows are independent (a finished row restarts alone)."""
     torch.manual_seed(0)
     ac = ActorCritic(tiny().actor_critic, A)
     frame = torch.rand(3, 3, 64, 64)
-    ac.reset(3)
-    logits, value = ac(frame)
-    assert logits.shape == (3, A) and value.shape == (3,)
-    assert torch.allclose(value, torch.zeros(3), atol=1e-6)  # zero-initialised critic
-    logits2, _ = ac(frame)
-    assert not torch.allclose(logits, logits2)  # the LSTM remembers the first frame
-    ac.reset(3)
-    assert torch.allclose(ac(frame)[0], logits)
-    ac.reset(3)
-    greedy = ac.act(frame, epsilon=0.0, temperature=0.0)
-    ac.reset(3)
-    assert torch.equal(greedy, ac(frame)[0].argmax(-1))
-    torch.manual_seed(1)
-    ac.reset(300)
-    rand = ac.act(torch.rand(300, 3, 64, 64), epsilon=1.0)
-    assert rand.min() >= 0 and rand.max() < A and len(rand.unique()) == A
-
-
-def test_reset_where_restarts_only_the_finished_rows():
-    torch.manual_seed(0)
-    ac = ActorCritic(tiny().actor_critic, A)
-    frame = torch.rand(2, 3, 64, 64)
-    ac.reset(2)
-    first, _ = ac(frame)
-    second, _ = ac(frame)
-    ac.reset(2)
-    ac(frame)
-    ac.reset_where(torch.tensor([True, False]))
-    again, _ = ac(frame)
-    assert torch.allclose(again[0], first[0]) and torch.allclose(again[1], second[1])
+    zero = ac.zero_state(3)
+    assert all(t.shape == (3, ac.cfg.lstm_dim) and not t.any() for t in zero)
+    with torch.no_grad():
+        logits, value_logits, state = ac.model(frame, zero)
+        value = ac.twohot.decode(value_logits)
+        assert logits.shape == (3, A) and value.shape == (3,)
+        assert torch.allclose(value, torch.zeros(3), atol=1e-6)  # zero-initialised critic
+        second, _, _ = ac.model(frame, state)
+        assert not torch.allclose(logits, second)  # the LSTM remembers the first frame
+        assert torch.equal(ac.model(frame, ac.zero_state(3))[0], logits)
+        restarted = (torch.cat([zero[0][:1], state[0][1:]]), torch.cat([zero[1][:1], state[1][1:]]))
+        again, _, _ = ac.model(frame, restarted)  # row 0 starts a new episode, rows 1-2 go on
+    assert torch.allclose(again[0], logits[0]) and torch.allclose(again[1:], second[1:])
 
 
 def test_target_is_an_ema_of_the_model():
@@ -135,7 +122,7 @@ def test_burn_in_read_equals_stepping_frame_by_frame():
     torch.manual_seed(0)
     ac = ActorCritic(tiny().actor_critic, num_actions=5).eval()
     frames = torch.rand(3, 4, 3, 64, 64)
-    zeros = ac._zeros(3)
+    zeros = ac.zero_state(3)
     with torch.no_grad():
         h, c = ac.model.read(frames, zeros)
         state = zeros
@@ -166,7 +153,8 @@ def test_pooled_frame_cnn_feature_is_the_same_wherever_the_pattern_is():
     cfg = dataclasses.replace(tiny().actor_critic, cnn_pool=True)
     ac = ActorCritic(cfg, num_actions=5)
     assert ac.model.lstm.input_size == cfg.cnn_latent * (64 + 1)
-    logits, _ = ac(x)
+    with torch.no_grad():
+        logits, _, _ = ac.model(x, ac.zero_state(1))
     assert logits.shape == (1, 5)
 
 
