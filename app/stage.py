@@ -133,7 +133,7 @@ def score(checkpoint: Path, walks: int, threads: int, out: Path) -> dict[str, An
         value = value.get(key, {}) if isinstance(value, dict) else {}
     if not isinstance(value, (int, float)):
         raise UserError(f"{checkpoint}: the evaluation has no {'/'.join(SCORE)} (a Δ bundle of a scrolling env?)")
-    return {"score": float(value), "keys": result["keys"], "terrain": result.get("terrain")}
+    return {"score": float(value), "walks": walks, "keys": result["keys"], "terrain": result.get("terrain")}
 
 
 def command_line(args: argparse.Namespace, run_dir: Path) -> str:
@@ -162,6 +162,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"scoring the bundle {bundle} first (its score is the bar this stage must beat) ...", flush=True)
         plan["best"] = score(bundle, args.walks, args.threads, run_dir.parent / f"{run_dir.name}-bundle-eval.json")
         write_plan(bundle, plan)
+    bar = plan["best"]
+    if bar.get("walks") != args.walks:  # a bar from other walks is no bar: score the bundle on these
+        print(f"scoring the bundle {bundle} on {args.walks} walks (its recorded score used {bar.get('walks')}) ...",
+              flush=True)
+        bar = score(bundle, args.walks, args.threads, run_dir.parent / f"{run_dir.name}-bundle-eval.json")
     from model.device import resolve_device
 
     try:
@@ -177,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"stage trained for {trained['wall_s'] / 60:.1f} min ({trained['status']}): steps {trained['steps']}; "
           "scoring ...", flush=True)
     result = score(last, args.walks, args.threads, run_dir / "stage-eval.json")
-    best = plan["best"]["score"]
+    best = bar["score"]
     improved = result["score"] > best
     if improved:
         export_checkpoint(last, bundle)

@@ -30,9 +30,9 @@ def tiny_bundle(tmp_path_factory):
     return export_checkpoint(root / "run" / "checkpoints" / "last", root / "bundle")
 
 
-def _bundle_with_plan(src, dst, best):
+def _bundle_with_plan(src, dst, best, walks=1):
     shutil.copytree(src, dst)
-    (dst / "stage.json").write_text(json.dumps({**PLAN, "best": {"score": best}}))
+    (dst / "stage.json").write_text(json.dumps({**PLAN, "best": {"score": best, "walks": walks}}))
     return dst
 
 
@@ -73,6 +73,13 @@ def test_a_stage_stopped_by_its_budget_resumes_with_the_same_command(tiny_bundle
     assert json.loads((bundle / "stage.json").read_text())["history"] == []
     assert _stage(bundle, tmp_path / "run") == 0  # the same folder: its episodes are kept, the stage goes on
     assert json.loads((bundle / "stage.json").read_text())["history"][0]["status"] == "finished"
+
+
+def test_a_bar_measured_on_other_walks_is_measured_again(tiny_bundle, tmp_path):
+    bundle = _bundle_with_plan(tiny_bundle, tmp_path / "bundle", best=2.0, walks=16)  # the stage scores 1 walk
+    assert _stage(bundle, tmp_path / "run") == 0
+    entry = json.loads((bundle / "stage.json").read_text())["history"][0]
+    assert 0 <= entry["bar"] <= 1  # the bundle's own score on the stage's walk, not the recorded 2.0
 
 
 def test_a_bundle_without_a_plan_is_refused_in_plain_words(tiny_bundle, tmp_path, capsys):
