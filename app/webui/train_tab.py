@@ -14,7 +14,7 @@ from app.webui.play_tab import PlayTab
 
 RUN_HEADERS = ["run", "state", "epoch", "frames", "frames/s", "ETA"]
 LOSS_KEYS = ("tokenizer_loss", "world_model_loss", "actor_critic_loss")  # the trainer's headline loss names
-SCORE_KEYS = ("crafter_score", "return_mean")
+SCORE_KEYS = ("crafter_score", "return_mean", "return")  # "return": runs written before episode_stats' keys
 
 
 def long_rows(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> pd.DataFrame | None:
