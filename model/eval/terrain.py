@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from einops import rearrange
 
 UNKNOWN = "?"
 
@@ -27,7 +28,7 @@ class TileGrid:
         """uint8 (H, W, 3) frame -> (rows * cols, tile * tile * 3) uint8, row by row."""
         t = self.tile
         view = np.asarray(frame)[:self.rows * t, :self.cols * t]
-        return view.reshape(self.rows, t, self.cols, t, 3).transpose(0, 2, 1, 3, 4).reshape(self.rows * self.cols, -1)
+        return rearrange(view, "(r th) (c tw) ch -> (r c) (th tw ch)", th=t, tw=t)
 
 
 # Crafter at 64x64: a 9x7 world view of 7-pixel tiles above the inventory; GridWorld: 8x8 cells of 8 pixels.
