@@ -1,15 +1,14 @@
-"""A Δ-tokenizer whose tokens say *what* appears, not how it differs from x_{t-1} (``decoder="paint"``).
+"""A Δ-tokenizer whose decoder never reads x_{t-1}, it only moves it (``decoder="paint"``).
 
-The residual decoder draws a change as x_{t-1} + delta, with a U-Net that reads x_{t-1}. The cheapest code for
-terrain that scrolls into view is then relative to the previous frame: it only means something on that exact
-frame. Decoded on a dream's own frames, even the real tokens turn new terrain into smears within a few moves,
-and a world model has to learn a code that changes meaning with every context.
+The residual decoder draws a change as x_{t-1} + delta, with a U-Net that reads x_{t-1}; its tokens are therefore
+relative to the exact previous frame. Decoded on a dream's own frames, even the real tokens of a walk turn the
+terrain that scrolls into view into smears within a few moves, and a world model has to learn a code whose meaning
+changes with every context.
 
-Here the pixels that change are *painted* by a decoder that sees the tokens and the action only; the U-Net that
-reads x_{t-1} only chooses, per pixel, between x_{t-1}, x_{t-1} moved by the advection kernels, and the paint
-(plus a global colour shift of the copies, for Crafter's slow day-night light). Content carried over stays exact
-under any number of scrolls, and a token means the same in every context, so codes of new terrain repeat across
-the world.
+Here the decoder sees the tokens and the action only. From them it draws a *paint* image, per-pixel masks and the
+advection kernels; the frame is the masks' mix of x_{t-1}, x_{t-1} moved by the kernels (both with a global colour
+gain and offset, for Crafter's slow day-night light) and the paint. x_{t-1} is material, never an input to a
+decision: a token means the same on any previous frame, and an error in x_{t-1} is carried along, not amplified.
 """
 from __future__ import annotations
 
@@ -30,26 +29,27 @@ class PaintDeltaTokenizer(ResidualDeltaTokenizer):
         c = cfg
         mult, down = after_unshuffle(tuple(c.mult), tuple(c.down))
         m, k = self.ADVECT_KERNELS, self.ADVECT_SIZE
-        dec_in = c.latent_dim + c.frame_latent + c.action_emb_dim
-        skip = [ch if d else 0 for ch, d in zip(self.frame_cnn.level_channels, down)]
-        # mask logits at 64x64 (pixel-shuffled from 32x32) for [x_{t-1}, paint, m moved copies]
-        self.decoder = Decoder(dec_in, c.channels, mult, down, (2 + m) * 4, c.num_res_blocks, skip_channels=skip)
-        self.painter = Decoder(c.latent_dim + c.action_emb_dim, c.channels, mult, down, 3 * 4, c.num_res_blocks)
+        dec_in = c.latent_dim + c.action_emb_dim
+        del self.frame_cnn, self.prev_action  # nothing reads x_{t-1} to decide
+        # per 32x32 position, pixel-shuffled to 64x64: paint RGB, then mask logits for [x_{t-1}, paint, m moved copies]
+        self.decoder = Decoder(dec_in, c.channels, mult, down, (3 + 2 + m) * 4, c.num_res_blocks)
         self.kernel_head = nn.Sequential(nn.Conv2d(dec_in, 64, 3, padding=1), nn.SiLU(), nn.AdaptiveAvgPool2d(1),
                                          nn.Flatten(), nn.Linear(64, 64), nn.SiLU(), nn.Linear(64, m * k * k + COLOUR))
-        for module in (self.decoder, self.painter, self.kernel_head):
+        for module in (self.decoder, self.kernel_head):
             module.apply(init_weights)
         last = self.decoder.out[-1]
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
-        last.bias.data[:4] = 5.0  # the mask starts on x_{t-1}: training starts from the copy baseline
+        last.bias.data[3 * 4:4 * 4] = 5.0  # the mask starts on x_{t-1}: training starts from the copy baseline
         nn.init.zeros_(self.kernel_head[-1].weight)
         nn.init.zeros_(self.kernel_head[-1].bias)
 
     def image(self, prev, actions, q_map):
-        h, skips, a = self.decoder_inputs(prev, actions, q_map)
-        masks = F.pixel_shuffle(self.decoder(h, skips), 2).softmax(dim=1).to(prev.dtype)
-        paint = F.pixel_shuffle(self.painter(torch.cat([a, q_map], dim=1)), 2).to(prev.dtype)
+        r = self.latent_res
+        a = self.decoder_action(actions).view(-1, self.cfg.action_emb_dim, r, r).to(q_map.dtype)
+        h = torch.cat([a, q_map], dim=1)
+        out = F.pixel_shuffle(self.decoder(h), 2).to(prev.dtype)
+        paint, masks = out[:, :3], out[:, 3:].softmax(dim=1)
         head = self.kernel_head(h).float()
         split = self.ADVECT_KERNELS * self.ADVECT_SIZE**2
         gain, offset = head[:, split:].view(-1, 2, 3, 1, 1).to(prev.dtype).unbind(1)

@@ -22,15 +22,22 @@ def test_starts_as_the_copy_of_the_previous_frame():
     assert (out - prev).abs().mean() < 0.01  # the mask starts on x_{t-1} (softmax weight ~0.99)
 
 
-def test_the_paint_reads_the_tokens_and_not_the_previous_frame():
-    tok = _tokenizer()
-    actions = torch.tensor([2, 2])
-    q = torch.randn(2, tok.latent_dim, tok.latent_res, tok.latent_res)
-    a = tok.decoder_action(actions).view(-1, tok.cfg.action_emb_dim, tok.latent_res, tok.latent_res)
-    paint = tok.painter(torch.cat([a, q], 1))
-    assert paint.shape == (2, 12, 32, 32)
-    # a whole-paint mask would show the same picture on any x_{t-1}: the painter has no input for it
-    assert tok.painter.inp.in_channels == tok.cfg.latent_dim + tok.cfg.action_emb_dim
+def test_the_decoder_only_moves_the_previous_frame_and_never_reads_it():
+    """Masks, kernels and paint come from the tokens and the action alone, so the decoded frame is an affine
+    function of x_{t-1}; the residual decoder, which reads x_{t-1}, is not."""
+    prev1, prev2 = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    actions, tokens = torch.tensor([1, 3]), torch.tensor([[5, 900, 17, 300], [0, 1, 2, 3]])
+    tok = _tokenizer().eval()
+    assert not hasattr(tok, "frame_cnn") and tok.decoder.inp.in_channels == tok.cfg.latent_dim + tok.cfg.action_emb_dim
+    dec = lambda t, p: t.decode(p, actions, tokens)  # noqa: E731
+    gap = dec(tok, prev1) + dec(tok, prev2) - 2 * dec(tok, (prev1 + prev2) / 2)
+    assert gap.abs().max() < 1e-5
+    torch.manual_seed(0)
+    residual = build_tokenizer(dataclasses.replace(tok.cfg, decoder="residual"), num_actions=5).eval()
+    for p in residual.decoder.out[-1].parameters():  # the residual decoder starts as the copy: wake it up
+        torch.nn.init.normal_(p, std=0.1)
+    gap = dec(residual, prev1) + dec(residual, prev2) - 2 * dec(residual, (prev1 + prev2) / 2)
+    assert gap.abs().max() > 1e-3
 
 
 def test_a_few_steps_fit_a_scroll_better_than_the_copy():
