@@ -122,13 +122,15 @@ def walk_keys(seed: int, steps: int, keys: Sequence[str] = tuple(KEY_MOTION)) ->
 
 
 @torch.no_grad()
-def closed_loop(tokenizer, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-    """(B, T+1, 3, H, W) real frames and (B, T) actions -> (B, T, 3, H, W) in [0, 1]: the frames a perfect
-    world model's dream would show (the real tokens, each decoded from the previous decoded frame). Scored
-    like a dream, it tells the tokenizer's share of a miss from the world model's."""
+def closed_loop(tokenizer, frames: torch.Tensor, actions: torch.Tensor, from_decoded: bool = False) -> torch.Tensor:
+    """(B, T+1, 3, H, W) real frames and (B, T) actions -> (B, T, 3, H, W) in [0, 1]: the real walk's tokens,
+    each decoded from the previous *decoded* frame, as in a dream. Scored like a dream, it tells the tokenizer's
+    share of a miss from the world model's. The tokens are those of the real pairs, or with ``from_decoded`` those
+    that lead from the decoded previous frame to the real next one: the best a world model of the dream could
+    give, so a dream that still drifts then is the code's limit."""
     decoded, prev = [], frames[:, 0]
     for t in range(actions.size(1)):
-        tokens = tokenizer.encode(frames[:, t], actions[:, t], frames[:, t + 1])
+        tokens = tokenizer.encode(prev if from_decoded else frames[:, t], actions[:, t], frames[:, t + 1])
         prev = tokenizer.decode(prev, actions[:, t], tokens)
         decoded.append(prev)
     return torch.stack(decoded, dim=1)

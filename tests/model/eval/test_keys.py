@@ -76,15 +76,16 @@ def test_eval_keys_and_terrain_parts_on_the_crafter_bundle(tmp_path, capsys):
     result = json.loads(out.read_text())
     terrain = result["terrain"]
     assert terrain["steps"] == [1, 6]
-    for name in ("i_tokens", "no_i_tokens", "real_tokens"):  # judged on the same walks as the keys
+    for name in ("i_tokens", "no_i_tokens", "real_tokens", "best_tokens"):  # the keys' walks
         v = terrain[name]
         assert v["walks"] == 1 and 0 <= v["dream_share"] <= 1 and 0 <= v["unknown_share"] <= 1
         assert set(v["presence"]) == {"tree", "water", "stone", "sand"}
     r = result["keys"]
     assert r["walks"] == 1 and r["steps"] == 6
     # real_tokens: a perfect world model's dream (the real tokens decoded in a closed loop)
-    assert set(r) == {"walks", "steps", "seeds", "temperature", "i_tokens", "no_i_tokens", "real_tokens"}
-    for name in ("i_tokens", "no_i_tokens", "real_tokens"):
+    assert set(r) == {"walks", "steps", "seeds", "temperature", "i_tokens", "no_i_tokens", "real_tokens",
+                      "best_tokens"}
+    for name in ("i_tokens", "no_i_tokens", "real_tokens", "best_tokens"):
         v = r[name]
         assert v["pairs"] + v["ambiguous"] == 6
         if v["pairs"]:
@@ -125,3 +126,6 @@ def test_closed_loop_decodes_the_real_tokens_from_its_own_last_frame():
     second = tok.decode(first, acts[:, 1], tok.encode(frames[:, 1], acts[:, 1], frames[:, 2]))
     torch.testing.assert_close(out[:, 1], second)
     assert not torch.equal(second, tok.reconstruct(frames[:, 1], acts[:, 1], frames[:, 2])[0])
+    best = closed_loop(tok, frames, acts, from_decoded=True)  # the tokens lead from the decoded frame instead
+    torch.testing.assert_close(best[:, 0], first)
+    torch.testing.assert_close(best[:, 1], tok.decode(first, acts[:, 1], tok.encode(first, acts[:, 1], frames[:, 2])))
