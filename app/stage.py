@@ -149,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
 
     from app.train_cmd import parse_overrides
     from model.checkpoint import export_checkpoint
+    from model.device import resolve_device
 
     if args.minutes <= 0:
         raise UserError("--minutes must be positive")
@@ -167,8 +168,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"scoring the bundle {bundle} on {args.walks} walks (its recorded score used {bar.get('walks')}) ...",
               flush=True)
         bar = score(bundle, args.walks, args.threads, run_dir.parent / f"{run_dir.name}-bundle-eval.json")
-    from model.device import resolve_device
-
     try:
         gpu = resolve_device(args.device).type == "cuda"
     except ValueError as e:
