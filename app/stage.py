@@ -73,11 +73,11 @@ def stage_config(bundle: Path, plan: dict[str, Any], extra: list[tuple[str, str]
     """The bundle's config with the plan's overrides (on a GPU also its ``set_gpu`` ones, and collection on every
     core), this stage's own, the next data seed, and every model starting from the bundle's weights."""
     from app.train_cmd import apply_overrides
-    from model.checkpoint import CheckpointError, load_config, load_weights
+    from model.checkpoint import CheckpointError, load_config, stored_models
 
     try:
         cfg = load_config(bundle)
-        names = sorted(load_weights(bundle))
+        names = stored_models(bundle)
     except CheckpointError as e:
         raise UserError(str(e)) from None
     sets = dict(plan["set"])

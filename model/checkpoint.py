@@ -219,6 +219,21 @@ def load_weights(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
     return out
 
 
+def stored_models(path: str | Path) -> list[str]:
+    """The names of the models in a checkpoint folder, from its weights file's header (no tensor is read)."""
+    from safetensors import safe_open
+
+    file = Path(path) / WEIGHTS
+    if not file.is_file():
+        raise CheckpointError(f"{file}: missing")
+    try:
+        with safe_open(str(file), "pt") as f:
+            keys = list(f.keys())
+    except Exception as e:  # safetensors raises its own error type for truncated/corrupt headers
+        raise CheckpointError(f"{file}: unreadable or corrupt safetensors file ({e})") from None
+    return sorted({key.partition(".")[0] for key in keys})
+
+
 def load_state(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     file = Path(path) / STATE
     if not file.is_file():
