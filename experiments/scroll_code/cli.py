@@ -1,6 +1,6 @@
 """Is the terrain that scrolls into view learnable? A Crafter checkpoint's code and world model on held-out walks.
 
-    python -m experiments.scroll_code.cli checkpoints/crafter runs/stage-paint/checkpoints/last --json out.json
+    python -m experiments.scroll_code.cli checkpoints/crafter runs/other/checkpoints/last --json out.json
 
 For each checkpoint, on straight walks of move keys from held-out seeds (the keys part's walks):
 

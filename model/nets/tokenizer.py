@@ -44,11 +44,7 @@ def build_tokenizer(cfg: TokenizerConfig, num_actions: int) -> "Tokenizer":
         return DeltaTokenizer(cfg, num_actions)
     if cfg.decoder == "residual":
         return ResidualDeltaTokenizer(cfg, num_actions)
-    if cfg.decoder == "paint":
-        from model.nets.paint_tokenizer import PaintDeltaTokenizer  # it builds on ResidualDeltaTokenizer
-
-        return PaintDeltaTokenizer(cfg, num_actions)
-    raise ValueError(f"unknown tokenizer decoder {cfg.decoder!r} (paper|residual|paint)")
+    raise ValueError(f"unknown tokenizer decoder {cfg.decoder!r} (paper|residual)")
 
 
 def grid_size(tokens_per_frame: int) -> int:
@@ -58,7 +54,7 @@ def grid_size(tokens_per_frame: int) -> int:
     return g
 
 
-def init_weights(m: nn.Module) -> None:
+def _init_weights(m: nn.Module) -> None:
     if isinstance(m, (nn.Linear, nn.Embedding)):
         m.weight.data.normal_(0.0, 0.02)
         if isinstance(m, nn.Linear) and m.bias is not None:
@@ -219,7 +215,7 @@ class DeltaTokenizer(Tokenizer):
         self.decoder = Decoder(c.latent_dim + c.frame_latent + c.action_emb_dim, c.channels, c.mult, c.down, 3,
                                c.num_res_blocks)
         self.quantizer = self._make_quantizer()
-        self.apply(init_weights)
+        self.apply(_init_weights)
 
     def latent(self, prev, actions, frames):
         plane = self.encoder_action(actions).view(-1, 1, prev.size(2), prev.size(3)).to(prev.dtype)
@@ -284,7 +280,7 @@ class ResidualDeltaTokenizer(DeltaTokenizer):
         self.kernel_head = nn.Sequential(nn.Conv2d(dec_in, 64, 3, padding=1), nn.SiLU(), nn.AdaptiveAvgPool2d(1),
                                          nn.Flatten(), nn.Linear(64, 64), nn.SiLU(), nn.Linear(64, m * k * k))
         self.quantizer = self._make_quantizer()
-        self.apply(init_weights)
+        self.apply(_init_weights)
         last = self.decoder.out[-1]
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
@@ -300,28 +296,18 @@ class ResidualDeltaTokenizer(DeltaTokenizer):
         x = torch.cat([prev, self._plane(self.encoder_action, actions, prev), frames, frames - prev], dim=1)
         return self.encoder(F.pixel_unshuffle(x, 2))
 
-    def decoder_inputs(self, prev, actions, q_map) -> tuple[torch.Tensor, list, torch.Tensor]:
-        """(the 8x8 decoder input [x_{t-1} summary, action embedding, tokens], the x_{t-1} CNN's skip features,
-        the action embedding)."""
+    def image(self, prev, actions, q_map):
         x = torch.cat([prev, self._plane(self.prev_action, actions, prev)], dim=1)
         summary, skips = self.frame_cnn(F.pixel_unshuffle(x, 2), return_skips=True)
         r = self.latent_res
         a = self.decoder_action(actions).view(-1, self.cfg.action_emb_dim, r, r).to(q_map.dtype)
-        return torch.cat([summary.to(q_map.dtype), a, q_map], dim=1), skips, a
-
-    def moved(self, prev, actions, kernel_logits) -> torch.Tensor:
-        """x_{t-1} moved by each of the ``ADVECT_KERNELS`` kernels (logits from the tokens' head, plus the
-        action's own table): (N, ADVECT_KERNELS, 3, H, W)."""
-        logits = kernel_logits
+        h = torch.cat([summary.to(q_map.dtype), a, q_map], dim=1)
+        out = F.pixel_shuffle(self.decoder(h, skips), 2).to(prev.dtype)
+        logits = self.kernel_head(h)
         if self.ACTION_TABLE:
             logits = self.ACTION_SCALE * self.action_kernels(actions) + self.TOKEN_SCALE * logits
         kernels = logits.view(-1, self.ADVECT_KERNELS, self.ADVECT_SIZE**2).softmax(-1)
-        return advect(prev, kernels.view(-1, self.ADVECT_KERNELS, self.ADVECT_SIZE, self.ADVECT_SIZE).to(prev.dtype))
-
-    def image(self, prev, actions, q_map):
-        h, skips, _ = self.decoder_inputs(prev, actions, q_map)
-        out = F.pixel_shuffle(self.decoder(h, skips), 2).to(prev.dtype)
-        moved = self.moved(prev, actions, self.kernel_head(h))
+        moved = advect(prev, kernels.view(-1, self.ADVECT_KERNELS, self.ADVECT_SIZE, self.ADVECT_SIZE).to(prev.dtype))
         fixed = [prev, prev + out[:, :3]] if self.PLAIN_COPY else [prev + out[:, :3]]
         candidates = torch.cat([torch.stack(fixed, dim=1), moved], dim=1)  # (N, fixed + m, 3, H, W)
         return (out[:, 3:].softmax(dim=1).unsqueeze(2) * candidates).sum(dim=1)
@@ -354,7 +340,7 @@ class IrisTokenizer(Tokenizer):
         self.encoder = Encoder(3, c.channels, mult, down, c.latent_dim, c.num_res_blocks)
         self.decoder = Decoder(c.latent_dim, c.channels, mult, down, 3, c.num_res_blocks)
         self.quantizer = self._make_quantizer()
-        self.apply(init_weights)
+        self.apply(_init_weights)
 
     def latent(self, prev, actions, frames):
         return self.encoder(frames)
