@@ -54,13 +54,14 @@ class TileJudge:
         flat = np.asarray(tiles, np.uint8).reshape(len(tiles), -1)
         flat, first = np.unique(flat, axis=0, return_index=True)  # real tiles repeat a lot
         self.tiles = flat.astype(np.float32) / 255
+        self.norms = (self.tiles * self.tiles).sum(1)  # for the squared distances of every classify
         self.labels = np.asarray(labels, dtype=object)[first]
         self.grid, self.max_mse = grid, max_mse
 
     def classify(self, frame: np.ndarray) -> np.ndarray:
         """(rows, cols) array of tile names."""
         x = self.grid.tiles(frame).astype(np.float32) / 255
-        d = (x * x).sum(1)[:, None] - 2 * x @ self.tiles.T + (self.tiles * self.tiles).sum(1)[None]
+        d = (x * x).sum(1)[:, None] - 2 * x @ self.tiles.T + self.norms[None]
         d = np.maximum(d, 0) / x.shape[1]
         nearest = d.argmin(1)
         names = self.labels[nearest].copy()
