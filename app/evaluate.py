@@ -319,6 +319,12 @@ def _header(ev: EvalRun, store: Path | None) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    evaluate(args)
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure, print the report, write ``--json``; the result (what the JSON holds)."""
     import torch
 
     from app.bundle import store_of
@@ -350,4 +356,4 @@ def run(args: argparse.Namespace) -> int:
         from model.train.run_dir import write_json
 
         print(f"wrote {write_json(args.json, result)}")
-    return 0
+    return result

@@ -125,9 +125,7 @@ def score(checkpoint: Path, walks: int, threads: int, out: Path) -> dict[str, An
     evaluate.add_arguments(p)
     args = p.parse_args(["checkpoint", str(checkpoint), "--parts", "keys", "terrain", "--walks", str(walks),
                          "--threads", str(threads), "--json", str(out), "--quiet"])
-    if evaluate.run(args) != 0:
-        raise UserError(f"scoring {checkpoint} failed")
-    result = json.loads(out.read_text(encoding="utf-8"))
+    result = evaluate.evaluate(args)
     value = result
     for key in SCORE:
         value = value.get(key, {}) if isinstance(value, dict) else {}
