@@ -26,12 +26,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from app import branching
+from app.branching import Branch, Inspection
 from app.bundle import BUNDLED_CHECKPOINT, TRAIN_HINT, CheckpointMissing, ModelBundle, resolve_checkpoint_path
 from model.data.frames import to_tensor, to_uint8
 from model.data.policies import Agent
 
 # The front ends' one entry: the bundle names are re-exported beside the session's.
-__all__ = ["BUNDLED_CHECKPOINT", "TRAIN_HINT", "CheckpointMissing", "ModelBundle", "PlaySession", "StepInfo",
+__all__ = ["BUNDLED_CHECKPOINT", "Branch", "Inspection", "TRAIN_HINT", "CheckpointMissing", "ModelBundle", "PlaySession", "StepInfo",
            "VariantUnavailable", "resolve_checkpoint_path", "set_play_threads"]
 
 
@@ -107,6 +109,7 @@ class PlaySession:
         self._real_done, self._real_return = False, 0.0
         self._step, self._return, self._since_flush = 0, 0.0, 0
         self._agent: Agent | None = None
+        self._branches: tuple[int, list[Branch]] | None = None  # (action, futures) of the last branches()
 
     # ------------------------------------------------------------------ public operations
     @property
@@ -168,24 +171,66 @@ class PlaySession:
             self._require_started()
             t0 = time.perf_counter()
             action = self._choose_action(action)
-            dream = self._dream
-            frame, reward, end_prob = dream.step(torch.tensor([action], device=self.bundle.device))
-            frame = frame.float().clamp(0, 1)
-            reward, end_prob = float(reward[0]), float(end_prob[0])
-            self._frame = frame
-            self._history.append(frame[0])
-            self._actions.append(action)
-            self._step += 1
-            self._since_flush += 1
-            self._return += reward
-            msg = self._step_real(action)
-            if end_prob > 0.5:
-                msg = _join(msg, f"the dream predicts the episode ended (p={end_prob:.2f})")
-            if self._since_flush >= self.horizon:
-                self._prime()
-                msg = _join(msg, f"memory flushed after {self.horizon} steps, re-primed from the dream's own frames")
-            self._step_times.append(time.perf_counter() - t0)
-            return self._make_info(self.action_names[action], reward, end_prob, msg, action)
+            frame, reward, end_prob = self._dream.step(torch.tensor([action], device=self.bundle.device))
+            return self._after_step(action, frame, float(reward[0]), float(end_prob[0]), t0)
+
+    # Branching futures and the token inspector (app.branching): the same dream, seen from inside.
+    def branches(self, action: int, n: int = 8, temperature: float | None = None) -> list[Branch]:
+        """Sample ``n`` next steps for ``action`` without moving the dream; ``pick_branch`` continues."""
+        with self._lock:
+            self._require_started()
+            action = self._choose_action(int(action))
+            self._branches = (action, branching.sample_branches(self._dream, action, n, temperature))
+            return self._branches[1]
+
+    def pick_branch(self, index: int) -> StepInfo:
+        """Continue the dream from branch ``index`` of the last ``branches`` call (its exact frame)."""
+        with self._lock:
+            if self._branches is None:
+                raise ValueError("no branches to pick from: sample them first")
+            action, found = self._branches
+            if not 0 <= index < len(found):
+                raise ValueError(f"branch must be between 0 and {len(found) - 1}, got {index}")
+            t0 = time.perf_counter()
+            frame, reward, end_prob = branching.continue_from(self._dream, action, found[index])
+            return self._after_step(action, frame, reward, end_prob, t0, f"continued from branch {index + 1}")
+
+    def inspect(self, topk: int = 5) -> Inspection:
+        with self._lock:
+            self._require_started()
+            return branching.inspect(self._dream, topk)
+
+    def set_token(self, position: int, token: int | None) -> Inspection:
+        """Give the current frame another token at ``position`` (None: re-sample it) and decode it again."""
+        with self._lock:
+            self._require_started()
+            view = branching.set_token(self._dream, int(position), token, self.temperature)
+            self._frame = self._dream.frame.clone()
+            self._history[-1] = self._frame[0]
+            self._branches = None
+            what = "re-sampled" if token is None else f"set to {token}"
+            old = self._info
+            self._make_info(old.action_name, old.reward, old.end_prob, f"token {position + 1} {what}", old.action)
+            return view
+
+    def _after_step(self, action: int, frame: torch.Tensor, reward: float, end_prob: float, t0: float,
+                    msg: str = "") -> StepInfo:
+        frame = frame.float().clamp(0, 1)
+        self._frame = frame
+        self._branches = None
+        self._history.append(frame[0])
+        self._actions.append(action)
+        self._step += 1
+        self._since_flush += 1
+        self._return += reward
+        msg = _join(msg, self._step_real(action))
+        if end_prob > 0.5:
+            msg = _join(msg, f"the dream predicts the episode ended (p={end_prob:.2f})")
+        if self._since_flush >= self.horizon:
+            self._prime()
+            msg = _join(msg, f"memory flushed after {self.horizon} steps, re-primed from the dream's own frames")
+        self._step_times.append(time.perf_counter() - t0)
+        return self._make_info(self.action_names[action], reward, end_prob, msg, action)
 
     def set_controller(self, controller: str) -> StepInfo | None:
         with self._lock:
@@ -307,6 +352,7 @@ class PlaySession:
         self._frame = self._history[-1][None]
         self._step = 0
         self._return = 0.0
+        self._branches = None
         self._step_times.clear()
         self._prime()
         if self.controller == "agent":
@@ -425,7 +471,7 @@ def _recorder():
 
 
 def _join(a: str, b: str) -> str:
-    return f"{a}; {b}" if a else b
+    return f"{a}; {b}" if a and b else a or b
 
 
 def set_play_threads(threads: int, device: torch.device | str = "cpu") -> int:

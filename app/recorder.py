@@ -113,10 +113,15 @@ class FrameRecorder:
         return len(self.steps)
 
     def add(self, step: int, **frames: np.ndarray | None) -> None:
+        """Record a step; the same step again (a token edit re-decoded its frame) replaces it."""
         if not self.recording:
             return
+        cols = {k: np.asarray(v, np.uint8).copy() for k, v in frames.items() if v is not None}
+        if self.steps and self.steps[-1] == int(step) and step > 0:
+            self.columns[-1] = cols
+            return
         self.steps.append(int(step))
-        self.columns.append({k: np.asarray(v, np.uint8).copy() for k, v in frames.items() if v is not None})
+        self.columns.append(cols)
 
     def __len__(self) -> int:
         return len(self.steps)

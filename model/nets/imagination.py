@@ -17,10 +17,24 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 
 from model.device import autocast
 from model.nets.world_model import WorldModel
+
+
+@dataclass
+class Branches:
+    """``n`` sampled next steps from one state and action (:meth:`DreamEnv.branch`)."""
+
+    frames: torch.Tensor  # (n, 3, H, W) decoded next frames
+    tokens: torch.Tensor  # (n, K) their tokens
+    logp: torch.Tensor  # (n,) log-probability of the tokens under the world model (temperature 1)
+    reward: torch.Tensor  # (n,) predicted reward of the step
+    end_prob: torch.Tensor  # (n,) predicted probability that the episode ended
 
 
 class DreamEnv:
@@ -115,27 +129,101 @@ class DreamEnv:
             self._prime()
         return self.frame.clone()
 
-    def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """actions (B,) -> (next frame (B, 3, H, W), reward (B,), end probability (B,))."""
+    def step(self, actions: torch.Tensor, tokens: torch.Tensor | None = None,
+             frame: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """actions (B,) -> (next frame (B, 3, H, W), reward (B,), end probability (B,)).
+
+        ``tokens`` (B, K) takes these tokens instead of sampling them (continuing from a chosen branch);
+        ``frame`` is the frame already decoded from them, so the dream goes on from exactly that frame."""
         if self.cache is None:
             raise RuntimeError("call reset() before step()")
         with torch.inference_mode(), self._autocast():
             a = torch.as_tensor(actions, device=self.device).long().view(-1)
             x = self.frame
             tokens, reward, end_prob = self.world_model.generate_step(self.cache, x, a, self.temperature,
+                                                                      tokens=tokens,
                                                                       score_actions=self.probe_actions)
             if self.probe_actions:
                 self.outcomes = tuple(o.float().clone() for o in self.cache.outcomes)
-            if self.tokenizer.kind == "iris":
-                nxt = self.tokenizer.decode(None, None, tokens)
-            else:
-                nxt = self.tokenizer.decode(x, a, tokens)
-            nxt = nxt.float()
+            nxt = (self._decode(x, a, tokens) if frame is None else frame.to(self.device)).float()
             self.frame = nxt
             self._frames.append(nxt)
             self._actions.append(a)
             self._tokens.append(tokens)
         return nxt.clone(), reward.float().clone(), end_prob.float().clone()
+
+    def _decode(self, x: torch.Tensor, a: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        if self.tokenizer.kind == "iris":
+            return self.tokenizer.decode(None, None, tokens)
+        return self.tokenizer.decode(x, a, tokens)
+
+    # ------------------------------------------------------------ branches and token edits (batch 1)
+
+    def branch(self, action: int, n: int, temperature: float | None = None) -> Branches:
+        """Sample ``n`` next steps for ``action`` from the current state, batched from one copy of the
+        cache; the dream itself does not move. Continue from branch k with
+        ``step([action], tokens=b.tokens[k:k+1], frame=b.frames[k:k+1])``."""
+        self._require_single()
+        t = self.temperature if temperature is None else temperature
+        with torch.inference_mode(), self._autocast():
+            self.world_model.settle(self.cache)
+            cache = self.cache.repeat(n)
+            a = torch.full((n,), int(action), dtype=torch.long, device=self.device)
+            x = self.frame.expand(n, -1, -1, -1)
+            tokens, reward, end_prob = self.world_model.generate_step(cache, x, a, t)
+            logits = cache.last.token_logits[:, 0].float()  # (n, K, V)
+            logp = F.log_softmax(logits, -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+            frames = self._decode(x, a, tokens).float()
+        return Branches(frames.clone(), tokens.clone(), logp.sum(-1).clone(), reward.float().clone(),
+                        end_prob.float().clone())
+
+    @property
+    def last_tokens(self) -> torch.Tensor:
+        """The current frame's tokens (B, K): sampled, chosen or (right after a reset) encoded."""
+        if not self._tokens:
+            raise RuntimeError("no tokens yet: reset() with at least two frames, or step()")
+        return self._tokens[-1]
+
+    def last_logits(self) -> torch.Tensor:
+        """The world model's logits (K, V) for the tokens of the current frame, given the context and the
+        frame's earlier tokens (teacher-forced over the window that ends at the current frame)."""
+        self._require_single()
+        wm = self.world_model
+        if not self._actions:
+            raise RuntimeError("no step yet: the current frame is the primed real one, it has no tokens")
+        with torch.inference_mode(), self._autocast():
+            if wm.layout == "iris":
+                n = min(len(self._tokens), wm.cfg.max_steps)
+                tokens = torch.stack(list(self._tokens)[-n:], dim=1)
+                acts = list(self._actions)[len(self._actions) - (n - 1):] if n > 1 else []
+                acts = acts + [torch.zeros_like(self._tokens[-1][:, 0])]  # the next action: not read by the logits
+                out = wm(None, torch.stack(acts, dim=1), tokens)
+                return out.token_logits[0, -2].float().clone()
+            n = min(len(self._actions), wm.cfg.max_steps)
+            frames = torch.stack(list(self._frames)[-n - 1:-1], dim=1) if wm.i_tokens else None
+            out = wm(frames, torch.stack(list(self._actions)[-n:], dim=1), torch.stack(list(self._tokens)[-n:], dim=1))
+            return out.token_logits[0, -1].float().clone()
+
+    def replace_last(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Give the current frame other tokens (1, K): it is decoded again from the previous frame and the
+        last action (Δ) or from the tokens alone (IRIS), and the cache is re-primed. Returns the new frame."""
+        self._require_single()
+        if not self._actions:
+            raise RuntimeError("no step yet: the current frame is the primed real one, it has no tokens")
+        with torch.inference_mode(), self._autocast():
+            tokens = tokens.to(self.device).long().view(1, -1)
+            prev = self._frames[-2] if len(self._frames) > 1 else None
+            a = self._actions[-1] if self._actions else None
+            frame = self._decode(prev, a, tokens).float()
+            self._frames[-1], self._tokens[-1], self.frame = frame, tokens, frame
+            self._prime()
+        return frame.clone()
+
+    def _require_single(self) -> None:
+        if self.cache is None:
+            raise RuntimeError("call reset() before branching or editing tokens")
+        if self.batch_size != 1:
+            raise ValueError(f"branches and token edits work on a batch-1 dream, this one has {self.batch_size}")
 
     def set_world_model(self, world_model: WorldModel, tokenizer=None) -> None:
         """Swap the world model (and optionally the tokenizer), keeping the current frame.

@@ -87,6 +87,30 @@ class KVCache:
         self.pending = None
         self.last = None
 
+    def repeat(self, n: int) -> "KVCache":
+        """A copy of this batch-1 cache with the batch repeated ``n`` times (branching futures): the n
+        copies share the context and go their own ways from the next token."""
+        if self.batch != 1:
+            raise ValueError(f"only a batch-1 cache can be repeated, this one has batch {self.batch}")
+        out = object.__new__(KVCache)
+        used = slice(0, self.length)
+        out.k = [_repeat_used(k, n, used) for k in self.k]
+        out.v = [_repeat_used(v, n, used) for v in self.v]
+        out.emb = _repeat_used(self.emb, n, used)
+        out.batch, out.length, out.start_step = n, self.length, self.start_step
+        out.pending = None if self.pending is None else self.pending.expand(n, -1, -1).clone()
+        out.last, out.outcomes = None, None
+        return out
+
+
+def _repeat_used(t: torch.Tensor, n: int, used: slice) -> torch.Tensor:
+    """A zeroed buffer shaped like ``t`` with batch ``n``, holding ``t``'s filled positions in each row."""
+    out = t.new_zeros((n,) + t.shape[1:])
+    seq = 2 if t.dim() == 4 else 1  # k/v: (B, heads, L, hd); emb: (B, L, D)
+    index = (slice(None),) * seq + (used,)
+    out[index] = t[index]
+    return out
+
 
 class Linear(nn.Linear):
     """``nn.Linear`` (same parameters, same result up to float rounding) that spreads a product with
@@ -434,6 +458,13 @@ class WorldModel(nn.Module):
         h = self._trunk(emb, cache, start)
         cache.length = start + n
         return h[:, -min(n_new, n):]
+
+    def settle(self, cache: KVCache) -> None:
+        """Run the cache's pending inputs (a primed context, the last sampled token) now: a cache about to
+        be copied for branches then holds its context once instead of once per branch."""
+        if cache.pending is not None:
+            pending, cache.pending = cache.pending, None
+            self._append(cache, pending.float())
 
     def _score_actions(self, cache: KVCache, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Action-token embeddings (B, A, D), one per action, in the place of the action token just appended
