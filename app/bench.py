@@ -5,6 +5,7 @@ Workloads match the reference table in the README so figures compare one to one:
 * ``dream``   - one human step in the dream at batch 1 (K tokens with the KV cache + decode + I-token)
 * ``imagine`` - batched imagination with the actor acting, batch B, horizon H (frames/s)
 * ``train``   - one optimiser step of the tokenizer, the world model and the actor-critic
+* ``branches`` - N futures of one batch-1 dream state, sampled in one batch (the play grid), against N one by one
 * ``collect`` - real env steps/s with 1 and N worker processes
 * ``profile`` - where the batch-1 dream step's time goes: time, FLOPs and GFLOP/s per network
 
@@ -40,7 +41,7 @@ from model.config import IMAGE_SIZE, Config, get_preset
 from model.data.policies import Agent
 from model.device import autocast, resolve_device
 
-WORKLOADS = ("dream", "imagine", "train", "collect", "profile")
+WORKLOADS = ("dream", "imagine", "branches", "train", "collect", "profile")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,6 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--path", default="fast", choices=("fast", "plain"),
                    help="fast = channels-last inference and split batch-1 linears, same results (model/nets/fastpath.py); plain = straightforward NCHW float32")
+    p.add_argument("--branches", type=int, default=8, help="branches: futures per grid")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--batch", type=int, nargs="*", default=None,
@@ -215,6 +217,21 @@ def bench_dream(ctx: BenchContext) -> list[dict[str, Any]]:
     ms = 1000 * median(secs) / a.steps
     return [{"workload": "dream", "what": f"{ctx.cfg.preset} batch 1 step", "ms_per_step": round(ms, 2),
              "steps_per_s": round(1000 / ms, 1), "cpu_ms_per_step": round(1000 * median(secs.cpu) / a.steps, 2)}]
+
+
+def bench_branches(ctx: BenchContext) -> list[dict[str, Any]]:
+    """The futures grid: ``--branches`` next steps of one state (copy of the cache, K tokens, decode), in one
+    batch and, for the ratio, one at a time from the same state."""
+    a = ctx.args
+    dream = _dream(ctx, 1)
+    dream.step(ctx.actions(1))
+    n, act = a.branches, int(ctx.actions(1)[0])
+    batched = timed(lambda: dream.branch(act, n), a.repeats, a.warmup, ctx.sync)
+    single = timed(lambda: [dream.branch(act, 1) for _ in range(n)], a.repeats, a.warmup, ctx.sync)
+    return [{"workload": "branches", "what": f"{ctx.cfg.preset} {n} futures of one state",
+             "ms_per_grid": round(1000 * median(batched), 1), "cpu_ms_per_grid": round(1000 * median(batched.cpu), 1),
+             "ms_one_by_one": round(1000 * median(single), 1),
+             "batching_speedup": round(median(single) / median(batched), 2)}]
 
 
 def bench_imagine(ctx: BenchContext) -> list[dict[str, Any]]:
@@ -402,7 +419,8 @@ def _conv_roof(ctx: BenchContext) -> dict[str, Any]:
 
 
 BENCHES: dict[str, Callable[[BenchContext], list[dict[str, Any]]]] = {
-    "dream": bench_dream, "imagine": bench_imagine, "train": bench_train, "collect": bench_collect,
+    "dream": bench_dream, "imagine": bench_imagine, "branches": bench_branches, "train": bench_train,
+    "collect": bench_collect,
     "profile": bench_profile}
 
 

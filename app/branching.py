@@ -148,3 +148,28 @@ def token_maps(tokenizer, prev: np.ndarray | None, action: int | None, frame: np
     many = lambda t: None if t is None else t.expand(k * codes, *t.shape[1:])  # noqa: E731
     out = tokenizer.decode(many(p), many(a), edited).float()
     return (out - base).abs().mean(1).view(k, codes, *out.shape[-2:]).mean(1).cpu().numpy()
+
+
+def rollout_futures(bundle, start: np.ndarray, actions: list[int] | str, n: int, steps: int,
+                    temperature: float = 1.0) -> list[list[np.ndarray]]:
+    """``n`` dreams from one real frame, in one batch: ``actions`` (repeated when shorter than ``steps``)
+    for all of them, or "agent" (one agent per future, acting on that future's frames). Returns
+    ``steps + 1`` rows of ``n`` uint8 frames."""
+    from model.data.policies import Agent
+
+    dream = DreamEnv(bundle.tokenizer, bundle.world_models[next(iter(bundle.world_models))],
+                     temperature=temperature, autocast_mode=bundle.cfg.train.autocast)
+    frame = dream.reset(to_tensor(start, bundle.device)[None, None].expand(n, 1, -1, -1, -1).contiguous(),
+                        torch.zeros(n, 0, dtype=torch.long))
+    if actions == "agent":
+        if bundle.actor_critic is None:
+            raise ValueError("this checkpoint has no trained agent (no actor_critic weights)")
+        agent = Agent(bundle.actor_critic)
+    elif not actions:
+        raise ValueError("empty action list")
+    rows = [list(to_uint8(frame))]
+    for t in range(steps):
+        a = agent.act(frame) if actions == "agent" else torch.full((n,), actions[t % len(actions)])
+        frame, _, _ = dream.step(a)
+        rows.append(list(to_uint8(frame)))
+    return rows

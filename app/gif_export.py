@@ -20,7 +20,8 @@ import app  # noqa: F401  (no-telemetry environment)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint folder or run folder (default: the bundled checkpoints/crafter)")
-    p.add_argument("--out", default="gifs/rollout.gif", help="GIF to write")
+    p.add_argument("--out", default="gifs/rollout.gif", help="GIF to write (default: gifs/rollout.gif in the "
+                                                             "current folder)")
     p.add_argument("--steps", type=int, default=100, help="dream steps (the GIF has steps + 1 frames)")
     p.add_argument("--policy", default="auto", choices=("auto", "agent", "random"),
                    help="who acts: the trained agent, uniform random actions, or auto (agent if the "
@@ -30,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--side-by-side", action="store_true", help="add the real env, stepped with the same actions")
     p.add_argument("--compare-i-tokens", action="store_true",
                    help="add the world model without I-tokens, fed the same actions")
+    p.add_argument("--branches", type=int, default=0,
+                   help="instead: N futures of the dream side by side, all from the same start and fed the "
+                        "same actions, each sampling its own tokens (what the world model holds open)")
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--fps", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=0, help="real env seed of the start frame (and random actions)")
@@ -53,6 +57,14 @@ def run(args: argparse.Namespace) -> int:
         set_play_threads(args.threads, resolve_device(args.device))
         if args.actions:
             policy = read_actions(args.actions)
+        if args.branches:
+            if args.side_by_side or args.compare_i_tokens:
+                raise UserError("--branches shows dream futures only: drop --side-by-side / --compare-i-tokens")
+            path, n = export_branches_gif(args.out, checkpoint=args.checkpoint, n=args.branches, steps=args.steps,
+                                          policy=policy, scale=args.scale, fps=args.fps, seed=args.seed,
+                                          temperature=args.temperature, device=args.device)
+            print(f"wrote {n} frames of {args.branches} futures ({args.fps:g} fps) to {path}")
+            return 0
         path, n = export_rollout_gif(
             args.out, checkpoint=args.checkpoint, steps=args.steps, policy=policy,
             side_by_side=args.side_by_side, compare_i_tokens=args.compare_i_tokens, scale=args.scale,
@@ -161,3 +173,41 @@ def export_rollout_gif(out: str | Path, checkpoint=None, steps: int = 100,
     names = ["dream"] + (["no_i_tokens"] if other else []) + (["real"] if side_by_side else [])
     path = rec.write_gif(out, names=names, fps=fps, scale=scale)
     return (path, len(rec)) if return_count else path
+
+
+def export_branches_gif(out: str | Path, checkpoint=None, n: int = 8, steps: int = 30,
+                        policy: str | Sequence[str | int] = "auto", scale: int = 4, fps: float = 10.0,
+                        seed: int = 0, temperature: float = 1.0, device: str = "auto") -> tuple[Path, int]:
+    """``n`` dreams side by side from one real start (env seed ``seed``), one batch: with the same actions
+    (a list, or random actions drawn once) they differ only where the world model samples differently;
+    with the agent, each future's agent acts on its own frames. Returns (path, GIF frames)."""
+    from app.branching import rollout_futures
+    from app.engine import ModelBundle
+    from app.recorder import FrameRecorder
+
+    if not 2 <= n <= 16:
+        raise ValueError(f"--branches must be between 2 and 16, got {n}")
+    bundle = checkpoint if isinstance(checkpoint, ModelBundle) else ModelBundle.load(checkpoint, device=device)
+    from model.data.envs import action_names, make_env
+
+    names = list(action_names(bundle.env_name))
+    if policy == "auto":
+        policy = "agent" if bundle.actor_critic is not None else "random"
+    if isinstance(policy, str) and policy not in ("agent", "random"):
+        raise ValueError(f"policy must be 'agent', 'random', 'auto' or a list of actions, got {policy!r}")
+    if policy == "random":
+        actions = np.random.default_rng(seed).integers(len(names), size=steps).tolist()
+    else:
+        actions = "agent" if policy == "agent" else _resolve_actions(list(policy), names)
+    env = make_env(bundle.env_name)
+    try:
+        start, _ = env.reset(seed=seed)
+    finally:
+        env.close()
+    frames = rollout_futures(bundle, np.asarray(start, np.uint8), actions, n, steps, temperature)
+    rec = FrameRecorder()
+    rec.start()
+    columns = [f"future {i + 1}" for i in range(n)]
+    for t, row in enumerate(frames):
+        rec.add(t, **dict(zip(columns, row)))
+    return rec.write_gif(out, names=columns, fps=fps, scale=scale), len(rec)

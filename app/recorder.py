@@ -1,6 +1,6 @@
 """Record rollout frames and write them as looping GIFs.
 
-Every GIF frame gets a thin footer: the step number in a 3x5 pixel font and a progress bar. It tells the
+Side-by-side panels get a header strip with the columns' names. Every GIF frame gets a thin footer: the step number in a 3x5 pixel font and a progress bar. It tells the
 viewer where they are in the rollout, and it keeps consecutive frames distinct, so Pillow's GIF writer
 (which merges identical consecutive frames into one) keeps one GIF frame per recorded step.
 """
@@ -27,6 +27,8 @@ _DIGITS = {
 }
 _GLYPHS = {d: np.array([[c == "#" for c in row] for row in rows]) for d, rows in _DIGITS.items()}
 SEPARATOR_PX = 2  # gap between side-by-side panels
+HEADER_PX = 16  # the strip of column names above side-by-side panels
+LABELS = {"real": "real env", "no_i_tokens": "no I-tokens", "with_i": "I-tokens", "without_i": "no I-tokens"}
 _BG = np.array([24, 24, 24], np.uint8)
 _FG = np.array([235, 235, 235], np.uint8)
 _BAR = np.array([90, 170, 250], np.uint8)
@@ -76,6 +78,24 @@ def add_footer(frame: np.ndarray, step: int, index: int, total: int) -> np.ndarr
         footer[y0:y1, bar_x0:bar_x1] = (60, 60, 60)
         footer[y0:y1, bar_x0:filled] = _BAR
     return np.concatenate([frame, footer], axis=0)
+
+
+def column_header(names: list[str], width: int) -> np.ndarray:
+    """A strip naming each of the side-by-side panels (``width`` pixels each), so a GIF says which
+    column is the dream and which the real env."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=12 if width >= 160 else 9)
+    img = Image.new("RGB", (len(names) * width + (len(names) - 1) * SEPARATOR_PX, HEADER_PX), tuple(_BG))
+    draw = ImageDraw.Draw(img)
+    for i, name in enumerate(names):
+        x0 = i * (width + SEPARATOR_PX)
+        label = LABELS.get(name, name.replace("_", " "))
+        while draw.textlength(label, font=font) > width - 4 and len(label) > 1:
+            label = label[:-1]
+        x = x0 + (width - draw.textlength(label, font=font)) / 2
+        draw.text((x, HEADER_PX / 2), label, fill=tuple(_FG), font=font, anchor="lm")
+    return np.asarray(img, np.uint8)
 
 
 def write_gif(path: str | Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
@@ -136,10 +156,12 @@ class FrameRecorder:
                 names += [k for k in cols if k not in names]
         shape = next(iter(self.columns[0].values())).shape
         blank = np.zeros(shape, np.uint8)
+        header = column_header(names, shape[1] * scale) if len(names) > 1 else None
         out = []
         for i, (step, cols) in enumerate(zip(self.steps, self.columns)):
             panels = [upscale(cols.get(n, blank), scale) for n in names]
-            out.append(add_footer(hstack(panels), step, i, len(self.steps)))
+            body = hstack(panels) if header is None else np.concatenate([header, hstack(panels)], axis=0)
+            out.append(add_footer(body, step, i, len(self.steps)))
         return out
 
     def write_gif(self, path: str | Path, names: list[str] | None = None, fps: float = 10.0,

@@ -21,9 +21,9 @@ def test_every_workload_has_a_benchmark():
     assert set(BENCHES) == set(WORKLOADS)
 
 
-def test_bench_cli_dream_train_and_profile_on_the_tiny_preset(tmp_path, capsys):
+def test_bench_cli_dream_branches_train_and_profile_on_the_tiny_preset(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    rc = main(["bench", "dream", "train", "profile", "--preset", "tiny", "--device", "cpu", "--threads", "1",
+    rc = main(["bench", "dream", "branches", "train", "profile", "--preset", "tiny", "--device", "cpu", "--threads", "1",
                "--steps", "2", "--repeats", "1", "--warmup", "0", "--batch", "1", "--json", str(out)])
     assert rc == 0
     r = json.loads(out.read_text())
@@ -32,6 +32,8 @@ def test_bench_cli_dream_train_and_profile_on_the_tiny_preset(tmp_path, capsys):
     for row in r["results"]:
         by.setdefault(row["workload"], []).append(row)
     assert by["dream"][0]["ms_per_step"] > 0 and by["dream"][0]["steps_per_s"] > 0
+    grid = by["branches"][0]
+    assert grid["ms_per_grid"] > 0 and grid["ms_one_by_one"] > 0 and grid["what"].endswith("8 futures of one state")
     assert [row["what"].split()[1] for row in by["train"]] == ["tokenizer", "world_model", "actor_critic"]
     assert all(row["s_per_step"] > 0 for row in by["train"])
     total = next(row for row in by["profile"] if row["what"].endswith(": total"))

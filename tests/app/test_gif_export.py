@@ -10,7 +10,7 @@ import pytest
 from app.cli import main
 from app.engine import ModelBundle, VariantUnavailable
 from app.gif_export import export_rollout_gif, read_actions
-from app.recorder import SEPARATOR_PX
+from app.recorder import HEADER_PX, SEPARATOR_PX
 
 
 def gif_facts(path: Path) -> tuple[tuple[int, ...], list[int]]:
@@ -30,9 +30,12 @@ def test_random_side_by_side(bundle, tmp_path):
 
     first = iio.imread(path, index=0)
     obs, _ = make_env("gridworld").reset(seed=3)
-    np.testing.assert_array_equal(first[:128:2, 130::2], obs)
+    top = HEADER_PX  # the column names' strip
+    np.testing.assert_array_equal(first[top:top + 128:2, 130::2], obs)
     # ... and so is the left half (the dream starts from the real frame).
-    np.testing.assert_array_equal(first[:128:2, :128:2], obs)
+    np.testing.assert_array_equal(first[top:top + 128:2, :128:2], obs)
+    # The strip names the columns: it is not blank over either panel.
+    assert first[:top, :128].std() > 0 and first[:top, 130:].std() > 0
 
 
 def test_compare_i_tokens_adds_a_column(bundle, tmp_path):
@@ -76,3 +79,23 @@ def test_cli(run_dir, tmp_path, capsys):
     rc = main(["export-gif", "--checkpoint", str(tmp_path / "missing"), "--out", str(out)])
     assert rc == 2
     assert "deltaplay train" in capsys.readouterr().err
+
+
+def test_branches_gif_shows_futures_from_one_start(bundle, tmp_path, capsys):
+    out = tmp_path / "futures.gif"
+    rc = main(["export-gif", "--checkpoint", str(bundle.path), "--out", str(out), "--branches", "4",
+               "--steps", "6", "--policy", "random", "--scale", "1", "--seed", "2"])
+    assert rc == 0 and "of 4 futures" in capsys.readouterr().out
+    gif = iio.imread(out, index=None)
+    assert gif.shape[0] == 7 and gif.shape[2] == 4 * 64 + 3 * SEPARATOR_PX
+    panel = lambda k, t: gif[t, HEADER_PX:HEADER_PX + 64, k * (64 + SEPARATOR_PX):k * (64 + SEPARATOR_PX) + 64]  # noqa: E731
+    from model.data.envs import make_env
+
+    obs, _ = make_env("gridworld").reset(seed=2)
+    for k in range(4):  # every future starts on the real frame
+        np.testing.assert_array_equal(panel(k, 0), obs)
+    # At temperature 1 the futures sample their own tokens: some pair of them differs by the end.
+    last = [panel(k, 6).astype(int) for k in range(4)]
+    assert max(np.abs(a - b).mean() for a in last for b in last) > 0
+    assert main(["export-gif", "--checkpoint", str(bundle.path), "--out", str(out), "--branches", "4",
+                 "--side-by-side"]) == 2

@@ -163,3 +163,68 @@ def test_probed_outcomes_are_what_stepping_each_action_gives(kind, i_tokens, see
             _, r_b, e_b = ref.step(torch.full((2,), b))
             assert torch.allclose(scored_r[:, b], r_b, atol=1e-5) and torch.allclose(scored_end[:, b], e_b, atol=1e-5)
     assert scored_r.std(1).min() > 0  # the actions score differently: the check above is not vacuous
+
+
+@pytest.mark.parametrize("kind", ["delta", "iris"])
+def test_branches_copy_the_state_and_continuing_from_one_is_exact(kind):
+    tok, wm = models(kind)
+    frames, actions = context(b=1, t0=4)
+    dream = DreamEnv(tok, wm, temperature=1.0)
+    dream.reset(frames, actions)
+    dream.step(torch.tensor([2]))
+    # Near-zero temperature: every branch is the greedy step, the same as the dream's own greedy step.
+    same = dream.branch(3, 6, temperature=1e-6)
+    assert (same.tokens == same.tokens[:1]).all() and torch.equal(same.frames, same.frames[:1].expand_as(same.frames))
+    assert same.logp.shape == (6,) and (same.logp <= 0).all()
+    greedy = DreamEnv(tok, wm, temperature=0.0)
+    greedy.reset(frames, actions)
+    greedy.step(torch.tensor([2]), tokens=dream.last_tokens)
+    greedy.step(torch.tensor([3]))
+    assert torch.equal(greedy.last_tokens, same.tokens[:1])
+    # Temperature 1: the branches sample their own tokens; the dream itself did not move.
+    before = dream.frame.clone()
+    many = dream.branch(3, 8)
+    assert torch.equal(dream.frame, before) and len({tuple(t.tolist()) for t in many.tokens}) > 1
+    # Their log-probabilities are the world model's, read from a teacher-forced forward.
+    k = 5
+    nxt, _, _ = dream.step(torch.tensor([3]), tokens=many.tokens[k:k + 1], frame=many.frames[k:k + 1])
+    assert torch.equal(nxt, many.frames[k:k + 1]) and torch.equal(dream.last_tokens, many.tokens[k:k + 1])
+    logp = dream.last_logits().log_softmax(-1).gather(-1, many.tokens[k][:, None]).sum()
+    assert torch.allclose(logp, many.logp[k], atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["delta", "iris"])
+def test_last_logits_are_the_logits_the_step_sampled_from(kind):
+    tok, wm = models(kind)
+    frames, actions = context(b=1, t0=3)
+    dream = DreamEnv(tok, wm, temperature=1.0)
+    dream.reset(frames, actions)
+    for a in (1, 4, 0):
+        dream.step(torch.tensor([a]))
+        sampled = dream.cache.last.token_logits[0, 0]
+        assert torch.allclose(dream.last_logits(), sampled, atol=1e-4)
+
+
+def test_replacing_the_last_tokens_decodes_again_and_the_dream_goes_on():
+    tok, wm = models("delta")
+    frames, actions = context(b=1, t0=3)
+    dream = DreamEnv(tok, wm, temperature=1.0)
+    dream.reset(frames, actions)
+    prev = dream.frame.clone()
+    dream.step(torch.tensor([2]))
+    new = dream.last_tokens.clone()
+    new[0, 1] = (new[0, 1] + 17) % tok.vocab_size
+    frame = dream.replace_last(new)
+    with torch.no_grad():
+        assert torch.allclose(frame, tok.decode(prev, torch.tensor([2]), new), atol=1e-6)
+    assert torch.equal(dream.last_tokens, new) and torch.equal(dream.frame, frame)
+    # The re-primed cache is the one a fresh dream gets from the same history.
+    again = DreamEnv(tok, wm, temperature=0.0)
+    again.reset(frames, actions)
+    again.step(torch.tensor([2]), tokens=new, frame=frame)
+    dream.temperature = 0.0
+    assert torch.equal(dream.step(torch.tensor([1]))[0], again.step(torch.tensor([1]))[0])
+    with pytest.raises(ValueError, match="batch-1"):
+        wide = DreamEnv(tok, wm)
+        wide.reset(*context(b=2))
+        wide.branch(0, 4)
