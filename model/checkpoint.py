@@ -71,9 +71,11 @@ def build_model(name: str, cfg: Config) -> nn.Module:
         wm_cfg = cfg.world_model
         if name == "world_model_no_itok":
             wm_cfg = dataclasses.replace(wm_cfg, i_tokens=False)
+        fsq = cfg.tokenizer.quantizer == "fsq" and cfg.tokenizer.kind != "iris"
         return WorldModel(wm_cfg, tokens_per_frame=cfg.tokenizer.tokens_per_frame,
                           vocab_size=cfg.tokenizer.vocab_size, num_actions=a,
-                          layout="iris" if cfg.tokenizer.kind == "iris" else "delta")
+                          layout="iris" if cfg.tokenizer.kind == "iris" else "delta",
+                          digit_levels=tuple(cfg.tokenizer.fsq_levels) if fsq else None)
     if name in ("actor_critic", "actor_critic_target"):
         return ActorCritic(cfg.actor_critic, a)
     raise ValueError(f"unknown model name {name!r}; expected one of {MODEL_NAMES}")
@@ -308,8 +310,11 @@ def load_init_weights(name: str, spec: str, cfg: Config, model: nn.Module) -> st
     if src.cfg.env.name != cfg.env.name:
         raise CheckpointError(f"{folder}: train.init.{name} was trained on {src.cfg.env.name}, "
                               f"this run is {cfg.env.name}")
+    state = src.models[stored].state_dict()
+    if hasattr(model, "adapt_state_dict"):  # e.g. a flat token head into a digit head
+        state = model.adapt_state_dict(state)
     try:
-        model.load_state_dict(src.models[stored].state_dict(), strict=True)
+        model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         detail = " ".join(x.strip() for x in str(e).strip().splitlines()[:3])
         raise CheckpointError(f"{folder}: its {stored} does not fit this run's {name} ({detail})") from None

@@ -93,6 +93,10 @@ class WorldModelConfig:
     rare_step_weight: float = 1.0  # weight of a step with a reward or an end in the reward and end losses
     change_step_weight: float = 1.0  # weight of the Δ-tokens of a step whose frame changed (>= 5% of pixels)
     head_hidden: int = 512
+    # "flat": one vocabulary-wide softmax per token (published). "digits" (FSQ tokenizers): each of a token's
+    # FSQ digits gets its own softmax and the token's log-probability is the sum of its digits', so codes that
+    # share digits share what the head learnt.
+    token_head: str = "flat"
     # Sequences per chunk of a training batch's gradients (see WorldModel.compute_loss):
     # -1 = auto (2 on CPU, whole batch on GPU), 0 = the whole batch at once.
     grad_chunk: int = -1

@@ -200,6 +200,25 @@ def _mlp_head(dim: int, hidden: int, out: int) -> nn.Sequential:
     return nn.Sequential(Linear(dim, hidden), nn.ReLU(), Linear(hidden, out))
 
 
+def _digit_levels(head: str, levels: tuple[int, ...] | None, vocab_size: int) -> tuple[int, ...]:
+    if head == "flat":
+        return ()
+    if head != "digits":
+        raise ValueError(f"world_model.token_head must be 'flat' or 'digits', got {head!r}")
+    if not levels or math.prod(levels) != vocab_size:
+        raise ValueError("world_model.token_head='digits' needs a Δ-tokenizer with an FSQ code "
+                         "(tokenizer.quantizer='fsq'): its levels say what a token's digits are")
+    return tuple(int(v) for v in levels)
+
+
+def _digit_index(levels: tuple[int, ...]) -> torch.Tensor:
+    """(V, len(levels)): for each code, the head output of each of its digits (FSQ's mixed-radix order)."""
+    codes = torch.arange(math.prod(levels))[:, None]
+    basis = torch.tensor([math.prod(levels[:i]) for i in range(len(levels))])
+    offsets = torch.tensor([sum(levels[:i]) for i in range(len(levels))])
+    return (codes // basis) % torch.tensor(levels) + offsets
+
+
 def sample_tokens(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """logits (B, V) -> (B,); temperature <= 0 means greedy.
 
@@ -213,7 +232,8 @@ def sample_tokens(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 class WorldModel(nn.Module):
     def __init__(self, cfg: WorldModelConfig, tokens_per_frame: int, vocab_size: int, num_actions: int,
-                 layout: str = "delta") -> None:
+                 layout: str = "delta", digit_levels: tuple[int, ...] | None = None) -> None:
+        """``digit_levels``: the FSQ levels of the tokenizer's code (the ``digits`` token head needs them)."""
         super().__init__()
         if layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
@@ -246,7 +266,10 @@ class WorldModel(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(d, cfg.num_heads, cfg.dropout) for _ in range(cfg.num_layers))
         self.ln_f = nn.LayerNorm(d)
-        self.head_tokens = _mlp_head(d, cfg.head_hidden, vocab_size)
+        self.digit_levels = _digit_levels(cfg.token_head, digit_levels, vocab_size)
+        self.head_tokens = _mlp_head(d, cfg.head_hidden, sum(self.digit_levels) or vocab_size)
+        if self.digit_levels:  # (V, digits): where each code's digits sit among the head's outputs
+            self.register_buffer("digit_index", _digit_index(self.digit_levels), persistent=False)
         self.reward_codec = reward_codec(cfg.reward_encoding, cfg.num_reward_buckets)
         self.head_reward = _mlp_head(d, cfg.head_hidden, self.reward_codec.num_buckets)
         self.head_end = _mlp_head(d, cfg.head_hidden, 2)
@@ -266,6 +289,33 @@ class WorldModel(nn.Module):
             # usual std 0.02 the action would be 2% of that sum, and the heads read there (reward, end) could
             # hardly tell the four moves apart. Start the action at the I-token's scale instead.
             nn.init.normal_(self.action_emb.weight, std=1.0)
+
+    # ---------------------------------------------------------------- token head
+
+    def token_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """(..., D) -> (..., V) token logits. The digit head's are normalised log-probabilities: the sum of
+        each digit's log-softmax, so a code's probability is the product of its digits'."""
+        raw = self.head_tokens(h)
+        if not self.digit_levels:
+            return raw
+        groups = raw.float().split(list(self.digit_levels), dim=-1)
+        logp = torch.cat([F.log_softmax(g, dim=-1) for g in groups], dim=-1)
+        return logp[..., self.digit_index].sum(-1)
+
+    def adapt_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A warm start's weights into this model's token head: a flat head's last layer becomes a digit
+        head whose output for digit value l is the mean of the flat outputs of the codes with that digit."""
+        key = f"head_tokens.{len(self.head_tokens) - 1}"
+        w = state.get(f"{key}.weight")
+        if not self.digit_levels or w is None or w.size(0) != self.vocab_size:
+            return state
+        state = dict(state)
+        for part in ("weight", "bias"):
+            flat = state[f"{key}.{part}"].float()
+            rows = [flat[self.digit_index[:, g] == j].mean(0) for g in range(len(self.digit_levels))
+                    for j in self.digit_index[:, g].unique()]
+            state[f"{key}.{part}"] = torch.stack(rows).to(state[f"{key}.{part}"].dtype)
+        return state
 
     # ---------------------------------------------------------------- embeddings
 
@@ -315,10 +365,10 @@ class WorldModel(nn.Module):
         ai = self.action_index
         h_act = h[:, :, ai]
         if self.layout == "delta":
-            token_logits = self.head_tokens(h[:, :, ai:ai + k])  # action, z^0 .. z^{K-2}
+            token_logits = self.token_logits(h[:, :, ai:ai + k])  # action, z^0 .. z^{K-2}
         else:
-            first = self.head_tokens(h_act).unsqueeze(2)  # a_t -> tok(x_{t+1})^0
-            rest = self.head_tokens(h[:, 1:, :k - 1])  # tok(x_{t+1})^{<K-1} -> the following token
+            first = self.token_logits(h_act).unsqueeze(2)  # a_t -> tok(x_{t+1})^0
+            rest = self.token_logits(h[:, 1:, :k - 1])  # tok(x_{t+1})^{<K-1} -> the following token
             rest = torch.cat([rest, rest.new_zeros(b, 1, k - 1, rest.size(-1))], dim=1)
             token_logits = torch.cat([first, rest], dim=2)
         return WorldModelOutput(token_logits, self.head_reward(h_act), self.head_end(h_act))
@@ -511,7 +561,7 @@ class WorldModel(nn.Module):
         for k in range(self.tokens_per_frame):
             if k > 0:
                 h = self._append(cache, self.token_emb(sampled[-1]).unsqueeze(1))[:, -1]
-            logits = self.head_tokens(h)
+            logits = self.token_logits(h)
             all_logits.append(logits)
             sampled.append(tokens[:, k] if tokens is not None else sample_tokens(logits, temperature))
         cache.pending = self.token_emb(sampled[-1]).unsqueeze(1)

@@ -347,3 +347,38 @@ def test_pooled_i_token_adds_the_per_channel_max_and_generates_exactly():
     out = wm(frames, actions, tokens)
     assert out.reward_logits.shape[:2] == actions.shape
     assert _check_generation(wm, t0=1, t_total=2 * c.max_steps) < 1e-4
+
+
+def test_digit_head_gives_normalised_log_probabilities_and_generates():
+    torch.manual_seed(0)
+    c = tiny()
+    levels = (4, 4, 4, 4, 4)
+    cfg = dataclasses.replace(c.world_model, token_head="digits")
+    wm = WorldModel(cfg, tokens_per_frame=4, vocab_size=1024, num_actions=A, digit_levels=levels).eval()
+    assert wm.head_tokens[-1].out_features == 20
+    frames, actions, tokens = batch(wm, t=5)
+    with torch.no_grad():
+        out = wm(frames, actions, tokens)
+        assert out.token_logits.shape[-1] == 1024
+        assert torch.allclose(out.token_logits.logsumexp(-1), torch.zeros(()), atol=1e-4)
+        # A code's log-probability is the sum of its digits' log-softmax.
+        code = 1 * 1 + 2 * 4 + 3 * 16 + 0 * 64 + 1 * 256  # digits (1, 2, 3, 0, 1), FSQ's mixed radix
+        h = torch.randn(3, cfg.embed_dim)
+        raw = wm.head_tokens(h)
+        want = sum(raw[:, 4 * g:4 * g + 4].log_softmax(-1)[:, d] for g, d in enumerate((1, 2, 3, 0, 1)))
+        assert torch.allclose(wm.token_logits(h)[:, code], want, atol=1e-5)
+        loss, stats = wm.compute_loss(frames, actions, tokens, torch.zeros(2, 5), torch.zeros(2, 5, dtype=torch.long),
+                                      torch.ones(2, 5, dtype=torch.bool))
+        assert torch.isfinite(loss)
+        cache = wm.new_cache(2)
+        wm.prime(cache, frames[:, :3], actions[:, :3], tokens[:, :3])
+        z, _, _ = wm.generate_step(cache, frames[:, 3], actions[:, 3])
+        assert z.shape == (2, 4) and (z < 1024).all()
+    # A flat head's weights warm-start the digit head (the mean over the codes that share a digit).
+    flat = WorldModel(c.world_model, tokens_per_frame=4, vocab_size=1024, num_actions=A)
+    state = wm.adapt_state_dict(flat.state_dict())
+    wm.load_state_dict(state, strict=True)
+    w = flat.head_tokens[-1].weight
+    assert torch.allclose(wm.head_tokens[-1].weight[4 + 2], w[(torch.arange(1024) // 4) % 4 == 2].mean(0))
+    with pytest.raises(ValueError, match="FSQ"):
+        WorldModel(cfg, tokens_per_frame=4, vocab_size=1024, num_actions=A)
