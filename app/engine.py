@@ -179,7 +179,9 @@ class PlaySession:
         """Sample ``n`` next steps for ``action`` without moving the dream; ``pick_branch`` continues."""
         with self._lock:
             self._require_started()
-            action = self._choose_action(int(action))
+            action = int(action)
+            if not 0 <= action < len(self.action_names):
+                raise ValueError(f"action {action} out of range 0..{len(self.action_names) - 1}")
             self._branches = (action, branching.sample_branches(self._dream, action, n, temperature))
             return self._branches[1]
 
@@ -192,6 +194,7 @@ class PlaySession:
             if not 0 <= index < len(found):
                 raise ValueError(f"branch must be between 0 and {len(found) - 1}, got {index}")
             t0 = time.perf_counter()
+            self._choose_action(action)  # a replay ends here: the player chose the step
             frame, reward, end_prob = branching.continue_from(self._dream, action, found[index])
             return self._after_step(action, frame, reward, end_prob, t0, f"continued from branch {index + 1}")
 

@@ -7,6 +7,10 @@ session returns. :class:`PlayWindow` holds the loop's state and exposes ``handle
 Stepping: in human modes the dream advances one step per key press (a turn-based feel that keeps
 a CPU-bound dream responsive; ``e`` steps with no key = noop). With the agent in control (and in
 replay) it steps continuously at ``--fps``; ``.`` pauses, ``e`` single-steps while paused.
+
+What the Δ-tokens carry (:mod:`app.window_futures`): ``b`` opens a grid of 8 sampled next steps for the last
+action (digits continue the dream from one), ``v`` the token inspector (swap a token of the current frame and
+see the pixels it moves). While one is open it takes every key, Esc included (it closes it).
 """
 from __future__ import annotations
 
@@ -126,6 +130,13 @@ def key_name(key: int) -> str:
     return {"return": "enter", "page up": "pageup", "page down": "pagedown"}.get(name, name)
 
 
+def window_futures():
+    """app.window_futures, imported on first use (it imports this module's palette)."""
+    from app import window_futures
+
+    return window_futures
+
+
 class PlayWindow:
     """The window's state machine; ``loop()`` is only event pump + ``update()`` + ``render()``."""
 
@@ -146,6 +157,9 @@ class PlayWindow:
         self.last_gif: Path | None = None
         self.message = ""
         self._next_step_at = 0.0
+        self.grid = None  # window_futures.FuturesGrid while the branching futures are shown
+        self.inspector = None  # window_futures.TokenInspector while the token inspector is shown
+        self.key_action: int | None = None  # the action of the last env key pressed
         # Control keys; the env's keymap wins for arrows (Crafter moves with them), so the horizon
         # also lives on PageUp/PageDown and [ ].
         km = session.keymap
@@ -161,6 +175,7 @@ class PlayWindow:
         self.panel_px = size
         w = max(2 * size + 3 * GAP_PX if self._two_panels_possible() else size + 2 * GAP_PX, 560)
         h = HEADER_LINES * LINE_PX + 2 * GAP_PX + size + LABEL_PX + GAP_PX
+        self.base_size = (w, h)  # an overlay may grow the window while it is open
         self.screen = pygame.display.set_mode((w, h))
         self.info = None
         if mode == "replay":
@@ -189,7 +204,9 @@ class PlayWindow:
 
     def handle_key(self, name: str) -> None:
         s = self.session
-        if name == "escape":
+        if self.overlay is not None and name != "h":
+            window_futures().overlay_key(self, name)
+        elif name == "escape":
             self.running = False
         elif name == "h":
             self.show_help = not self.show_help
@@ -209,6 +226,10 @@ class PlayWindow:
             self._safe(lambda: s.set_i_tokens(not s.i_tokens))
         elif name == "g":
             self._toggle_recording()
+        elif name == "b":
+            window_futures().open_grid(self)
+        elif name == "v":
+            window_futures().open_inspector(self)
         elif name in self.horizon_up or name in self.horizon_down:
             h = s.set_horizon(s.horizon + (1 if name in self.horizon_up else -1))
             self._say(f"horizon {h}")
@@ -216,11 +237,12 @@ class PlayWindow:
             t = s.set_temperature(round(max(0.1, s.temperature + (0.1 if name == "=" else -0.1)), 2))
             self._say(f"temperature {t:.1f}")
         elif name in s.keymap and s.controller != "agent":
+            self.key_action = s.keymap[name]
             self._step(s.keymap[name])
 
     def update(self, now: float | None = None) -> None:
         """Step on the clock when the agent (or a replay) is in control and not paused."""
-        if self.paused or self.session.controller == "human":
+        if self.paused or self.session.controller == "human" or self.overlay is not None:
             return
         now = time.perf_counter() if now is None else now
         if now >= self._next_step_at:
@@ -267,6 +289,20 @@ class PlayWindow:
         self._say(f"wrote {n} frames to {self.last_gif}")
         print(f"GIF written: {self.last_gif}", flush=True)
 
+    # ---------------------------------------------------------------------------- overlays
+    @property
+    def overlay(self):
+        """The open futures grid or token inspector (they take every key), or None."""
+        return self.grid if self.grid is not None else self.inspector
+
+    def fit_window(self, need: tuple[int, int]) -> None:
+        """Grow the window to what an overlay needs, or back to the base size when it closes."""
+        import pygame
+
+        size = (max(self.base_size[0], need[0]), max(self.base_size[1], need[1]))
+        if size != self.screen.get_size():
+            self.screen = pygame.display.set_mode(size)
+
     def _safe(self, fn):
         """Run a session call; a refused switch (no such variant, no agent) becomes a message."""
         from app.engine import VariantUnavailable
@@ -292,12 +328,14 @@ class PlayWindow:
 
     def panels(self) -> list[tuple[str, Any]]:
         """(label, uint8 frame) left to right: the mode's main view first."""
-        info, s = self.info, self.session
-        dream = (f"dream ({'I-tokens' if s.i_tokens else 'no I-tokens'})", info.dream_frame)
+        info, dream = self.info, self.dream_panel()
         if info.real_frame is None:
             return [dream]
         real = ("recorded episode" if self.mode == "replay" else "real env", info.real_frame)
         return [real, dream] if self.mode in ("real", "agent-real") else [dream, real]
+
+    def dream_panel(self) -> tuple[str, Any]:
+        return f"dream ({'I-tokens' if self.session.i_tokens else 'no I-tokens'})", self.info.dream_frame
 
     def panel_rect(self, index: int):
         import pygame
@@ -318,7 +356,9 @@ class PlayWindow:
         top = (f"{state}{self.mode}  |  {s.controller}  |  I-tokens {'on' if s.i_tokens else 'off'}  |  "
                f"horizon {s.horizon} ({i.steps_since_flush})  |  T {s.temperature:.1f}  |  h: help")
         third = self.message
-        if i.achievements:
+        if self.overlay is not None:
+            third = self.overlay.title + (f"  |  {third}" if third else "")
+        elif i.achievements:
             third = f"achievements: {', '.join(sorted(i.achievements))}" + (f"  |  {third}" if third else "")
         return [top, self.status_line(), third]
 
@@ -332,14 +372,32 @@ class PlayWindow:
             scr.blit(self.font.render(line, True, color), (GAP_PX, 4 + n * LINE_PX))
         if self.session.recording:
             pygame.draw.circle(scr, REC, (scr.get_width() - 14, 12), 7)
-        for k, (label, frame) in enumerate(self.panels()):
-            rect = self.panel_rect(k)
-            surf = pygame.surfarray.make_surface(frame.swapaxes(0, 1))
-            scr.blit(pygame.transform.scale(surf, rect.size), rect.topleft)
-            scr.blit(self.small.render(label, True, DIM), (rect.x, rect.bottom + 4))
+        if self.grid is not None:
+            self.grid.draw(self, self.overlay_area())
+        else:
+            self._draw_panels([self.dream_panel()] if self.inspector is not None else self.panels())
+        if self.inspector is not None:
+            self.inspector.draw(self)
         if self.show_help:
             self._draw_help()
         pygame.display.flip()
+
+    def _draw_panels(self, panels: list[tuple[str, Any]]) -> None:
+        import pygame
+
+        for k, (label, frame) in enumerate(panels):
+            rect = self.panel_rect(k)
+            surf = pygame.surfarray.make_surface(frame.swapaxes(0, 1))
+            self.screen.blit(pygame.transform.scale(surf, rect.size), rect.topleft)
+            self.screen.blit(self.small.render(label, True, DIM), (rect.x, rect.bottom + 4))
+
+    def overlay_area(self):
+        """Everything below the header: the futures grid's room."""
+        import pygame
+
+        top = HEADER_LINES * LINE_PX + GAP_PX
+        w, h = self.screen.get_size()
+        return pygame.Rect(GAP_PX, top, w - 2 * GAP_PX, h - top - GAP_PX)
 
     def _draw_help(self) -> None:
         import pygame
@@ -365,6 +423,9 @@ class PlayWindow:
             "",
             "Enter: reset (replay: next episode)    .: pause    e: single step (noop for a human)",
             "m: human <-> agent    i: I-tokens on/off    g: start/stop GIF recording",
+            "b: 8 futures of the last action (1-8: go on from one; an action key: its futures)",
+            "v: token inspector (up/down: position; left/right, Enter, 1-5: other token; r: re-sample)",
+            "    while open, the futures and the inspector take every key; b, v or Esc closes them",
             f"{'/'.join(sorted(self.horizon_up))}: horizon +1    {'/'.join(sorted(self.horizon_down))}: horizon -1"
             "    = / -: temperature",
             "h: this help    Esc: quit",

@@ -13,7 +13,7 @@ import pygame
 import pytest
 
 from app.engine import ModelBundle, PlaySession
-from app.pygame_window import GAP_PX, HEADER_LINES, LABEL_PX, LINE_PX, PlayWindow, StoredEpisodes
+from app.pygame_window import BG, GAP_PX, HEADER_LINES, LABEL_PX, LINE_PX, PlayWindow, StoredEpisodes
 
 from helpers import REPO
 
@@ -207,5 +207,100 @@ def test_missing_variant_is_a_message_not_a_crash(bundle, tmp_path):
         assert w.session.controller == "human" and "no trained agent" in w.message
         press(w, pygame.K_w)
         assert w.info.step == 1
+    finally:
+        w.close()
+
+
+def screen_pixels(window: PlayWindow, rect) -> np.ndarray:
+    return pygame.surfarray.array3d(window.screen)[rect.left:rect.right, rect.top:rect.bottom].copy()
+
+
+def test_b_shows_eight_futures_and_a_digit_continues_from_one(window):
+    press(window, pygame.K_b)  # right after a reset: no action yet, so the futures of noop
+    assert window.grid.action == 0 and "futures of 'noop'" in window.header_lines()[2]
+    press(window, pygame.K_b)
+    assert window.grid is None
+    press(window, pygame.K_w)
+    before = pygame.surfarray.array3d(window.screen).copy()
+    press(window, pygame.K_b)
+    grid = window.grid
+    assert grid is not None and len(grid.branches) == 8 and len(grid.rects) == 8
+    assert grid.action == 1 and "8 futures of 'up'" in window.header_lines()[2]
+    assert window.screen.get_size() >= window.base_size
+    for rect in grid.rects:
+        assert rect.w >= 64 and window.screen.get_rect().contains(rect)
+        assert (screen_pixels(window, rect) != BG).any()
+    chosen = grid.branches[2]
+    press(window, pygame.K_3)
+    assert window.grid is None and window.screen.get_size() == window.base_size
+    np.testing.assert_array_equal(window.session.info.dream_frame, chosen.frame)
+    assert window.info is window.session.info and window.info.step == 2 and window.info.action_name == "up"
+    assert "continued from branch 3" in window.message
+    after = panel_pixels(window, 0)
+    np.testing.assert_array_equal(after[::2, ::2], chosen.frame.swapaxes(0, 1))
+    assert not np.array_equal(before, pygame.surfarray.array3d(window.screen))
+
+
+def test_the_grid_takes_every_key_and_digits_reach_the_env_when_it_is_closed(window):
+    window.session.keymap["1"] = 2  # as in Crafter, where 1-6 craft: here "1" moves down
+    press(window, pygame.K_1)
+    assert window.info.step == 1 and window.info.action_name == "down"
+    press(window, pygame.K_b)
+    assert window.grid.action == 2
+    press(window, pygame.K_9, pygame.K_e, pygame.K_RETURN, pygame.K_i)  # no 9th future; controls are captured
+    assert window.grid is not None and window.info.step == 1 and window.session.i_tokens
+    press(window, pygame.K_a)  # an action key: the futures of that action instead
+    assert window.grid.action == 3 and "futures of 'left'" in window.header_lines()[2]
+    press(window, pygame.K_ESCAPE)  # closes the grid, not the window
+    assert window.grid is None and window.running and window.info.step == 1
+    press(window, pygame.K_b, pygame.K_a, pygame.K_1)  # "1" picks the first future of 'left', no step down
+    assert window.grid is None and window.info.step == 2 and window.info.action_name == "left"
+    np.testing.assert_array_equal(window.info.dream_frame, window.session.info.dream_frame)
+    press(window, pygame.K_1)  # closed again: the env's key
+    assert window.info.step == 3 and window.info.action_name == "down"
+    assert "b: 8 futures" in window.keymap_text() and "v: token inspector" in window.keymap_text()
+
+
+def test_v_inspector_swaps_a_token_and_draws_its_heat_map(window):
+    press(window, pygame.K_v)  # the frame after a reset is a real one: no tokens to show
+    assert window.inspector is None and "take a step first" in window.message
+    press(window, pygame.K_w, pygame.K_v)
+    insp = window.inspector
+    k = len(insp.view.slots)
+    assert insp is not None and k == len(window.session.inspect().slots) and insp.heat is None
+    press(window, pygame.K_DOWN)  # selects a position: arrows do not step while the inspector is open
+    assert insp.position == 1 % k and window.info.step == 1
+    frame, screen = window.info.dream_frame.copy(), panel_pixels(window, 0)
+    slot = insp.view.slots[insp.position]
+    press(window, pygame.K_RIGHT)
+    assert insp.view.slots[insp.position].token == insp.neighbour(slot, 1) != slot.token
+    assert window.info is window.session.info and "token 2 set to" in window.message
+    assert not np.array_equal(window.info.dream_frame, frame)
+    assert not np.array_equal(panel_pixels(window, 0), screen)
+    np.testing.assert_array_equal(panel_pixels(window, 0)[::2, ::2], window.info.dream_frame.swapaxes(0, 1))
+    heat = screen_pixels(window, insp.heat_rect)
+    assert insp.heat_rect.size == (64, 64) and (heat != BG).any()
+    np.testing.assert_array_equal(heat, insp.heat.swapaxes(0, 1))  # drawn 1:1 at scale 2
+    best = insp.view.slots[insp.position].top[0][0]
+    press(window, pygame.K_1)
+    assert insp.view.slots[insp.position].token == best
+    press(window, pygame.K_r)
+    assert "token 2 re-sampled" in window.message and window.info.step == 1
+    press(window, pygame.K_v)
+    assert window.inspector is None and window.screen.get_size() == window.base_size
+    np.testing.assert_array_equal(panel_pixels(window, 1)[::2, ::2], window.info.real_frame.swapaxes(0, 1))
+    press(window, pygame.K_v, pygame.K_ESCAPE)
+    assert window.inspector is None and window.running
+
+
+def test_the_inspector_edits_the_dream_in_real_mode_too(bundle, tmp_path):
+    w = PlayWindow(PlaySession(bundle, shadow=True, seed=0), mode="real", scale=1, out_dir=tmp_path, seed=5)
+    try:
+        assert w.panels()[0][0] == "real env"
+        press(w, pygame.K_d, pygame.K_v, pygame.K_r)
+        assert w.inspector is not None and "re-sampled" in w.message
+        np.testing.assert_array_equal(panel_pixels(w, 0), w.session.info.dream_frame.swapaxes(0, 1))
+        rect = w.inspector.heat_rect
+        assert w.screen.get_rect().contains(rect) and rect.left >= w.panel_rect(1).left
     finally:
         w.close()
