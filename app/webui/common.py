@@ -27,6 +27,7 @@ CSS = """
 #frame img, #real img, .pixelated img { image-rendering: pixelated; image-rendering: crisp-edges; }
 #action-buttons button { min-width: 0; }
 #keymap { display: none !important; }
+.fit-gallery .fixed-height { min-height: 0 !important; max-height: none !important; }
 """
 
 PRIVATE = dict(api_visibility="private")  # an event the page uses that is not part of the HTTP API

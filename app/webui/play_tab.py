@@ -14,6 +14,8 @@ import pandas as pd
 
 from app.webui.common import (PRIVATE, TabState, UISettings, View, big, checkpoint_choices, gallery_path,
                               key_labels, load_bundle, seed_of, shown_to_user)
+from app.webui.futures_panel import (LAST_ACTION, FuturesPanel, FuturesView, InspectorView, action_choices,
+                                     futures_layout, inspector_layout)
 
 MAX_ACTIONS = 18  # the most any env here has (Atari's full set); unused buttons are hidden
 DEFAULT_KEYS_HINT = "WASD/arrows move, Space do, Tab sleep, R/T/F/P place, 1-6 make, Enter reset"
@@ -65,12 +67,15 @@ class PlayView(View):
     step_btn: gr.Button
     keymap: gr.Textbox
     agent_timer: gr.Timer
+    futures: FuturesView
+    inspector: InspectorView
 
     STEP = ("state", "frame", "real", "stats", "achievements", "err_plot")  # what every step shows
     OPTIONS = ("seed", "itok", "shadow", "horizon", "temperature", "controller", "record")
 
     def step_outputs(self) -> list[Any]:
-        return self.parts(*self.STEP)
+        """A step's widgets, and the futures it makes stale."""
+        return [*self.parts(*self.STEP), *self.futures.parts(*FuturesView.STALE)]
 
     def option_inputs(self) -> list[Any]:
         return self.parts(*self.OPTIONS)
@@ -79,10 +84,11 @@ class PlayView(View):
         return [self.state, self.checkpoint, *self.option_inputs()]
 
     def load_outputs(self) -> list[Any]:
-        return [*self.step_outputs(), *self.buttons, self.keymap, self.itok]
+        return [*self.step_outputs(), *self.buttons, self.keymap, self.itok, self.futures.action]
 
     def show(self, st: TabState, info: Any, names: tuple[str, ...] = STEP) -> dict[Any, Any]:
-        """A step's outputs (``names`` of :attr:`STEP`); records the step's error for the plot."""
+        """A step's outputs (``names`` of :attr:`STEP`; a whole step also clears the futures it made stale);
+        records the step's error for the plot."""
         env = st.session.env_name if st.session is not None else ""
         if info is not None and info.pixel_error is not None:
             if info.step == 0:
@@ -92,7 +98,8 @@ class PlayView(View):
         every = dict(state=st, frame=big(info.dream_frame if info else None),
                      real=big(info.real_frame if info else None), stats=stats_text(info, st),
                      achievements=achievements_text(info, env), err_plot=error_frame(st))
-        return self.values(**{n: every[n] for n in names})
+        stale = self.futures.stale() if names == self.STEP else {}
+        return {**self.values(**{n: every[n] for n in names}), **stale}
 
     def show_loaded(self, st: TabState, info: Any) -> dict[Any, Any]:
         """A (re)load's outputs: the step, and the buttons, keymap and I-token box of the session's env."""
@@ -100,7 +107,9 @@ class PlayView(View):
         labels = key_labels(s.keymap)
         buttons = {b: gr.update(value=button_label(i, s.action_names, labels), visible=True)
                    if i < len(s.action_names) else gr.update(visible=False) for i, b in enumerate(self.buttons)}
-        return {**self.show(st, info), **buttons, **self.values(keymap=json.dumps(s.keymap), itok=s.i_tokens)}
+        actions = self.futures.values(action=gr.update(choices=action_choices(s.action_names), value=LAST_ACTION))
+        return {**self.show(st, info), **buttons, **self.values(keymap=json.dumps(s.keymap), itok=s.i_tokens),
+                **actions}
 
 
 def button_label(i: int, names: list[str], labels: dict[int, str]) -> str:
@@ -167,7 +176,8 @@ def _dream_column(names: list[str], keys: dict[str, int]) -> dict[str, Any]:
             buttons.append(gr.Button(button_label(i, names, labels), elem_id=f"act-{i}", size="sm",
                                      visible=i < len(names), min_width=90))
     gr.Markdown(f"Keyboard: {DEFAULT_KEYS_HINT} (click the page first).", elem_id="keys-hint")
-    return dict(frame=frame, real=real, stats=stats, buttons=buttons)
+    return dict(frame=frame, real=real, stats=stats, buttons=buttons, futures=futures_layout(names),
+                inspector=inspector_layout())
 
 
 def _control_column(keys: dict[str, int]) -> dict[str, Any]:
@@ -398,6 +408,7 @@ class PlayTab:
         v.temperature.release(self.set_temperature, [v.state, v.temperature], [v.state], **PRIVATE)
         v.record.input(self.set_record, [v.state, v.record], [v.state, v.stats], api_name="set_record", **QUIET)
         v.gif_btn.click(self.export_gif, [v.state], [v.gif_file], api_name="export_gif")
+        FuturesPanel(self, v.futures, v.inspector).wire()
 
 
 def play_tab(settings: UISettings, state: gr.State, start_ckpt: str | None, env: str) -> PlayTab:

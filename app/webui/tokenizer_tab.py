@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
+import numpy as np
 import pandas as pd
 
 from app.webui import compare
@@ -12,6 +13,11 @@ from app.webui.common import PRIVATE, TabState, UISettings, View, big, bundle_of
 from model.config import IMAGE_SIZE
 
 TOK_SCALE = 4
+MAP_SCALE = 3  # token maps: 64x64 at 192x192, many to a row
+MAPS_HELP = ("**Token maps**: for each token position, how much the decoded frame x<sub>t</sub> changes when "
+             "that one token is swapped for random codes (bright = moved; each row scaled by its own maximum, "
+             "square-root brightness). Each IRIS token paints a fixed patch of the frame; a Δ-token moves what "
+             "changed since x<sub>t-1</sub>.")
 SOURCES = ["fresh rollout", "stored episode", "upload"]
 
 
@@ -42,9 +48,13 @@ class TokenizersView(View):
     batch_btn: gr.Button
     batch_table: gr.Dataframe
     worst: gr.Gallery
+    maps_note: gr.Markdown
+    maps_delta: gr.Gallery
+    maps_iris: gr.Gallery
 
     COMPARE_INPUTS = ("state", "source", "seed", "index", "episode", "up_prev", "up_next", "up_action")
     COMPARE_OUTPUTS = ("notice", "original", "iris", "delta", "prev", "iris_err", "delta_err", "metrics", "tokens")
+    MAPS_OUTPUTS = ("maps_note", "maps_delta", "maps_iris")
 
     def show(self, cmp_: compare.PairComparison) -> dict[Any, Any]:
         """One transition's images, table and token grids, with its notices above them."""
@@ -60,6 +70,41 @@ class TokenizersView(View):
             iris_err=big(iv.error, TOK_SCALE) if iv else None, delta_err=big(dv.error, TOK_SCALE) if dv else None,
             metrics=pd.DataFrame(cmp_.table(), columns=compare.TABLE_HEADERS),
             tokens="\n\n".join(token_text(v) for v in cmp_.views))
+
+
+    def show_maps(self, maps: dict[str, np.ndarray]) -> dict[Any, Any]:
+        """Each tokenizer's token maps, one image per position, under a label that counts them."""
+        out = {}
+        for kind, name in (("delta", "Δ-tokenizer"), ("iris", "IRIS tokenizer")):
+            m = maps.get(kind)
+            if m is None:
+                out[kind] = gr.update(value=None, label=f"{name}: not in this checkpoint")
+            else:
+                out[kind] = gr.update(value=map_gallery(m), label=f"{name}: {len(m)} maps")
+        note = MAPS_HELP
+        if "iris" not in maps:
+            note += "\n\nⓘ this checkpoint has no IRIS-style tokenizer (train with --baselines to compare)"
+        return self.values(maps_note=note, maps_delta=out["delta"], maps_iris=out["iris"])
+
+
+def token_maps_of(bundle: Any, tr: compare.Transition) -> dict[str, np.ndarray]:
+    """{"delta" | "iris": float (K, H, W)}: what each token position of each tokenizer moves in ``tr``."""
+    from app.branching import token_maps
+
+    out = {}
+    for _, tok in compare.tokenizers_of(bundle):
+        kind = "iris" if getattr(tok, "kind", "delta") == "iris" else "delta"
+        out.setdefault(kind, token_maps(tok, tr.prev, tr.action, tr.frame))
+    return out
+
+
+def map_gallery(maps: np.ndarray) -> list[tuple[np.ndarray, str]]:
+    """Token maps coloured along the heat ramp, scaled by the tokenizer's largest change; the square root
+    lets a token's faint patch show next to another token's bright one."""
+    from app.branching import colorize
+
+    top = max(float(maps.max()), 1e-6)
+    return [(big(colorize(np.sqrt(m / top)), MAP_SCALE), f"token {k + 1}") for k, m in enumerate(maps)]
 
 
 def token_text(v: compare.TokenizerView) -> str:
@@ -129,6 +174,12 @@ def _layout(state: gr.State) -> TokenizersView:
         w["metrics"] = gr.Dataframe(headers=compare.TABLE_HEADERS, label="This transition", elem_id="tok-metrics",
                                     interactive=False)
         w["tokens"] = gr.Markdown("", elem_id="tok-tokens")
+        w["maps_note"] = gr.Markdown(MAPS_HELP, elem_id="tok-maps-note")
+        map_kw = dict(height="auto", format="png", allow_preview=False, object_fit="contain", interactive=False,
+                  fit_columns=False,
+                      elem_classes=["pixelated", "fit-gallery"], buttons=[])
+        w["maps_delta"] = gr.Gallery(label="Δ-tokenizer: token maps", columns=8, elem_id="tok-maps-delta", **map_kw)
+        w["maps_iris"] = gr.Gallery(label="IRIS tokenizer: token maps", columns=8, elem_id="tok-maps-iris", **map_kw)
         with gr.Accordion("Batch: average and worst 1%", open=False):
             with gr.Row():
                 w["batch_n"] = gr.Slider(16, 1024, value=128, step=16, label="Transitions", elem_id="tok-batch-n")
@@ -164,8 +215,15 @@ def tokenizer_tab(settings: UISettings, state: gr.State) -> TokenizersView:
         return v.values(batch_table=pd.DataFrame(compare.batch_table(stats, trs), columns=compare.BATCH_HEADERS),
                         worst=gallery)
 
+    def maps(st: TabState | None, src, seed_v, index_v, episode_v, prev_file, next_file, action_v):
+        bundle = bundle_of(st, settings)
+        with shown_to_user(ValueError):
+            tr, _ = pick_transition(bundle, src, seed_v, index_v, episode_v, prev_file, next_file, action_v)
+            return v.show_maps(token_maps_of(bundle, tr))
+
     v.source.change(lambda src: gr.update(visible=src == "upload"), [v.source], [v.upload_row], **PRIVATE)
-    v.run_btn.click(run, v.parts(*v.COMPARE_INPUTS), v.parts(*v.COMPARE_OUTPUTS), api_name="compare_tokenizers")
+    v.run_btn.click(run, v.parts(*v.COMPARE_INPUTS), v.parts(*v.COMPARE_OUTPUTS), api_name="compare_tokenizers"
+                    ).success(maps, v.parts(*v.COMPARE_INPUTS), v.parts(*v.MAPS_OUTPUTS), api_name="token_maps")
     v.batch_btn.click(run_batch, v.parts("state", "source", "seed", "episode", "batch_n"),
                       v.parts("batch_table", "worst"), api_name="tokenizer_batch")
     return v

@@ -1,18 +1,24 @@
 """The web UI in a real browser (Playwright + the system Chromium, headless) on a live in-process
 server: keyboard play, I-token toggle, GIF download, tokenizer comparison, a tiny training run started
-and stopped from the Train tab, two pages playing independently, and no request leaving 127.0.0.1.
+and stopped from the Train tab, two pages playing independently, the futures grid and the token
+inspector, and no request leaving 127.0.0.1.
 Saves a screenshot of each tab (test-artifacts/; assets/ with DELTAPLAY_UPDATE_ASSETS=1)."""
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
 from urllib.parse import urlparse
 
+import numpy as np
 import pytest
+from PIL import Image
 from playwright import sync_api
 
 from app.webui import app as webui
+from app.webui.common import SCALE
+from app.webui.futures_panel import FUTURE_SCALE
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 # The system Chromium (scripts/test.sh installs it; `playwright install` cannot download a browser here).
@@ -73,9 +79,12 @@ def press_and_wait(page, key: str, step: int) -> None:
         " return i && i.src !== b && t.innerText.includes('step ' + s + ' '); }", arg=[step, before], timeout=T)
 
 
-def shot(page, tab: str) -> None:
-    ASSETS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ASSETS / f"screenshot_{tab}.png"), full_page=True)
+def shot(page, tab: str, artifact_only: bool = False) -> None:
+    """``artifact_only``: never into assets/ (the docs' pictures of it come from a trained bundle,
+    scripts/doc_screenshots.py, not from this test's tiny model)."""
+    folder = _REPO / "test-artifacts" if artifact_only else ASSETS
+    folder.mkdir(exist_ok=True)
+    page.screenshot(path=str(folder / f"screenshot_{tab}.png"), full_page=True)
 
 
 def open_tab(page, name: str) -> None:
@@ -185,3 +194,82 @@ def choose(page, root: str, value: str) -> None:
     """Pick an option of a Gradio dropdown."""
     page.locator(f"{root} input").click()
     page.get_by_role("option", name=value, exact=False).first.click()
+
+
+def pixels(page, url: str, scale: int) -> np.ndarray:
+    """An upscaled frame the page shows, fetched by its URL, back at 64x64."""
+    body = page.request.get(url).body()
+    return np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))[::scale, ::scale]
+
+
+def images_loaded(page, selector: str, n: int) -> None:
+    page.wait_for_function(
+        "([sel, n]) => { const im = [...document.querySelectorAll(sel)];"
+        " return im.length === n && im.every(i => i.complete && i.naturalWidth > 0); }", arg=[selector, n], timeout=T)
+
+
+def test_browser_futures_and_inspector(server, browser):
+    url, _ = server
+    hosts: set[str] = set()
+    page = open_page(browser, url, hosts)
+    press_and_wait(page, "d", 1)
+
+    # Futures: 8 sampled next frames in a grid; clicking branch 3 makes it the dream frame.
+    page.get_by_text("Futures: what could come next").click()
+    page.locator("#futures-btn").click()
+    images_loaded(page, "#futures-grid img", 8)
+    page.locator("#futures-table").get_by_text("log p").wait_for(timeout=T)
+    assert "8 futures of step 1" in page.locator("#futures-note").inner_text()
+    shot(page, "futures", artifact_only=True)
+    branch = page.locator("#futures-grid img").nth(2)
+    chosen = pixels(page, branch.get_attribute("src"), FUTURE_SCALE)
+    before = src(page, "#frame img")
+    branch.click()
+    page.wait_for_function(
+        "(b) => document.querySelector('#frame img').src !== b &&"
+        " document.querySelector('#stats').innerText.includes('continued from branch 3')", arg=before, timeout=T)
+    assert np.array_equal(pixels(page, src(page, "#frame img"), SCALE), chosen)
+    images_loaded(page, "#futures-grid img", 0)  # those futures are spent
+
+    # Token inspector: the current tokens and their alternatives; replacing one redraws the frame and
+    # shows where it changed. The tiny model decodes some codes alike, so try positions until one moves it.
+    page.get_by_text("Token inspector").click()
+    page.wait_for_function("document.querySelector('#inspector-note').innerText.includes('Step 2: 4 Δ-tokens')",
+                           timeout=T)
+    first = pixels(page, src(page, "#frame img"), SCALE)
+    for row in range(4):
+        before = src(page, "#frame img")
+        click_alternative(page, row)
+        page.locator("#replace-token").click()
+        page.wait_for_function(
+            "([b, k]) => document.querySelector('#frame img').src !== b &&"
+            " document.querySelector('#inspector-note').innerText.includes('token ' + k + ' ')",
+            arg=[before, row + 1], timeout=T)
+        page.wait_for_selector("#heat-map img", timeout=T)
+        if not np.array_equal(pixels(page, src(page, "#frame img"), SCALE), first):
+            break
+    else:
+        pytest.fail("no token swap changed the dream frame")
+    heat = pixels(page, src(page, "#heat-map img"), 1)
+    assert heat.max() > 0, "the heat map lights up where the frame changed"
+    assert "changed by" in page.locator("#inspector-note").inner_text()
+    shot(page, "inspector", artifact_only=True)
+    page.close()
+    assert hosts and all(h.split(":")[0] == "127.0.0.1" for h in hosts), hosts
+
+
+def click_alternative(page, row: int) -> None:
+    """Click the first alternative of table row ``row`` that differs from the token there now; the
+    position and token menus follow."""
+    def cell(col: int):
+        return page.locator(f"#inspector-table [data-testid='cell-{row}-{col}']")
+
+    texts = [cell(c).inner_text().strip() for c in range(7)]  # position, token now, 5 alternatives
+    current = texts[1].split()[0]
+    col = next(i for i, t in enumerate(texts) if i >= 2 and t and t.split()[0] != current)
+    cell(col).click()
+    page.wait_for_function(
+        "([k, tok]) => { const p = document.querySelector('#inspector-position input');"
+        " const t = document.querySelector('#inspector-token input');"
+        " return p && t && p.value === String(k) && t.value.startsWith(tok + ' '); }",
+        arg=[row + 1, texts[col].split()[0]], timeout=T)

@@ -17,7 +17,8 @@ from PIL import Image
 
 from app.webui import app as webui
 from app.webui.common import SCALE
-from app.webui.tokenizer_tab import TOK_SCALE
+from app.webui.futures_panel import FUTURE_SCALE, HEAT_SCALE
+from app.webui.tokenizer_tab import MAP_SCALE, TOK_SCALE
 
 pytestmark = pytest.mark.slow  # a live server and HTTP round trips
 
@@ -220,3 +221,93 @@ def test_files_are_served_only_from_the_app_folders(server, tiny_run):
     assert status(Path(webui.__file__)) == 403  # the source tree is not served
     assert status(tiny_run / "config.json") == 403  # nor a checkpoint outside the runs folder
     assert status(Path("/etc/passwd")) == 403
+
+
+# ------------------------------------------------------------------- futures and the token inspector
+
+def pixels(path: str, scale: int) -> np.ndarray:
+    """An upscaled frame back at 64x64 (every ``scale``-th pixel of the nearest-neighbour upscale)."""
+    return np.asarray(Image.open(path).convert("RGB"))[::scale, ::scale]
+
+
+def test_futures_grid_and_pick_branch(client, tiny_run):
+    reset(client, tiny_run)
+    client.predict(1, api_name="/step")
+    grid, table, note = client.predict(-1, 8, api_name="/futures")
+    assert len(grid) == 8 and len(table["data"]) == 8
+    assert "8 futures of step 1" in note
+    assert [r[0] for r in table["data"]] == list(range(1, 9))
+    assert all(len(r[1].split()) == 4 for r in table["data"])  # tiny preset: 4 Δ-tokens per frame
+    assert all(r[2] <= 0 and 0 <= r[4] <= 1 for r in table["data"])  # log p, end probability
+    chosen = pixels(grid[2]["image"], FUTURE_SCALE)
+    out = client.predict(3, api_name="/pick_branch")
+    dream, stats, after_grid = out[0], out[2], out[5]
+    assert np.array_equal(pixels(dream, SCALE), chosen), "the dream continues from branch 3's exact frame"
+    assert "**step** 2" in stats and "continued from branch 3" in stats
+    assert not after_grid  # those futures are spent
+    with pytest.raises(AppError, match="No futures to pick from"):
+        client.predict(1, api_name="/pick_branch")
+
+
+def test_token_inspector_edit_changes_the_frame(client, tiny_run):
+    reset(client, tiny_run)
+    before = client.predict(2, api_name="/step")[0]
+    note, table, *_ = client.predict(api_name="/inspect")
+    assert "Step 1: 4 Δ-tokens" in note and len(table["data"]) == 4
+    rows = table["data"]
+    assert all(r[2] for r in rows)  # each position has its top alternatives, "token (probability)"
+    # Swap tokens until one moves the frame (the tiny model decodes some codes alike).
+    for row in rows:
+        position, current = row[0], int(row[1].split()[0])
+        alt = next(int(c.split()[0]) for c in row[2:] if c and int(c.split()[0]) != current)
+        out = client.predict(position, alt, api_name="/set_token")
+        note, table, heat, dream, stats = out[0], out[1], out[4], out[5], out[7]
+        assert table["data"][position - 1][1].startswith(f"{alt} (") and f"token {position} set to {alt}" in stats
+        if not np.array_equal(pixels(dream, SCALE), pixels(before, SCALE)):
+            break
+    else:
+        pytest.fail("no token swap changed the frame")
+    assert image_size(heat) == (64 * HEAT_SCALE,) * 2
+    assert np.asarray(Image.open(heat)).max() > 0  # the heat map lights up where the frame changed
+    assert "changed by" in note
+    resampled = client.predict(1, api_name="/resample_token")
+    assert resampled[1]["data"][0][0] == 1 and "**step** 1" in resampled[7]
+
+
+def test_futures_and_inspector_bad_inputs(client, tiny_run, tmp_path):
+    fresh = Client(client.src, analytics_enabled=False, verbose=False, download_files=str(tmp_path))
+    with pytest.raises(AppError, match="No dream loaded"):
+        fresh.predict(-1, 8, api_name="/futures")
+    reset(fresh, tiny_run)
+    with pytest.raises(AppError, match="No futures to pick from"):
+        fresh.predict(1, api_name="/pick_branch")
+    assert "No Δ-tokens yet" in fresh.predict(api_name="/inspect")[0]  # a plain message, not an error
+    with pytest.raises(AppError, match="No Δ-tokens yet"):
+        fresh.predict(1, 3, api_name="/set_token")
+    fresh.predict(1, api_name="/step")
+    with pytest.raises(AppError, match=r"out of range: gridworld has actions 0\.\.4"):
+        fresh.predict(99, 8, api_name="/futures")
+    with pytest.raises(AppError, match="maximum"):
+        fresh.predict(-1, 100, api_name="/futures")
+    fresh.predict(0, 4, api_name="/futures")
+    with pytest.raises(AppError, match="branch must be between 1 and 4, got 9") as e:
+        fresh.predict(9, api_name="/pick_branch")
+    assert "Traceback" not in str(e.value)
+    with pytest.raises(AppError, match="position must be between 1 and 4, got 9"):
+        fresh.predict(9, 3, api_name="/set_token")
+    with pytest.raises(AppError, match="token must be between 0 and 63"):
+        fresh.predict(1, 5000, api_name="/set_token")
+    with pytest.raises(AppError, match="whole number"):
+        fresh.predict(1, "abc", api_name="/set_token")
+    fresh.predict(1, 3, api_name="/set_token")  # a token edit discards the futures sampled before it
+    with pytest.raises(AppError, match="No futures to pick from"):
+        fresh.predict(1, api_name="/pick_branch")
+
+
+def test_token_maps_of_both_tokenizers(client, tiny_run):
+    reset(client, tiny_run)
+    note, delta, iris = client.predict("fresh rollout", 0, 5, -1, None, None, 0, api_name="/token_maps")
+    assert delta["label"] == "Δ-tokenizer: 4 maps" and len(delta["value"]) == 4
+    assert iris["label"] == "IRIS tokenizer: 16 maps" and len(iris["value"]) == 16
+    assert all(image_size(m["image"]) == (64 * MAP_SCALE,) * 2 for m in delta["value"] + iris["value"])
+    assert "fixed patch" in note
