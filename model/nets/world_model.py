@@ -51,8 +51,11 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from model.nets import fastpath
+from model.nets.fastpath import Linear
 from model.config import IMAGE_SIZE, WorldModelConfig
 from model.nets.blocks import FrameCNN
+from model.nets.kv_cache import KVCache
+from model.nets.token_head import TokenHead
 from model.nets.twohot import reward_codec
 
 LAYOUTS = ("delta", "iris")
@@ -63,74 +66,6 @@ class WorldModelOutput:
     token_logits: torch.Tensor  # (B, T, K, V)
     reward_logits: torch.Tensor  # (B, T, R)
     end_logits: torch.Tensor  # (B, T, 2)
-
-
-class KVCache:
-    """Per-layer keys/values plus the raw input embeddings (for re-priming after a flush)."""
-
-    def __init__(self, num_layers: int, batch: int, heads: int, max_len: int, head_dim: int, embed_dim: int,
-                 device: torch.device, dtype: torch.dtype) -> None:
-        shape = (batch, heads, max_len, head_dim)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(num_layers)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(num_layers)]
-        self.emb = torch.zeros(batch, max_len, embed_dim, device=device)
-        self.batch = batch
-        self.length = 0  # tokens whose keys/values are in the cache
-        self.start_step = 0  # steps dropped since prime: the window's first step, relative to the context
-        self.pending: torch.Tensor | None = None  # (B, p, D) embeddings to feed before the next chunk
-        self.last: WorldModelOutput | None = None  # logits of the last generate_step, (B, 1, ...) shaped
-        self.outcomes: tuple[torch.Tensor, torch.Tensor] | None = None  # generate_step(score_actions=True)
-
-    def clear(self) -> None:
-        self.length = 0
-        self.start_step = 0
-        self.pending = None
-        self.last = None
-
-    def repeat(self, n: int) -> "KVCache":
-        """A copy of this batch-1 cache with the batch repeated ``n`` times (branching futures): the n
-        copies share the context and go their own ways from the next token."""
-        if self.batch != 1:
-            raise ValueError(f"only a batch-1 cache can be repeated, this one has batch {self.batch}")
-        out = object.__new__(KVCache)
-        used = slice(0, self.length)
-        out.k = [_repeat_used(k, n, used) for k in self.k]
-        out.v = [_repeat_used(v, n, used) for v in self.v]
-        out.emb = _repeat_used(self.emb, n, used)
-        out.batch, out.length, out.start_step = n, self.length, self.start_step
-        out.pending = None if self.pending is None else self.pending.expand(n, -1, -1).clone()
-        out.last, out.outcomes = None, None
-        return out
-
-
-def _repeat_used(t: torch.Tensor, n: int, used: slice) -> torch.Tensor:
-    """A zeroed buffer shaped like ``t`` with batch ``n``, holding ``t``'s filled positions in each row."""
-    out = t.new_zeros((n,) + t.shape[1:])
-    seq = 2 if t.dim() == 4 else 1  # k/v: (B, heads, L, hd); emb: (B, L, D)
-    index = (slice(None),) * seq + (used,)
-    out[index] = t[index]
-    return out
-
-
-class Linear(nn.Linear):
-    """``nn.Linear`` (same parameters, same result up to float rounding) that spreads a product with
-    a few rows over the CPU threads. Batch-1 generation multiplies 1-3 token vectors by each weight
-    matrix: the cost is streaming the weights from memory (~40 MB per transformer pass), and MKL runs
-    such a product on one thread. Cutting the weight into one block of output rows per thread and
-    using ``bmm`` puts every core's memory bandwidth to work.
-    Fast path, CPU, no autograd, more than one thread only."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows, g = x.numel() // x.size(-1), torch.get_num_threads()
-        if (rows <= 8 and g > 1 and self.out_features % g == 0 and x.device.type == "cpu"
-                and fastpath.enabled() and not torch.is_grad_enabled()):
-            flat = x.reshape(rows, self.in_features).t().unsqueeze(0).expand(g, -1, -1)
-            y = torch.bmm(self.weight.view(g, self.out_features // g, self.in_features), flat.to(self.weight.dtype))
-            y = y.reshape(self.out_features, rows).t()
-            if self.bias is not None:
-                y = y + self.bias
-            return y.reshape(*x.shape[:-1], self.out_features)
-        return super().forward(x)
 
 
 class CausalSelfAttention(nn.Module):
@@ -200,25 +135,6 @@ def _mlp_head(dim: int, hidden: int, out: int) -> nn.Sequential:
     return nn.Sequential(Linear(dim, hidden), nn.ReLU(), Linear(hidden, out))
 
 
-def _digit_levels(head: str, levels: tuple[int, ...] | None, vocab_size: int) -> tuple[int, ...]:
-    if head == "flat":
-        return ()
-    if head != "digits":
-        raise ValueError(f"world_model.token_head must be 'flat' or 'digits', got {head!r}")
-    if not levels or math.prod(levels) != vocab_size:
-        raise ValueError("world_model.token_head='digits' needs a Δ-tokenizer with an FSQ code "
-                         "(tokenizer.quantizer='fsq'): its levels say what a token's digits are")
-    return tuple(int(v) for v in levels)
-
-
-def _digit_index(levels: tuple[int, ...]) -> torch.Tensor:
-    """(V, len(levels)): for each code, the head output of each of its digits (FSQ's mixed-radix order)."""
-    codes = torch.arange(math.prod(levels))[:, None]
-    basis = torch.tensor([math.prod(levels[:i]) for i in range(len(levels))])
-    offsets = torch.tensor([sum(levels[:i]) for i in range(len(levels))])
-    return (codes // basis) % torch.tensor(levels) + offsets
-
-
 def sample_tokens(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """logits (B, V) -> (B,); temperature <= 0 means greedy.
 
@@ -266,10 +182,7 @@ class WorldModel(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(d, cfg.num_heads, cfg.dropout) for _ in range(cfg.num_layers))
         self.ln_f = nn.LayerNorm(d)
-        self.digit_levels = _digit_levels(cfg.token_head, digit_levels, vocab_size)
-        self.head_tokens = _mlp_head(d, cfg.head_hidden, sum(self.digit_levels) or vocab_size)
-        if self.digit_levels:  # (V, digits): where each code's digits sit among the head's outputs
-            self.register_buffer("digit_index", _digit_index(self.digit_levels), persistent=False)
+        self.head_tokens = TokenHead(d, cfg.head_hidden, vocab_size, cfg.token_head, digit_levels)
         self.reward_codec = reward_codec(cfg.reward_encoding, cfg.num_reward_buckets)
         self.head_reward = _mlp_head(d, cfg.head_hidden, self.reward_codec.num_buckets)
         self.head_end = _mlp_head(d, cfg.head_hidden, 2)
@@ -289,33 +202,6 @@ class WorldModel(nn.Module):
             # usual std 0.02 the action would be 2% of that sum, and the heads read there (reward, end) could
             # hardly tell the four moves apart. Start the action at the I-token's scale instead.
             nn.init.normal_(self.action_emb.weight, std=1.0)
-
-    # ---------------------------------------------------------------- token head
-
-    def token_logits(self, h: torch.Tensor) -> torch.Tensor:
-        """(..., D) -> (..., V) token logits. The digit head's are normalised log-probabilities: the sum of
-        each digit's log-softmax, so a code's probability is the product of its digits'."""
-        raw = self.head_tokens(h)
-        if not self.digit_levels:
-            return raw
-        groups = raw.float().split(list(self.digit_levels), dim=-1)
-        logp = torch.cat([F.log_softmax(g, dim=-1) for g in groups], dim=-1)
-        return logp[..., self.digit_index].sum(-1)
-
-    def adapt_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """A warm start's weights into this model's token head: a flat head's last layer becomes a digit
-        head whose output for digit value l is the mean of the flat outputs of the codes with that digit."""
-        key = f"head_tokens.{len(self.head_tokens) - 1}"
-        w = state.get(f"{key}.weight")
-        if not self.digit_levels or w is None or w.size(0) != self.vocab_size:
-            return state
-        state = dict(state)
-        for part in ("weight", "bias"):
-            flat = state[f"{key}.{part}"].float()
-            rows = [flat[self.digit_index[:, g] == j].mean(0) for g in range(len(self.digit_levels))
-                    for j in self.digit_index[:, g].unique()]
-            state[f"{key}.{part}"] = torch.stack(rows).to(state[f"{key}.{part}"].dtype)
-        return state
 
     # ---------------------------------------------------------------- embeddings
 
@@ -365,10 +251,10 @@ class WorldModel(nn.Module):
         ai = self.action_index
         h_act = h[:, :, ai]
         if self.layout == "delta":
-            token_logits = self.token_logits(h[:, :, ai:ai + k])  # action, z^0 .. z^{K-2}
+            token_logits = self.head_tokens(h[:, :, ai:ai + k])  # action, z^0 .. z^{K-2}
         else:
-            first = self.token_logits(h_act).unsqueeze(2)  # a_t -> tok(x_{t+1})^0
-            rest = self.token_logits(h[:, 1:, :k - 1])  # tok(x_{t+1})^{<K-1} -> the following token
+            first = self.head_tokens(h_act).unsqueeze(2)  # a_t -> tok(x_{t+1})^0
+            rest = self.head_tokens(h[:, 1:, :k - 1])  # tok(x_{t+1})^{<K-1} -> the following token
             rest = torch.cat([rest, rest.new_zeros(b, 1, k - 1, rest.size(-1))], dim=1)
             token_logits = torch.cat([first, rest], dim=2)
         return WorldModelOutput(token_logits, self.head_reward(h_act), self.head_end(h_act))
@@ -530,6 +416,10 @@ class WorldModel(nn.Module):
         end_prob = F.softmax(self.head_end(x).float(), dim=-1)[..., 1]
         return reward.float(), end_prob
 
+    def adapt_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A warm start's weights made to fit this model (a flat token head into a digit head)."""
+        return self.head_tokens.adapt_state_dict(state, "head_tokens.")
+
     def generate_step(self, cache: KVCache, frame: torch.Tensor | None, action: torch.Tensor,
                       temperature: float = 1.0,
                       tokens: torch.Tensor | None = None,
@@ -561,7 +451,7 @@ class WorldModel(nn.Module):
         for k in range(self.tokens_per_frame):
             if k > 0:
                 h = self._append(cache, self.token_emb(sampled[-1]).unsqueeze(1))[:, -1]
-            logits = self.token_logits(h)
+            logits = self.head_tokens(h)
             all_logits.append(logits)
             sampled.append(tokens[:, k] if tokens is not None else sample_tokens(logits, temperature))
         cache.pending = self.token_emb(sampled[-1]).unsqueeze(1)

@@ -364,9 +364,9 @@ def test_digit_head_gives_normalised_log_probabilities_and_generates():
         # A code's log-probability is the sum of its digits' log-softmax.
         code = 1 * 1 + 2 * 4 + 3 * 16 + 0 * 64 + 1 * 256  # digits (1, 2, 3, 0, 1), FSQ's mixed radix
         h = torch.randn(3, cfg.embed_dim)
-        raw = wm.head_tokens(h)
+        raw = wm.head_tokens.raw(h)
         want = sum(raw[:, 4 * g:4 * g + 4].log_softmax(-1)[:, d] for g, d in enumerate((1, 2, 3, 0, 1)))
-        assert torch.allclose(wm.token_logits(h)[:, code], want, atol=1e-5)
+        assert torch.allclose(wm.head_tokens(h)[:, code], want, atol=1e-5)
         loss, stats = wm.compute_loss(frames, actions, tokens, torch.zeros(2, 5), torch.zeros(2, 5, dtype=torch.long),
                                       torch.ones(2, 5, dtype=torch.bool))
         assert torch.isfinite(loss)
