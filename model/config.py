@@ -133,6 +133,10 @@ class TrainConfig:
     grad_clip: float = 10.0
     tokenizer_batch: int = 32  # sequences
     tokenizer_seq: int = 21  # steps per sequence (seq - 1 pairs)
+    # Share of tokenizer segments trained in a closed loop: each pair's previous frame is the tokenizer's own
+    # reconstruction of it, chained from the segment's first real frame (what a dream's decoder starts from),
+    # not the real one. 0 = the published training on real pairs only.
+    tokenizer_closed_loop: float = 0.0
     world_model_batch: int = 32
     world_model_seq: int = 21
     actor_critic_batch: int = 86

@@ -46,6 +46,8 @@ def prepare_config(cfg: Config) -> Config:
         p.append(f"world_model.reward_encoding must be one of {', '.join(REWARD_ENCODINGS)}, got {w.reward_encoding!r}")
     if not 2 <= tr.world_model_seq <= w.max_steps:
         p.append(f"train.world_model_seq ({tr.world_model_seq}) must be in 2..world_model.max_steps ({w.max_steps})")
+    if not 0.0 <= tr.tokenizer_closed_loop <= 1.0:
+        p.append(f"train.tokenizer_closed_loop is a share of segments, 0..1, got {tr.tokenizer_closed_loop}")
     if tr.tokenizer_seq < 2:
         p.append(f"train.tokenizer_seq must be >= 2 (pairs of frames), got {tr.tokenizer_seq}")
     if a.burn_in < 1 or a.horizon < 1:

@@ -124,8 +124,27 @@ class Phases:
             b = to_torch(raw, self.device)
             valid = b.action_mask[:, :-1]
             if valid.any():
-                return b.frames[:, :-1][valid], b.actions[:, :-1][valid], b.frames[:, 1:][valid]
+                prev = self._closed_loop(b.frames, b.actions, b.action_mask, self.cfg.train.tokenizer_closed_loop)
+                return prev[:, :-1][valid], b.actions[:, :-1][valid], b.frames[:, 1:][valid]
         raise RuntimeError("the store holds no transitions to train the tokenizer on")
+
+    def _closed_loop(self, frames: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor,
+                     share: float) -> torch.Tensor:
+        """Frames (B, T) whose first ``share`` of segments are replaced, from the second frame on, by the tokenizer's
+        own reconstructions chained from the first real frame: x^_t = D(x^_{t-1}, a_{t-1}, E(x^_{t-1}, a_{t-1}, x_t)),
+        the previous frames a dream's decoder meets; the chain restarts from the real frame after an episode's end.
+        No gradient flows through the chain."""
+        n = round(share * frames.size(0))
+        if n == 0:
+            return frames
+        tok = self.models["tokenizer"]
+        out = frames.clone()
+        with torch.no_grad(), self._autocast():
+            for t in range(1, frames.size(1)):
+                prev, a = out[:n, t - 1], actions[:n, t - 1]
+                recon = tok.decode(prev, a, tok.encode(prev, a, frames[:n, t])).float().clamp(0, 1)
+                out[:n, t] = torch.where(mask[:n, t - 1, None, None, None], recon, frames[:n, t])
+        return out
 
     def _world_model_batch(self) -> tuple[torch.Tensor, ...]:
         """World-model inputs from one sampled segment: L steps need L+1 frames."""

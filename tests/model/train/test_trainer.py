@@ -282,3 +282,26 @@ def test_init_starts_a_model_from_another_checkpoint(tmp_path, tiny_cfg, capsys)
     code, err = _cli(["--env", "gridworld", "--preset", "tiny", "--run-dir", str(tmp_path / "r"),
                       "--init", f"tokenizer={tmp_path / 'nowhere'}"], capsys)
     assert code == 2 and "no such checkpoint folder" in err and len(err.splitlines()) == 1
+
+
+def test_closed_loop_pairs_chain_the_tokenizers_own_frames(tiny_cfg):
+    from types import SimpleNamespace
+
+    from model.checkpoint import build_model
+    from model.train.phases import Phases
+
+    torch.manual_seed(0)
+    tok = build_model("tokenizer", tiny_cfg).eval()
+    phases = Phases(tiny_cfg, {"tokenizer": tok}, {}, {}, None, SimpleNamespace(device=torch.device("cpu")),
+                    emit=lambda *a, **k: None, should_stop=lambda: False)
+    frames, actions = torch.rand(4, 4, 3, 64, 64), torch.randint(0, 5, (4, 4))
+    mask = torch.ones(4, 4, dtype=torch.bool)
+    mask[1, 1] = False  # segment 1: an episode ends after its second frame
+    out = phases._closed_loop(frames, actions, mask, share=0.5)
+    assert torch.equal(out[2:], frames[2:]) and torch.equal(out[:, 0], frames[:, 0])  # the other half: real
+    x1 = tok.decode(frames[:1, 0], actions[:1, 0], tok.encode(frames[:1, 0], actions[:1, 0], frames[:1, 1]))
+    x2 = tok.decode(x1, actions[:1, 1], tok.encode(x1, actions[:1, 1], frames[:1, 2]))
+    assert torch.allclose(out[0, 1], x1[0], atol=1e-4) and torch.allclose(out[0, 2], x2[0], atol=1e-3)  # batch 2 vs 1
+    assert torch.equal(out[1, 2], frames[1, 2])  # the chain restarts from the real frame after an end
+    assert not torch.equal(out[1, 3], frames[1, 3])
+    assert phases._closed_loop(frames, actions, mask, share=0.0) is frames
