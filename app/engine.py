@@ -298,9 +298,18 @@ class PlaySession:
             return self._remake_info("real env on from the next reset")
 
     def start_recording(self) -> None:
+        """Record from the current frame on (with :meth:`keep_last`: a clip starts here)."""
         with self._lock:
             self.recorder.start()
             if self._info is not None:
+                self._record(self._info)
+
+    def keep_last(self, steps: int) -> None:
+        """Always keep the last ``steps`` steps (0: only while recording), so an export has something to
+        write even when nobody started a recording; :meth:`start_recording` then marks a clip's start."""
+        with self._lock:
+            self.recorder.set_keep(steps)
+            if steps > 0 and self._info is not None and not len(self.recorder):
                 self._record(self._info)
 
     def stop_recording(self) -> int:
@@ -314,7 +323,8 @@ class PlaySession:
     def export_gif(self, path: str | Path, fps: float = 10, scale: int = 4, side_by_side: bool = True) -> Path:
         """Write the recorded frames (dream | real side by side, or the dream alone) as a looping GIF."""
         with self._lock:
-            names = ["dream", "real"] if side_by_side and any("real" in c for c in self.recorder.columns) else ["dream"]
+            cols = self.recorder.span()[1]
+            names = ["dream", "real"] if side_by_side and any("real" in c for c in cols) else ["dream"]
             return self.recorder.write_gif(path, names=names, fps=fps, scale=scale)
 
     def close(self) -> None:

@@ -20,8 +20,8 @@ import app  # noqa: F401  (no-telemetry environment)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint folder or run folder (default: the bundled checkpoints/crafter)")
-    p.add_argument("--out", default="gifs/rollout.gif", help="GIF to write (default: gifs/rollout.gif in the "
-                                                             "current folder)")
+    p.add_argument("--out", default="gifs/rollout.gif",
+                   help="GIF to write (default: ./gifs/rollout.gif, in the gifs/ folder of the current folder)")
     p.add_argument("--steps", type=int, default=100, help="dream steps (the GIF has steps + 1 frames)")
     p.add_argument("--policy", default="auto", choices=("auto", "agent", "random"),
                    help="who acts: the trained agent, uniform random actions, or auto (agent if the "

@@ -53,7 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads (0 = auto: 1 on CPU, where a batch-1 dream gains nothing from more)")
-    p.add_argument("--out-dir", default="gifs", help="where `g` writes GIFs")
+    p.add_argument("--out-dir", default="gifs",
+                   help="where `g` writes GIFs (default: ./gifs, in the current folder)")
     p.add_argument("--run", default=None, help="replay: run folder whose store/ holds the episodes "
                                                "(default: the checkpoint's run folder)")
     p.add_argument("--episode", type=int, default=0, help="replay: first stored episode to show")

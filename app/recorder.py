@@ -113,7 +113,12 @@ def write_gif(path: str | Path, frames: list[np.ndarray], fps: float = 10.0) -> 
 
 @dataclass
 class FrameRecorder:
-    """Collects (step, columns) while recording; columns are named uint8 frames, e.g. dream and real.
+    """Collects (step, columns); columns are named uint8 frames, e.g. dream and real.
+
+    Two modes. By default it records between :meth:`start` and :meth:`stop` (the window's ``g``).
+    With ``keep`` > 0 it always keeps the last ``keep`` steps, so there is always something to export;
+    :meth:`start` then marks where a clip begins and the export writes from there. A step number that
+    goes back (a reset) starts a new buffer.
 
     Column names stay in insertion order; a column missing at some step (the real env ended) is drawn
     black so that every GIF frame has the same size.
@@ -122,46 +127,79 @@ class FrameRecorder:
     recording: bool = False
     steps: list[int] = field(default_factory=list)
     columns: list[dict[str, np.ndarray]] = field(default_factory=list)
+    keep: int = 0  # > 0: a rolling buffer of the last ``keep`` steps
+    clip_from: int | None = None  # rolling mode: the step the clip starts at (None: no clip)
 
     def start(self) -> None:
+        """Record from now: clears the recording, or in rolling mode marks the clip start."""
         self.recording = True
+        if self.keep > 0:
+            self.clip_from = self.steps[-1] if self.steps else 0
+            return
         self.steps.clear()
         self.columns.clear()
 
     def stop(self) -> int:
         self.recording = False
+        self.clip_from = None
         return len(self.steps)
+
+    def set_keep(self, keep: int) -> None:
+        """Switch to (``keep`` > 0) or out of rolling mode; the oldest steps beyond ``keep`` go."""
+        self.keep = max(0, int(keep))
+        self._trim()
 
     def add(self, step: int, **frames: np.ndarray | None) -> None:
         """Record a step; the same step again (a token edit re-decoded its frame) replaces it."""
-        if not self.recording:
+        if not (self.recording or self.keep > 0):
             return
         cols = {k: np.asarray(v, np.uint8).copy() for k, v in frames.items() if v is not None}
-        if self.steps and self.steps[-1] == int(step) and step > 0:
+        step = int(step)
+        if self.steps and self.steps[-1] == step and step > 0:
             self.columns[-1] = cols
             return
-        self.steps.append(int(step))
+        if self.keep > 0 and self.steps and step <= self.steps[-1]:  # a reset: a new episode, a new buffer
+            self.steps.clear()
+            self.columns.clear()
+            self.clip_from, self.recording = None, False
+        self.steps.append(step)
         self.columns.append(cols)
+        self._trim()
+
+    def _trim(self) -> None:
+        if self.keep > 0 and len(self.steps) > self.keep:
+            del self.steps[:len(self.steps) - self.keep]
+            del self.columns[:len(self.columns) - self.keep]
+
+    def span(self) -> tuple[list[int], list[dict[str, np.ndarray]]]:
+        """The steps an export writes: the clip (rolling mode, once started), else all kept steps."""
+        if self.keep > 0 and self.clip_from is not None:
+            i = next((k for k, s in enumerate(self.steps) if s >= self.clip_from), len(self.steps))
+            return self.steps[i:], self.columns[i:]
+        return self.steps, self.columns
 
     def __len__(self) -> int:
-        return len(self.steps)
+        """How many steps an export writes."""
+        return len(self.span()[0])
 
     def compose(self, names: list[str] | None = None, scale: int = 4) -> list[np.ndarray]:
-        """One composed image per recorded step: the named columns side by side, upscaled, footer."""
-        if not self.steps:
+        """One composed image per exported step: the named columns side by side under a header naming
+        them (when more than one), upscaled, with the footer."""
+        steps, columns = self.span()
+        if not steps:
             raise ValueError("nothing recorded: start recording and take at least one step")
         if names is None:
             names = []
-            for cols in self.columns:
+            for cols in columns:
                 names += [k for k in cols if k not in names]
-        shape = next(iter(self.columns[0].values())).shape
+        shape = next(iter(columns[0].values())).shape
         blank = np.zeros(shape, np.uint8)
         header = column_header(names, shape[1] * scale) if len(names) > 1 else None
         out = []
-        for i, (step, cols) in enumerate(zip(self.steps, self.columns)):
+        for i, (step, cols) in enumerate(zip(steps, columns)):
             panels = [upscale(cols.get(n, blank), scale) for n in names]
             body = hstack(panels) if header is None else np.concatenate([header, hstack(panels)], axis=0)
-            out.append(add_footer(body, step, i, len(self.steps)))
+            out.append(add_footer(body, step, i, len(steps)))
         return out
 
     def write_gif(self, path: str | Path, names: list[str] | None = None, fps: float = 10.0,

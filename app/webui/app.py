@@ -2,7 +2,9 @@
 
 Every browser tab owns a :class:`~app.webui.common.TabState` in a ``gr.State`` (its own PlaySession),
 so two tabs never share a dream. The engine (app/engine.py) does the work; each tab's module only
-wires widgets to it, and this module assembles the tabs and serves them.
+wires widgets to it, and this module assembles the tabs and serves them: the start checkpoint loaded and
+warmed first (app/webui/sessions.py), every event behind input checks and plain-words errors
+(app/webui/guard.py), the training run's state on every tab.
 
 Binds 127.0.0.1 by default, never shares a public link, sends no telemetry (see app/__init__.py),
 and serves files only from its runs and gallery folders.
@@ -15,33 +17,50 @@ from typing import Any
 
 import gradio as gr
 
-from app.webui.common import CSS, UISettings, close_state, default_checkpoint, env_of, keyboard_js
+from app.webui.common import CSS, PRIVATE, UISettings, close_state, default_checkpoint, env_of
 from app.webui.gallery_tab import gallery_tab
+from app.webui.guard import GuardedBlocks
 from app.webui.itoken_tab import itoken_tab
-from app.webui.jobs import JobManager
+from app.webui.jobs import GALLERY, JobManager
+from app.webui.keys import keyboard_js
 from app.webui.play_tab import play_tab
+from app.webui.sessions import SpareSessions
 from app.webui.tokenizer_tab import tokenizer_tab
-from app.webui.train_tab import train_tab
+from app.webui.train_tab import train_tab, training_line
+
+QUEUE_SIZE = 64  # events waiting at most; one more hears "the queue is full, try again"
+STATUS_EVERY_S = 2.0  # how often each page rereads whether a training run is going
+
 
 def build_app(checkpoint: str | Path | None = None, runs_dir: str | Path = "runs",
-              gallery_dir: str | Path | None = None, device: str = "auto") -> gr.Blocks:
+              gallery_dir: str | Path | None = None, device: str = "auto", gif_frames: int = 300,
+              warm: bool = True) -> gr.Blocks:
     """The whole UI. ``checkpoint``: what the Play tab opens on (None: the bundled Crafter
-    checkpoint if present, else the newest run's). Launch it with :func:`launch`."""
+    checkpoint if present, else the newest run's). ``gif_frames``: the steps the Play tab keeps for
+    Export GIF. With ``warm``, the start checkpoint's models are loaded and a session is made ready
+    before this returns, so the first page shows its frames at once. Launch it with :func:`launch`."""
+    from app.engine import set_play_threads
     from model.data.envs import keymap_for
+    from model.device import resolve_device
 
     runs = Path(runs_dir).resolve()
     runs.mkdir(parents=True, exist_ok=True)
-    gallery = Path(gallery_dir).resolve() if gallery_dir else runs.parent / "gallery"
+    gallery = Path(gallery_dir).resolve() if gallery_dir else runs / GALLERY  # inside the git-ignored runs/
     gallery.mkdir(parents=True, exist_ok=True)
-    settings = UISettings(str(checkpoint) if checkpoint else None, runs, gallery, device)
+    settings = UISettings(str(checkpoint) if checkpoint else None, runs, gallery, device, gif_frames=max(1, gif_frames))
+    settings.spares = SpareSessions(device, settings.gif_frames)
+    set_play_threads(0, resolve_device(device))  # one thread on CPU: a batch-1 dream step gains nothing from more
     jobs = JobManager(runs)
     # The keymap and buttons the page starts with: the first checkpoint's env, else Crafter.
     start_ckpt = default_checkpoint(settings)
     start_env = env_of(start_ckpt)
+    if warm:
+        settings.spares.warm(start_ckpt)
 
-    with gr.Blocks(title="Δ-IRIS Playground", analytics_enabled=False) as demo:
+    with GuardedBlocks(title="Δ-IRIS Playground", analytics_enabled=False) as demo:
         state = gr.State(None, delete_callback=close_state)
         gr.Markdown("## Δ-IRIS Playground — play inside a learned world model")
+        status = gr.Markdown("", elem_id="train-status")
         with gr.Tabs(elem_id="tabs") as tabs:
             play = play_tab(settings, state, start_ckpt, start_env)
             tokenizer_tab(settings, state)
@@ -49,7 +68,13 @@ def build_app(checkpoint: str | Path | None = None, runs_dir: str | Path = "runs
             train_tab(settings, jobs, play, tabs)
             gallery_tab(settings)
         pv = play.view
-        demo.load(play.load, pv.load_inputs(), pv.load_outputs(), api_visibility="private")
+        demo.load(play.load, pv.load_inputs(), pv.load_outputs(), **PRIVATE, concurrency_limit=None)
+        status_timer = gr.Timer(STATUS_EVERY_S)
+        for event in (demo.load, status_timer.tick):
+            event(lambda: training_line(jobs), None, status, **PRIVATE, concurrency_limit=None,
+                  show_progress="hidden")
+    demo.scrub = settings.scrubber()
+    demo.queue(max_size=QUEUE_SIZE)
     demo.deltaplay = {"settings": settings, "jobs": jobs, "js": keyboard_js(keymap_for(start_env)), "css": CSS,
                       "allowed_paths": [str(runs), str(gallery)]}
     return demo
@@ -57,11 +82,12 @@ def build_app(checkpoint: str | Path | None = None, runs_dir: str | Path = "runs
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, block: bool = True,
            quiet: bool = False) -> tuple[Any, str]:
-    """Serve ``demo`` with its page script, CSS and file allow-list. Never opens a public share link."""
+    """Serve ``demo`` with its page script, CSS and file allow-list. Never opens a public share link;
+    an error reaches the browser only as the plain message of a ``gr.Error`` (GuardedBlocks)."""
     extra = demo.deltaplay
     app_, url, _ = demo.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=not block,
                                quiet=quiet, js=extra["js"], css=extra["css"], allowed_paths=extra["allowed_paths"],
-                               footer_links=["gradio", "settings"], show_error=True)
+                               footer_links=["gradio", "settings"], show_error=False)
     return app_, url
 
 
@@ -74,7 +100,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint or run folder to open (default: checkpoints/crafter, else the newest run)")
     p.add_argument("--runs-dir", default="runs", help="where the Train tab writes runs (default runs/)")
-    p.add_argument("--gallery-dir", default=None, help="where exported GIFs go (default: next to the runs folder)")
+    p.add_argument("--gallery-dir", default=None,
+                   help="where exported GIFs go (default: gallery/ inside the runs folder, e.g. runs/gallery)")
+    p.add_argument("--gif-frames", type=int, default=300,
+                   help="steps the Play tab keeps for Export GIF: the last N (default 300)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] | mps, for playing (default auto)")
 
 
@@ -92,15 +121,19 @@ def run(args: argparse.Namespace) -> int:
         resolve_device(args.device)
     except (CheckpointMissing, ValueError) as e:
         raise UserError(str(e)) from None
-    demo = build_app(args.checkpoint, args.runs_dir, args.gallery_dir, args.device)
+    if args.gif_frames < 1:
+        raise UserError("--gif-frames must be at least 1")
+    demo = build_app(args.checkpoint, args.runs_dir, args.gallery_dir, args.device, gif_frames=args.gif_frames)
     jobs: JobManager = demo.deltaplay["jobs"]
     # SIGTERM (e.g. a service manager) stops the server like Ctrl-C, so training children are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         _, url = launch(demo, host=args.host, port=args.port or None, block=False, quiet=True)
-        print(f"Δ-IRIS Playground: {url}  (Ctrl-C to stop; runs in {demo.deltaplay['settings'].runs_dir})", flush=True)
+        print(f"Δ-IRIS Playground ready: {url}  (Ctrl-C to stop; runs in {demo.deltaplay['settings'].runs_dir})",
+              flush=True)
         demo.block_thread()
     finally:
         jobs.shutdown()
+        demo.deltaplay["settings"].spares.close()
         demo.close()
     return 0

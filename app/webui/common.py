@@ -1,11 +1,10 @@
-"""What every tab of the web UI shares: settings, the per-browser-tab state, the page's CSS and
-keyboard script, named output views, and small helpers that turn engine errors into user messages.
+"""What every tab of the web UI shares: settings, the per-browser-tab state, the page's CSS, named
+output views, and small helpers that turn engine errors into user messages.
 
 Importing this module first sets the no-telemetry environment (app/__init__.py) before gradio loads.
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
@@ -19,6 +18,7 @@ import gradio as gr
 import numpy as np
 
 from app.webui.compare import upscale
+from app.webui.guard import Gate, Scrubber, make_gates, refuse, short, text
 from app.webui.jobs import latest_checkpoint
 
 SCALE = 6  # 64x64 frames are shown at 384x384, upscaled nearest on the server (crisp in any browser)
@@ -26,7 +26,9 @@ SCALE = 6  # 64x64 frames are shown at 384x384, upscaled nearest on the server (
 CSS = """
 #frame img, #real img, .pixelated img { image-rendering: pixelated; image-rendering: crisp-edges; }
 #action-buttons button { min-width: 0; }
-#keymap { display: none !important; }
+#keymap, #key-batch, #btn-keys { display: none !important; }
+#pending-moves { min-height: 1.2em; color: #d97706; font-weight: 600; }
+#train-status { min-height: 0; }
 .fit-gallery .fixed-height { min-height: 0 !important; max-height: none !important; }
 """
 
@@ -41,6 +43,16 @@ class UISettings:
     runs_dir: Path
     gallery_dir: Path
     device: str = "auto"
+    gif_frames: int = 300  # the Play tab's rolling GIF buffer: the last N steps
+    gates: dict[str, Gate] = field(default_factory=make_gates)
+    spares: Any = None  # app.webui.sessions.SpareSessions, set by build_app
+
+    def gate(self, name: str) -> Gate:
+        """The busy gate of a heavy endpoint (app.webui.guard.GATES)."""
+        return self.gates[name]
+
+    def scrubber(self) -> Scrubber:
+        return Scrubber(self.runs_dir, self.gallery_dir)
 
 
 def checkpoint_choices(settings: UISettings) -> list[str]:
@@ -95,6 +107,8 @@ class TabState:
     errors: list[float] = field(default_factory=list)
     rollout: Any = None  # the I-tokens tab's last rollout
     lock: threading.Lock = field(default_factory=threading.Lock)
+    plot_at: float = 0.0  # when the error plot was last sent (it is redrawn at most once a second)
+    futures_shown: bool = False  # the Futures grid shows samples a step makes stale
 
     def close(self) -> None:
         if self.session is not None:
@@ -141,8 +155,15 @@ def load_bundle(checkpoint: str | None, device: str):
     from app.engine import CheckpointMissing, ModelBundle
     from model.checkpoint import CheckpointError
 
+    checkpoint = text(checkpoint, "the checkpoint path", 1024)
     with shown_to_user(CheckpointMissing, CheckpointError, ValueError):
-        return ModelBundle.load(checkpoint or None, device=device)
+        try:
+            return ModelBundle.load(checkpoint or None, device=device)
+        except OSError as e:
+            if isinstance(e, CheckpointMissing):
+                raise
+            why = (e.strerror or type(e).__name__).lower()
+            raise refuse(f"cannot open the checkpoint {short(checkpoint)}: {why}") from None
 
 
 def bundle_of(st: TabState | None, settings: UISettings):
@@ -158,12 +179,12 @@ def big(frame: np.ndarray | None, scale: int = SCALE) -> np.ndarray | None:
     return None if frame is None else upscale(np.asarray(frame, np.uint8), scale)
 
 
-def seed_of(v: Any) -> int | None:
-    """The Seed box: a negative or empty value means a random seed."""
-    return None if v is None or int(v) < 0 else int(v)
+def signed(v: float) -> str:
+    """``+0.00`` for zero: a tiny negative reward must not read ``-0.00``."""
+    return f"{(round(float(v), 2) or 0.0):+.2f}"
 
 
-# ------------------------------------------------------------------------------------ keyboard
+# ------------------------------------------------------------------------------------ keys
 
 def key_labels(keymap: dict[str, int]) -> dict[int, str]:
     """action -> the first key that plays it (letters before arrows), for the button labels."""
@@ -171,34 +192,3 @@ def key_labels(keymap: dict[str, int]) -> dict[int, str]:
     for key, a in sorted(keymap.items(), key=lambda kv: (len(kv[0]) > 1 and kv[0] not in ("space", "tab"), kv[0])):
         out.setdefault(a, key.upper() if len(key) == 1 else key.capitalize())
     return out
-
-
-def keyboard_js(keymap: dict[str, int]) -> str:
-    """The page script for keyboard play. The live keymap is read from the hidden #keymap box
-    (updated when a checkpoint of another env is loaded); ``keymap`` is the fallback."""
-    return """
-() => {
-  const fallback = %s;
-  const names = {" ": "space", "Tab": "tab", "Enter": "enter", "ArrowUp": "up", "ArrowDown": "down",
-                 "ArrowLeft": "left", "ArrowRight": "right"};
-  document.addEventListener("keydown", (e) => {
-    const t = e.target;
-    if (t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.tagName === "SELECT" || t.isContentEditable)) return;
-    if (e.ctrlKey || e.metaKey || e.altKey) return;
-    const frame = document.getElementById("frame");
-    if (!frame || frame.offsetParent === null) return;  // only while the Play tab is shown
-    const key = names[e.key] || (e.key || "").toLowerCase();
-    let map = fallback;
-    const box = document.querySelector("#keymap textarea, #keymap input");
-    if (box && box.value) { try { map = JSON.parse(box.value); } catch (_) {} }
-    let id = null;
-    if (Object.prototype.hasOwnProperty.call(map, key)) id = "act-" + map[key];
-    else if (key === "enter") id = "btn-reset";
-    if (!id) return;
-    const btn = document.getElementById(id);
-    if (!btn) return;
-    e.preventDefault();
-    btn.click();
-  });
-}
-""" % json.dumps(keymap)

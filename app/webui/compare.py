@@ -99,7 +99,7 @@ def load_image(data: Any, size: int, what: str = "image") -> tuple[np.ndarray, s
         else:
             img = Image.open(Path(str(data)))
         img.load()
-    except (UnidentifiedImageError, OSError, ValueError, TypeError) as e:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, TypeError) as e:
         raise ValueError(f"the {what} is not a readable image ({type(e).__name__}); upload a PNG, JPEG or GIF") from None
     img = img.convert("RGB")
     notice = None

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from app.webui.common import PRIVATE, TabState, View, big, user_error
+from app.webui.guard import whole
 
 FUTURE_SCALE = 4  # 64x64 branches shown at 256x256 in the grid
 HEAT_SCALE = 4
@@ -34,6 +35,7 @@ class PlayTabLike(Protocol):
     """What the panel needs of the Play tab (app.webui.play_tab.PlayTab), without importing it."""
 
     view: Any
+    settings: Any
 
     def need_session(self, st: TabState | None) -> TabState: ...
 
@@ -174,21 +176,6 @@ def token_menu(shown: Shown, position: int) -> Any:
     return gr.update(choices=choices, value=other)
 
 
-def whole(value: Any, what: str, lo: int, hi: int) -> int:
-    """``value`` as an int in lo..hi, else a message for the user."""
-    try:
-        v = float(value)
-        if v != int(v):
-            raise ValueError
-        v = int(v)
-    except (TypeError, ValueError, OverflowError):
-        raise gr.Error(f"{what} must be a whole number between {lo} and {hi}, got {value!r}",
-                       print_exception=False) from None
-    if not lo <= v <= hi:
-        raise gr.Error(f"{what} must be between {lo} and {hi}, got {v}", print_exception=False)
-    return v
-
-
 # ------------------------------------------------------------------------------------ handlers
 
 class FuturesPanel:
@@ -203,7 +190,7 @@ class FuturesPanel:
         """N next steps of the current dream state for ``action`` (LAST_ACTION: the last step's)."""
         st = self.tab.need_session(st)
         n = whole(n, "the number of futures", 1, MAX_FUTURES)
-        with st.lock:
+        with self.tab.settings.gate("futures")(), st.lock:
             s = st.session
             a = self.action_of(s, action)
             try:
@@ -211,6 +198,7 @@ class FuturesPanel:
             except (ValueError, RuntimeError) as e:
                 raise user_error(e) from None
             step = s.info.step
+            st.futures_shown = True
         note = (f"{n} futures of step {step} for **{s.action_names[a]}** (temperature {s.temperature:g}): "
                 "click one to continue the dream from it.")
         return self.fv.values(sampled=(step, n), grid=futures_gallery(found), table=futures_frame(found), note=note)
@@ -330,6 +318,7 @@ class FuturesPanel:
             if resample and after == before:
                 note = f"Step {info.step}: the world model drew token {after} again at position {pos}; nothing changed."
             out = self.show_inspection(view, info.step, heat_step=info.step, position=pos, note=note)
+            st.futures_shown = False
             return {**out, **self.iv.values(heat=big(view.heat, HEAT_SCALE)),
                     **self.tab.view.show(st, info, ("state", "frame", "real", "stats")),
                     **self.fv.stale(), **self.fv.values(sampled=None)}
@@ -345,7 +334,7 @@ class FuturesPanel:
         fv, iv, pv = self.fv, self.iv, self.tab.view
         step_out = pv.step_outputs()
         fv.btn.click(self.sample, [pv.state, fv.action, fv.n], fv.parts("sampled", "grid", "table", "note"),
-                     api_name="futures")
+                     api_name="futures", concurrency_limit=None)
         picked = [*step_out, fv.sampled, fv.index]
         fv.pick_btn.click(self.pick, [pv.state, fv.sampled, fv.index], picked, api_name="pick_branch", **QUIET)
         fv.grid.select(self.select, [pv.state, fv.sampled], picked, **PRIVATE, **QUIET)

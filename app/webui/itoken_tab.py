@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import random
+
 import gradio as gr
 import numpy as np
 import pandas as pd
@@ -11,8 +13,11 @@ import pandas as pd
 from app.webui import compare
 from app.webui.common import (PRIVATE, TabState, UISettings, View, big, bundle_of, default_checkpoint,
                               gallery_path, shown_to_user)
+from app.webui.guard import SEED_MAX, number, one_of, refuse, seed_of, whole
 
 ITOKEN_SCALE = 5
+MAX_STEPS = 200  # the Steps slider's range
+POLICIES = ["random", "agent"]
 
 
 @dataclass
@@ -43,12 +48,13 @@ class ITokensView(View):
         return self.values(real=big(r.real[t], ITOKEN_SCALE), with_i=big(r.with_i[t], ITOKEN_SCALE),
                            without_i=big(r.without_i[t], ITOKEN_SCALE))
 
-    def show(self, st: TabState) -> dict[Any, Any]:
+    def show(self, st: TabState, seed: int) -> dict[Any, Any]:
         """A new rollout: its summary, the scrubber and images at its last step, the error plot."""
         r = st.rollout
         mw, mo = float(np.mean(r.err_with[1:] or r.err_with)), float(np.mean(r.err_without[1:] or r.err_without))
-        text = (f"{len(r.actions)} steps · mean error with I-tokens **{mw:.1f}** · without **{mo:.1f}** "
-                f"(0-255 scale) · actions: {', '.join(r.actions[:12])}{' …' if len(r.actions) > 12 else ''}")
+        text = (f"{len(r.actions)} steps · seed {seed} · mean error with I-tokens **{mw:.1f}** · without "
+                f"**{mo:.1f}** (0-255 scale) · actions: {', '.join(r.actions[:12])}"
+                f"{' …' if len(r.actions) > 12 else ''}")
         last = len(r.real) - 1
         return {**self.values(state=st, summary=text, scrub=gr.update(maximum=max(1, last), value=last),
                               plot=pd.DataFrame(r.rows())), **self.show_step(st, last)}
@@ -60,10 +66,10 @@ def _layout(state: gr.State) -> ITokensView:
         gr.Markdown("The same actions played in the real env and in the world models **with** and **without** "
                     "I-tokens (the paper's ablation). Lower error vs the real frames is better.")
         with gr.Row():
-            w["steps"] = gr.Slider(1, 200, value=30, step=1, label="Steps", elem_id="it-steps")
-            w["seed"] = gr.Number(0, label="Seed", precision=0, elem_id="it-seed")
+            w["steps"] = gr.Slider(1, MAX_STEPS, value=30, step=1, label="Steps", elem_id="it-steps")
+            w["seed"] = gr.Number(0, label="Seed (-1 = random)", precision=0, elem_id="it-seed")
             w["temperature"] = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature", elem_id="it-temp")
-            w["policy"] = gr.Radio(["random", "agent"], value="random", label="Actions from", elem_id="it-policy")
+            w["policy"] = gr.Radio(POLICIES, value="random", label="Actions from", elem_id="it-policy")
         w["run_btn"] = gr.Button("Roll out", variant="primary", elem_id="btn-itok-run")
         w["summary"] = gr.Markdown("", elem_id="it-summary")
         w["scrub"] = gr.Slider(0, 30, value=0, step=1, label="Show step", elem_id="it-scrub")
@@ -85,24 +91,30 @@ def itoken_tab(settings: UISettings, state: gr.State) -> ITokensView:
     """Lay out the I-tokens tab and wire its events."""
     v = _layout(state)
 
-    def run(st: TabState | None, n, seed_v, temp, pol):
+    def run(st: TabState | None, n: Any, seed_v: Any, temp: Any, pol: Any) -> dict[Any, Any]:
         from app.engine import VariantUnavailable
 
+        steps = whole(n, "the number of steps", 1, MAX_STEPS)
+        seed = seed_of(seed_v)
+        seed = random.randrange(SEED_MAX) if seed is None else seed
+        temperature = number(temp, "the temperature", 0.1, 2.0)
+        policy = one_of(pol, "the action source", POLICIES)
         bundle = bundle_of(st, settings)
         st = st if st is not None else TabState(default_checkpoint(settings))
-        with shown_to_user(VariantUnavailable, ValueError):
-            st.rollout = compare.itoken_rollout(bundle, steps=int(n), seed=0 if seed_v is None else int(seed_v),
-                                                temperature=float(temp), policy=pol)
-        return v.show(st)
+        with settings.gate("itoken_rollout")(), shown_to_user(VariantUnavailable, ValueError):
+            st.rollout = compare.itoken_rollout(bundle, steps=steps, seed=seed, temperature=temperature,
+                                                policy=policy)
+        return v.show(st, seed)
 
     def gif(st: TabState | None) -> str:
         if st is None or st.rollout is None:
-            raise gr.Error("Roll out first, then export.", print_exception=False)
-        return str(compare.itoken_gif(st.rollout, gallery_path(settings, "itokens")))
+            raise refuse("Roll out first, then export.")
+        with settings.gate("export_gif")():
+            return str(compare.itoken_gif(st.rollout, gallery_path(settings, "itokens")))
 
     v.run_btn.click(run, v.parts("state", "steps", "seed", "temperature", "policy"),
                     v.parts("state", "summary", "scrub", "real", "with_i", "without_i", "plot"),
-                    api_name="itoken_rollout")
+                    api_name="itoken_rollout", concurrency_limit=None)
     v.scrub.change(v.show_step, v.parts("state", "scrub"), v.parts("real", "with_i", "without_i"), **PRIVATE)
-    v.gif_btn.click(gif, [v.state], [v.gif_file], api_name="itoken_gif")
+    v.gif_btn.click(gif, [v.state], [v.gif_file], api_name="itoken_gif", concurrency_limit=None)
     return v

@@ -26,7 +26,10 @@ from model.train.run_dir import read_metrics
 
 JOB_FILE = "job.json"
 PROCESS_LOG = "process.log"
+GALLERY = "gallery"  # the web UI's exported GIFs live in the runs folder under this name: no run may take it
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_ENV_RE = re.compile(r"^(crafter|gridworld|atari:[A-Za-z0-9]{1,40})$")
+TRAIN_NICE = 5  # a training child runs below the UI's priority, so play stays smooth
 
 
 class JobError(Exception):
@@ -147,11 +150,14 @@ class JobManager:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.python = python
         self._procs: dict[str, subprocess.Popen] = {}
+        self._starting = threading.Lock()
 
     # ---- paths and bookkeeping -------------------------------------------------------------------
     def run_dir(self, name: str) -> Path:
-        if not _NAME_RE.match(name or ""):
-            raise JobError(f"invalid run name {name!r}: use letters, digits, '-', '_' or '.' (max 64)")
+        if not isinstance(name, str) or not _NAME_RE.match(name) or name == GALLERY:
+            reserved = f" ({GALLERY!r} holds the exported GIFs)" if name == GALLERY else ""
+            raise JobError(f"invalid run name {_shown(name)}{reserved}: use letters, digits, '-', '_' or '.' "
+                           "(at most 64, starting with a letter or digit)")
         return self.runs_dir / name
 
     def _job(self, name: str) -> dict[str, Any]:
@@ -186,24 +192,42 @@ class JobManager:
 
     # ---- actions ---------------------------------------------------------------------------------
     def start(self, spec: TrainSpec, resume: bool = False) -> RunStatus:
+        """Start ``deltaplay train`` for ``spec`` in the background; one run at a time per UI, so that
+        training never takes the core that play needs."""
         run_dir = self.run_dir(spec.name)
-        if self.is_running(spec.name):
-            raise JobError(f"run {spec.name!r} is already training; stop it first or choose another name")
-        if not resume and run_dir.exists() and any(run_dir.iterdir()):
-            raise JobError(f"run folder {run_dir} already exists; choose another name or press Resume")
+        if not _ENV_RE.match(spec.env or ""):
+            raise JobError("the environment must be crafter, gridworld or atari:<Game> (letters and digits)")
+        with self._starting:
+            if self.is_running(spec.name):
+                raise JobError(f"run {spec.name!r} is already training; stop it first or choose another name")
+            going = self.running()
+            if going is not None:
+                raise JobError(f"a training run is already going ({going}): one at a time, stop it first")
+            if not resume and run_dir.exists() and any(run_dir.iterdir()):
+                raise JobError(f"run folder runs/{spec.name} already exists; choose another name or press Resume")
+            self._spawn(spec, run_dir, resume)
+        return self.status(spec.name)
+
+    def _spawn(self, spec: TrainSpec, run_dir: Path, resume: bool) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         cmd = [self.python, "-m", "app", "train", *spec.args(run_dir, resume=resume)]
         log = open(run_dir / PROCESS_LOG, "ab")
         log.write(f"$ {' '.join(cmd)}\n".encode())
         log.flush()
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True)
+                                env=train_env(), start_new_session=True)
         log.close()
+        try:  # below play in the scheduler's eyes: a step of the dream must not wait for a training batch
+            os.setpriority(os.PRIO_PROCESS, proc.pid, TRAIN_NICE)
+        except (AttributeError, OSError):
+            pass
         self._procs[spec.name] = proc
         self._write_job(spec.name, {"command": cmd, "spec": spec.__dict__, "pid": proc.pid,
                                     "started": time.time(), "returncode": None, "stopped": False})
-        return self.status(spec.name)
+
+    def running(self) -> str | None:
+        """The run this UI is training now, if any."""
+        return next((name for name in list(self._procs) if self.is_running(name)), None)
 
     def resume(self, name: str) -> RunStatus:
         job = self._job(name)
@@ -259,7 +283,7 @@ class JobManager:
             return []
         out = []
         for d in sorted(self.runs_dir.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
-            if d.is_dir() and _NAME_RE.match(d.name):
+            if d.is_dir() and _NAME_RE.match(d.name) and d.name != GALLERY:
                 out.append(self.status(d.name))
         return out
 
@@ -296,6 +320,38 @@ class JobManager:
         err = self.error(name) if state in ("crashed", "unknown") else None
         return RunStatus(name=name, path=d, state=state, pid=job.get("pid") if running else None,
                          progress=progress(self.metrics(name), job), error=err)
+
+
+def _shown(name: object, keep: int = 40) -> str:
+    """A name as typed, cut short: a 1 MB name is not echoed back."""
+    if isinstance(name, str) and len(name) > keep:
+        return f"{name[:keep]!r}… ({len(name):,} characters)"
+    return repr(name)
+
+
+def train_threads() -> int:
+    """Threads a training child may use: all cores but one, which stays free for play (and no more
+    than an OMP_NUM_THREADS the server was given)."""
+    free = max(1, (os.cpu_count() or 2) - 1)
+    try:
+        given = int(os.environ.get("OMP_NUM_THREADS", "0"))
+    except ValueError:
+        given = 0
+    return min(free, given) if given > 0 else free
+
+
+def train_env() -> dict[str, str]:
+    """The training child's environment: unbuffered output, its thread count capped (train_threads)."""
+    n = str(train_threads())
+    return dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=n, MKL_NUM_THREADS=n)
+
+
+def crash_line(error: str | None) -> str | None:
+    """A crash's last line (``ValueError: ...``): what went wrong, without the traceback's frames."""
+    if not error:
+        return None
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    return lines[-1] if lines else None
 
 
 def _signal_group(pid: int | None, sig: int) -> None:

@@ -1,163 +1,27 @@
 """The Play tab: a dream of the world model next to the real env, played by keyboard, buttons or the agent.
 
-Every handler returns its outputs by name through :class:`PlayView`; the outputs of each event are
-listed once, as names, in the view.
+Keys and action buttons go through the page's move queue (app/webui/keys.py), which the ``/play_keys``
+event plays a batch at a time. The widgets and what a step shows live in app/webui/play_view.py.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import gradio as gr
-import pandas as pd
 
-from app.webui.common import (PRIVATE, TabState, UISettings, View, big, checkpoint_choices, gallery_path,
-                              key_labels, load_bundle, seed_of, shown_to_user)
-from app.webui.futures_panel import (LAST_ACTION, FuturesPanel, FuturesView, InspectorView, action_choices,
-                                     futures_layout, inspector_layout)
+from app.webui.common import (PRIVATE, TabState, UISettings, checkpoint_choices, gallery_path, key_labels,
+                              load_bundle, shown_to_user)
+from app.webui.futures_panel import FuturesPanel, futures_layout, inspector_layout
+from app.webui.guard import number, one_of, refuse, short, text, whole
+from app.webui.keys import DONE_JS, FAILED_JS, TAKE_JS, parse_keys
+from app.webui.play_view import (HORIZON_MAX, TEMPERATURE_RANGE, PlayOptions, PlayView, button_label, error_frame,
+                                 note_error, stats_text)
 
 MAX_ACTIONS = 18  # the most any env here has (Atari's full set); unused buttons are hidden
 DEFAULT_KEYS_HINT = "WASD/arrows move, Space do, Tab sleep, R/T/F/P place, 1-6 make, Enter reset"
 QUIET = dict(show_progress="hidden")  # no spinner flicker per step, and an error does not cover the frames
-
-
-# ------------------------------------------------------------------------------------ the view
-
-@dataclass
-class PlayOptions:
-    """The settings a (re)load reads, in the order of :attr:`PlayView.OPTIONS`."""
-
-    seed: float | None
-    i_tokens: bool
-    shadow: bool
-    horizon: float
-    temperature: float
-    controller: str
-    record: bool
-
-
-@dataclass
-class PlayView(View):
-    """The Play tab's widgets."""
-
-    state: gr.State
-    checkpoint: gr.Dropdown
-    load_btn: gr.Button
-    frame: gr.Image
-    real: gr.Image
-    stats: gr.Markdown
-    buttons: list[gr.Button]
-    seed: gr.Number
-    reset_btn: gr.Button
-    controller: gr.Radio
-    agent_step_btn: gr.Button
-    run_agent_btn: gr.Button
-    pause_agent_btn: gr.Button
-    itok: gr.Checkbox
-    shadow: gr.Checkbox
-    horizon: gr.Slider
-    temperature: gr.Slider
-    record: gr.Checkbox
-    gif_btn: gr.Button
-    gif_file: gr.File
-    achievements: gr.Markdown
-    err_plot: gr.LinePlot
-    action_idx: gr.Number
-    step_btn: gr.Button
-    keymap: gr.Textbox
-    agent_timer: gr.Timer
-    futures: FuturesView
-    inspector: InspectorView
-
-    STEP = ("state", "frame", "real", "stats", "achievements", "err_plot")  # what every step shows
-    OPTIONS = ("seed", "itok", "shadow", "horizon", "temperature", "controller", "record")
-
-    def step_outputs(self) -> list[Any]:
-        """A step's widgets, and the futures it makes stale."""
-        return [*self.parts(*self.STEP), *self.futures.parts(*FuturesView.STALE)]
-
-    def option_inputs(self) -> list[Any]:
-        return self.parts(*self.OPTIONS)
-
-    def load_inputs(self) -> list[Any]:
-        return [self.state, self.checkpoint, *self.option_inputs()]
-
-    def load_outputs(self) -> list[Any]:
-        return [*self.step_outputs(), *self.buttons, self.keymap, self.itok, self.futures.action]
-
-    def show(self, st: TabState, info: Any, names: tuple[str, ...] = STEP) -> dict[Any, Any]:
-        """A step's outputs (``names`` of :attr:`STEP`; a whole step also clears the futures it made stale);
-        records the step's error for the plot."""
-        env = st.session.env_name if st.session is not None else ""
-        if info is not None and info.pixel_error is not None:
-            if info.step == 0:
-                st.errors = []
-            if len(st.errors) <= info.step:  # one point per step (a setting change re-shows the same step)
-                st.errors.append(float(info.pixel_error))
-        every = dict(state=st, frame=big(info.dream_frame if info else None),
-                     real=big(info.real_frame if info else None), stats=stats_text(info, st),
-                     achievements=achievements_text(info, env), err_plot=error_frame(st))
-        stale = self.futures.stale() if names == self.STEP else {}
-        return {**self.values(**{n: every[n] for n in names}), **stale}
-
-    def show_loaded(self, st: TabState, info: Any) -> dict[Any, Any]:
-        """A (re)load's outputs: the step, and the buttons, keymap and I-token box of the session's env."""
-        s = st.session
-        labels = key_labels(s.keymap)
-        buttons = {b: gr.update(value=button_label(i, s.action_names, labels), visible=True)
-                   if i < len(s.action_names) else gr.update(visible=False) for i, b in enumerate(self.buttons)}
-        actions = self.futures.values(action=gr.update(choices=action_choices(s.action_names), value=LAST_ACTION))
-        return {**self.show(st, info), **buttons, **self.values(keymap=json.dumps(s.keymap), itok=s.i_tokens),
-                **actions}
-
-
-def button_label(i: int, names: list[str], labels: dict[int, str]) -> str:
-    """Action button ``i``: the action's name and its key."""
-    if i >= len(names):
-        return f"action {i}"
-    return f"{names[i]} ({labels[i]})" if i in labels else names[i]
-
-
-def stats_text(info: Any, st: TabState) -> str:
-    if info is None:
-        return "No dream yet: press **Reset**."
-    parts = [f"**step** {info.step}", f"**action** {info.action_name or '-'}",
-             f"**reward** {info.reward:+.2f}", f"**return** {info.return_:+.2f}",
-             f"**end p** {info.end_prob:.2f}"]
-    if info.pixel_error is not None:
-        parts.append(f"**error vs real** {info.pixel_error:.1f}/255")
-    if info.real_return is not None:
-        parts.append(f"**real return** {info.real_return:+.2f}")
-    parts += [f"**{info.fps:.1f}** steps/s", f"I-tokens **{'on' if info.i_tokens else 'off'}**",
-              f"**{info.controller}**", f"memory {info.steps_since_flush}/{info.horizon}"]
-    if st.session is not None and st.session.recording:
-        parts.append(f"● recording ({len(st.session.recorder)} frames)")
-    text = " · ".join(parts)
-    if info.message:
-        text += f"\n\n_{info.message}_"
-    return text
-
-
-def achievements_text(info: Any, env_name: str) -> str:
-    if info is None or info.achievements is None:
-        return ""
-    from model.data.envs import achievement_names
-
-    try:
-        total = len(achievement_names(env_name))
-    except Exception:
-        total = None
-    got = sorted(info.achievements)
-    head = f"**Achievements (real env): {len(got)}{f'/{total}' if total else ''}**"
-    return head + ("\n\n" + ", ".join(got) if got else "\n\nnone yet")
-
-
-def error_frame(st: TabState, last: int = 300) -> pd.DataFrame | None:
-    if not st.errors:
-        return None  # an empty frame would make the plot's axes categorical for good
-    start = max(0, len(st.errors) - last)
-    return pd.DataFrame({"step": list(range(start, len(st.errors))), "error": st.errors[start:]})
+PLAY = dict(concurrency_limit=8)  # each page plays its own session: pages step side by side
 
 
 # ------------------------------------------------------------------------------------ layout
@@ -170,17 +34,22 @@ def _dream_column(names: list[str], keys: dict[str, int]) -> dict[str, Any]:
         real = gr.Image(label="Real env (same actions)", elem_id="real", format="png", height=400,
                         width=400, interactive=False, buttons=[])
     stats = gr.Markdown("Loading…", elem_id="stats")
+    pending = gr.HTML("<span id='pending-count'></span>", elem_id="pending-moves", padding=False)
     with gr.Row(elem_id="action-buttons"):
         buttons = []
         for i in range(MAX_ACTIONS):
             buttons.append(gr.Button(button_label(i, names, labels), elem_id=f"act-{i}", size="sm",
                                      visible=i < len(names), min_width=90))
-    gr.Markdown(f"Keyboard: {DEFAULT_KEYS_HINT} (click the page first).", elem_id="keys-hint")
-    return dict(frame=frame, real=real, stats=stats, buttons=buttons, futures=futures_layout(names),
-                inspector=inspector_layout())
+    gr.Markdown(f"Keyboard: {DEFAULT_KEYS_HINT} (click the page first). Every press is played, in order; "
+                "hold a key to keep moving.", elem_id="keys-hint")
+    # The page's move queue sends its batches through these two (app/webui/keys.py).
+    batch = gr.Textbox("", visible="hidden", elem_id="key-batch", label="moves")
+    batch_btn = gr.Button("play moves", visible="hidden", elem_id="btn-keys")
+    return dict(frame=frame, real=real, stats=stats, pending=pending, buttons=buttons, keys=batch,
+                keys_btn=batch_btn, futures=futures_layout(names), inspector=inspector_layout())
 
 
-def _control_column(keys: dict[str, int]) -> dict[str, Any]:
+def _control_column(keys: dict[str, int], gif_frames: int) -> dict[str, Any]:
     w: dict[str, Any] = {}
     with gr.Row():
         w["seed"] = gr.Number(-1, label="Seed (-1 = random)", precision=0, elem_id="seed")
@@ -192,13 +61,15 @@ def _control_column(keys: dict[str, int]) -> dict[str, Any]:
         w["pause_agent_btn"] = gr.Button("Pause", elem_id="btn-pause-agent", size="sm")
     w["itok"] = gr.Checkbox(True, label="I-tokens (world model with I-tokens)", elem_id="itok")
     w["shadow"] = gr.Checkbox(True, label="Real env side by side (takes effect on reset)", elem_id="shadow")
-    w["horizon"] = gr.Slider(1, 200, value=16, step=1, label="Memory horizon (steps before re-priming)",
+    w["horizon"] = gr.Slider(1, HORIZON_MAX, value=16, step=1, label="Memory horizon (steps before re-priming)",
                              elem_id="horizon")
-    w["temperature"] = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Sampling temperature",
+    w["temperature"] = gr.Slider(*TEMPERATURE_RANGE, value=1.0, step=0.05, label="Sampling temperature",
                                  elem_id="temperature")
     with gr.Row():
-        w["record"] = gr.Checkbox(False, label="Record", elem_id="record")
+        w["clip_btn"] = gr.Button("Start clip here", elem_id="btn-clip")
         w["gif_btn"] = gr.Button("Export GIF", elem_id="btn-gif")
+    gr.Markdown(f"Export GIF writes the last {gif_frames} steps of this episode, or the clip from where you "
+                "pressed Start clip.", elem_id="gif-hint")
     w["gif_file"] = gr.File(label="GIF", elem_id="gif-file", interactive=False)
     w["achievements"] = gr.Markdown("", elem_id="achievements")
     w["err_plot"] = gr.LinePlot(None, x="step", y="error", height=200,
@@ -223,7 +94,7 @@ def _layout(settings: UISettings, state: gr.State, start_ckpt: str | None, names
             with gr.Column(scale=3):
                 dream = _dream_column(names, keys)
             with gr.Column(scale=2):
-                controls = _control_column(keys)
+                controls = _control_column(keys, settings.gif_frames)
         timer = gr.Timer(0.3, active=False)
     return PlayView(state=state, checkpoint=ckpt, load_btn=load_btn, agent_timer=timer, **dream, **controls)
 
@@ -244,39 +115,51 @@ class PlayTab:
     def need_session(self, st: TabState | None) -> TabState:
         st = self.ensure(st)
         if st.session is None:
-            raise gr.Error("No dream loaded: choose a checkpoint and press Reset "
-                           "(or train one in the Train tab).", print_exception=False)
+            raise refuse("No dream loaded: choose a checkpoint and press Reset (or train one in the Train tab).")
         return st
+
+    def new_session(self, bundle: Any, variant: bool, opts: PlayOptions) -> tuple[Any, Any]:
+        """A reset session for these options: a spare one made in advance when it fits (the fast path)."""
+        from app.engine import PlaySession
+
+        spares = self.settings.spares
+        s = spares.take(bundle, variant, opts.shadow, opts.seed) if spares is not None else None
+        if s is not None:
+            s.set_temperature(opts.temperature)
+            s.set_horizon(opts.horizon)
+            s.keep_last(self.settings.gif_frames)
+            return s, s.info
+        s = PlaySession(bundle, shadow=opts.shadow, temperature=opts.temperature, horizon=opts.horizon,
+                        i_tokens=variant)
+        s.keep_last(self.settings.gif_frames)
+        return s, s.reset(seed=opts.seed)
 
     def open(self, st: TabState, ckpt: str, opts: PlayOptions) -> Any:
         """A new PlaySession on ``ckpt`` in this browser tab, reset; its first StepInfo."""
-        from app.engine import PlaySession, VariantUnavailable
+        from app.engine import VariantUnavailable
 
-        bundle = load_bundle(ckpt, self.settings.device)  # a bad path leaves the tab's checkpoint as it was
+        with self.settings.gate("load")():
+            bundle = load_bundle(ckpt, self.settings.device)  # a bad path leaves the tab's checkpoint as it was
         st.checkpoint = ckpt
         st.close()
-        want = bool(opts.i_tokens)
+        want = opts.i_tokens
         variant = [v for v in (want, not want) if v in bundle.world_models][0]
-        s = PlaySession(bundle, shadow=bool(opts.shadow), temperature=float(opts.temperature),
-                        horizon=int(opts.horizon), i_tokens=variant)
-        st.session = s
-        info = s.reset(seed=seed_of(opts.seed))
+        st.session, info = self.new_session(bundle, variant, opts)
         if opts.controller == "agent":
             try:
-                info = s.set_controller("agent") or info
+                info = st.session.set_controller("agent") or info
             except VariantUnavailable as e:
                 gr.Warning(str(e))
-        if opts.record:
-            s.start_recording()
         if variant != want:
             gr.Warning(f"this checkpoint has no world model {'with' if want else 'without'} I-tokens; "
                        f"using the one {'with' if variant else 'without'}")
         return info
 
-    def load(self, st: TabState | None, checkpoint: str | None, *options: Any) -> dict[Any, Any]:
+    def load(self, st: TabState | None, checkpoint: Any, *options: Any) -> dict[Any, Any]:
         """(Re)open the tab's checkpoint: page load, Load, "Play this run"."""
         st = self.ensure(st)
-        ckpt = checkpoint or st.checkpoint
+        opts = PlayOptions(*options).checked()
+        ckpt = text(checkpoint, "the checkpoint path", 1024) or st.checkpoint
         if not ckpt:
             from app.engine import TRAIN_HINT
 
@@ -284,42 +167,56 @@ class PlayTab:
             return self.view.values(state=st, frame=None, real=None, stats=msg, achievements="",
                                     err_plot=error_frame(st))
         with st.lock:
-            info = self.open(st, ckpt, PlayOptions(*options))
+            info = self.open(st, ckpt, opts)
             return self.view.show_loaded(st, info)
 
-    def reset(self, st: TabState | None, checkpoint: str | None, *options: Any) -> dict[Any, Any]:
+    def reset(self, st: TabState | None, checkpoint: Any, *options: Any) -> dict[Any, Any]:
         st = self.ensure(st)
-        if checkpoint and checkpoint != st.checkpoint or st.session is None:
-            return self.load(st, checkpoint, *options)
-        opts = PlayOptions(*options)
+        ckpt = text(checkpoint, "the checkpoint path", 1024)
+        if ckpt and ckpt != st.checkpoint or st.session is None:
+            return self.load(st, ckpt, *options)
+        opts = PlayOptions(*options).checked()
         with st.lock:
             s = st.session
-            if bool(opts.shadow) != s.shadow:
-                s.set_shadow(bool(opts.shadow))
-            info = s.reset(seed=seed_of(opts.seed))
-            if opts.record:
-                s.start_recording()
-            return self.view.show_loaded(st, info)
+            if opts.shadow != s.shadow:
+                s.set_shadow(opts.shadow)
+            return self.view.show_loaded(st, s.reset(seed=opts.seed))
+
+    @staticmethod
+    def action_of(s: Any, action: Any) -> int:
+        """A human action index, checked against the session's env."""
+        n = len(s.action_names)
+        try:
+            return whole(action, "the action", 0, n - 1)
+        except gr.Error:
+            raise refuse(f"action {short(action)} out of range: {s.env_name} has actions 0..{n - 1} "
+                         f"({', '.join(s.action_names)})") from None
 
     def step(self, st: TabState | None, action: Any) -> dict[Any, Any]:
         st = self.need_session(st)
         with st.lock:
             s = st.session
             if action is not None:
-                try:
-                    action = int(action)
-                except (TypeError, ValueError):
-                    raise gr.Error(f"action must be an integer, got {action!r}", print_exception=False) from None
-                if not 0 <= action < len(s.action_names):
-                    raise gr.Error(f"action {action} out of range: {s.env_name} has actions 0.."
-                                   f"{len(s.action_names) - 1} ({', '.join(s.action_names)})", print_exception=False)
+                action = self.action_of(s, action)
             elif s.controller != "agent":
-                raise gr.Error("no action given and the controller is human: pick an action or switch to agent",
-                               print_exception=False)
+                raise refuse("no action given and the controller is human: pick an action or switch to agent")
             return self.view.show(st, s.step(action))
 
+    def play_keys(self, st: TabState | None, batch: Any) -> dict[Any, Any]:
+        """The page's queued moves (``"3,3,1"``), played in order; the last one is shown."""
+        st = self.need_session(st)
+        with st.lock:
+            s = st.session
+            moves = parse_keys(text(batch, "the moves"), len(s.action_names))
+            if not moves:
+                return self.view.values(state=st)
+            for a in moves:
+                info = s.step(a)
+                note_error(st, info)
+            return self.view.show(st, info)
+
     def act(self, i: int) -> Callable[[TabState | None], dict[Any, Any]]:
-        """The handler of action button ``i``."""
+        """The handler of action button ``i`` (the page's script sends clicks through the move queue)."""
         return lambda st: self.step(st, i)
 
     def agent_step(self, st: TabState | None) -> dict[Any, Any]:
@@ -336,66 +233,77 @@ class PlayTab:
             return self.view.values(state=st)
         return self.step(st, None)
 
-    def set_i_tokens(self, st: TabState | None, on: bool) -> dict[Any, Any]:
+    def set_i_tokens(self, st: TabState | None, on: Any) -> dict[Any, Any]:
         from app.engine import VariantUnavailable
 
         st = self.need_session(st)
         with st.lock, shown_to_user(VariantUnavailable):
-            info = st.session.set_i_tokens(bool(on))
+            info = st.session.set_i_tokens(on is not False)
             return {**self.view.show(st, info, ("state", "frame", "real", "stats")),
                     **self.view.values(itok=st.session.i_tokens)}
 
-    def set_controller(self, st: TabState | None, ctrl: str) -> dict[Any, Any]:
+    def set_controller(self, st: TabState | None, ctrl: Any) -> dict[Any, Any]:
         from app.engine import VariantUnavailable
 
         st = self.need_session(st)
+        ctrl = one_of(ctrl, "the controller", ["human", "agent"])
         with st.lock, shown_to_user(VariantUnavailable, ValueError):
             info = st.session.set_controller(ctrl)
             return self.view.values(state=st, stats=stats_text(info, st), controller=st.session.controller)
 
-    def set_horizon(self, st: TabState | None, h: float) -> TabState | None:
+    def set_horizon(self, st: TabState | None, h: Any) -> TabState | None:
         if st is not None and st.session is not None:
-            st.session.set_horizon(int(h))
+            st.session.set_horizon(whole(h, "the memory horizon", 1, HORIZON_MAX))
         return st
 
-    def set_temperature(self, st: TabState | None, t: float) -> TabState | None:
+    def set_temperature(self, st: TabState | None, t: Any) -> TabState | None:
         if st is not None and st.session is not None:
-            with shown_to_user(ValueError):
-                st.session.set_temperature(float(t))
+            st.session.set_temperature(number(t, "the temperature", *TEMPERATURE_RANGE))
         return st
 
-    def set_record(self, st: TabState | None, on: bool) -> dict[Any, Any]:
+    def start_clip(self, st: TabState | None) -> dict[Any, Any]:
+        """Mark the current step as where the next GIF export starts."""
         st = self.need_session(st)
         with st.lock:
-            if on:
-                st.session.start_recording()
-            else:
-                st.session.stop_recording()
+            st.session.start_recording()
             return self.view.values(state=st, stats=stats_text(st.session.info, st))
 
     def export_gif(self, st: TabState | None) -> str:
+        """The clip (from Start clip) or the last steps of the episode, dream | real with named columns."""
         st = self.need_session(st)
-        with st.lock:
+        with self.settings.gate("export_gif")(), st.lock:
             if len(st.session.recorder) == 0:
-                raise gr.Error("Nothing recorded: tick Record, take a few steps, then export.", print_exception=False)
+                raise refuse("Nothing to export yet: press Reset, take a few steps, then export.")
             out = st.session.export_gif(gallery_path(self.settings, "play"), fps=10, scale=4, side_by_side=True)
             return str(out)
 
     def wire(self) -> None:
         """Connect the widgets' events to the handlers (the api names are the HTTP API)."""
         v = self.view
+        step_out = v.step_outputs()
         for i, b in enumerate(v.buttons):
-            b.click(self.act(i), [v.state], v.step_outputs(), **PRIVATE, **QUIET)
-        v.step_btn.click(self.step, [v.state, v.action_idx], v.step_outputs(), api_name="step", **QUIET)
-        v.reset_btn.click(self.reset, v.load_inputs(), v.load_outputs(), api_name="reset")
-        v.load_btn.click(self.load, v.load_inputs(), v.load_outputs(), api_name="load_checkpoint")
-        v.agent_step_btn.click(self.agent_step, [v.state], v.step_outputs(), api_name="agent_step", **QUIET)
+            b.click(self.act(i), [v.state], step_out, **PRIVATE, **QUIET, **PLAY)
+        v.step_btn.click(self.step, [v.state, v.action_idx], step_out, api_name="step", **QUIET, **PLAY)
+        moves = v.keys_btn.click(self.play_keys, [v.state, v.keys], step_out, js=TAKE_JS, api_name="play_keys",
+                                 trigger_mode="always_last", **QUIET, **PLAY)
+        moves.success(None, None, None, js=DONE_JS, **PRIVATE)
+        moves.failure(None, None, None, js=FAILED_JS, **PRIVATE)
+        v.reset_btn.click(self.reset, v.load_inputs(), v.load_outputs(), api_name="reset", **PLAY)
+        v.load_btn.click(self.load, v.load_inputs(), v.load_outputs(), api_name="load_checkpoint", **PLAY)
+        v.agent_step_btn.click(self.agent_step, [v.state], step_out, api_name="agent_step", **QUIET, **PLAY)
+        self.wire_settings()
+        v.clip_btn.click(self.start_clip, [v.state], [v.state, v.stats], api_name="start_clip", **QUIET)
+        v.gif_btn.click(self.export_gif, [v.state], [v.gif_file], api_name="export_gif", concurrency_limit=None)
+        FuturesPanel(self, v.futures, v.inspector).wire()
+
+    def wire_settings(self) -> None:
+        """The agent's run/pause timer and the settings boxes; a refused switch puts its box back."""
+        v = self.view
         controller_outputs = v.parts("state", "stats", "controller")
         v.run_agent_btn.click(lambda: gr.Timer(active=True), None, v.agent_timer, **PRIVATE).then(
             lambda st: self.set_controller(st, "agent"), [v.state], controller_outputs, **PRIVATE)
         v.pause_agent_btn.click(lambda: gr.Timer(active=False), None, v.agent_timer, **PRIVATE)
-        v.agent_timer.tick(self.timer_step, [v.state], v.step_outputs(), **PRIVATE)
-        # On a refused switch, put the widgets back to what the session really uses.
+        v.agent_timer.tick(self.timer_step, [v.state], v.step_outputs(), **PRIVATE, **PLAY)
         v.itok.input(self.set_i_tokens, [v.state, v.itok], v.parts("state", "frame", "real", "stats", "itok"),
                      api_name="set_i_tokens", **QUIET).failure(
             lambda st: st.session.i_tokens if st is not None and st.session is not None else True, [v.state],
@@ -406,9 +314,6 @@ class PlayTab:
             [v.state], [v.controller], **PRIVATE)
         v.horizon.release(self.set_horizon, [v.state, v.horizon], [v.state], **PRIVATE)
         v.temperature.release(self.set_temperature, [v.state, v.temperature], [v.state], **PRIVATE)
-        v.record.input(self.set_record, [v.state, v.record], [v.state, v.stats], api_name="set_record", **QUIET)
-        v.gif_btn.click(self.export_gif, [v.state], [v.gif_file], api_name="export_gif")
-        FuturesPanel(self, v.futures, v.inspector).wire()
 
 
 def play_tab(settings: UISettings, state: gr.State, start_ckpt: str | None, env: str) -> PlayTab:

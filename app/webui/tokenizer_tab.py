@@ -1,6 +1,7 @@
 """The Tokenizers tab: one transition (or a batch) through the IRIS-style tokenizer and the Δ-tokenizer."""
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +11,7 @@ import pandas as pd
 
 from app.webui import compare
 from app.webui.common import PRIVATE, TabState, UISettings, View, big, bundle_of, shown_to_user
+from app.webui.guard import SEED_MAX, one_of, refuse, seed_of, whole
 from model.config import IMAGE_SIZE
 
 TOK_SCALE = 4
@@ -19,6 +21,9 @@ MAPS_HELP = ("**Token maps**: for each token position, how much the decoded fram
              "square-root brightness). Each IRIS token paints a fixed patch of the frame; a Δ-token moves what "
              "changed since x<sub>t-1</sub>.")
 SOURCES = ["fresh rollout", "stored episode", "upload"]
+MAX_INDEX = 255  # the Transition index slider's range
+MAX_EPISODES = 1_000_000
+BATCH_RANGE = (16, 1024)  # the batch slider's range
 
 
 @dataclass
@@ -26,6 +31,7 @@ class TokenizersView(View):
     """The Tokenizers tab's widgets."""
 
     state: gr.State
+    picked: gr.State
     source: gr.Radio
     seed: gr.Number
     index: gr.Slider
@@ -52,8 +58,9 @@ class TokenizersView(View):
     maps_delta: gr.Gallery
     maps_iris: gr.Gallery
 
-    COMPARE_INPUTS = ("state", "source", "seed", "index", "episode", "up_prev", "up_next", "up_action")
-    COMPARE_OUTPUTS = ("notice", "original", "iris", "delta", "prev", "iris_err", "delta_err", "metrics", "tokens")
+    COMPARE_INPUTS = ("state", "picked", "source", "seed", "index", "episode", "up_prev", "up_next", "up_action")
+    COMPARE_OUTPUTS = ("picked", "notice", "original", "iris", "delta", "prev", "iris_err", "delta_err", "metrics",
+                       "tokens")
     MAPS_OUTPUTS = ("maps_note", "maps_delta", "maps_iris")
 
     def show(self, cmp_: compare.PairComparison) -> dict[Any, Any]:
@@ -114,46 +121,77 @@ def token_text(v: compare.TokenizerView) -> str:
             f"bits):\n```\n{body}\n```")
 
 
-def transitions(bundle: Any, source: str, seed: float | None, index: float, episode: float,
-                count: int) -> list[compare.Transition]:
-    """``count`` transitions ending at ``index`` from a fresh real rollout or a stored episode."""
-    seed_i = 0 if seed is None else int(seed)
-    if source == "fresh rollout":
-        return compare.rollout_transitions(bundle.env_name, max(int(index) + 1, count), seed=seed_i)
-    if source == "stored episode":
+@dataclass
+class TokForm:
+    """The form's frame source, each field checked (the API may send anything)."""
+
+    source: str
+    seed: int | None  # None: a random seed, drawn when the frames are made
+    index: int
+    episode: int
+    prev: Any
+    next: Any
+    action: int
+
+    @classmethod
+    def checked(cls, src: Any, seed_v: Any, index_v: Any, episode_v: Any, prev_file: Any = None,
+                next_file: Any = None, action_v: Any = 0) -> "TokForm":
+        return cls(one_of(src, "the frame source", SOURCES), seed_of(seed_v),
+                   whole(index_v, "the transition index", 0, MAX_INDEX),
+                   whole(-1 if episode_v is None else episode_v, "the stored episode", -MAX_EPISODES, MAX_EPISODES),
+                   prev_file, next_file, whole(action_v or 0, "the action index", 0, 1023))
+
+    def key(self) -> tuple:
+        return (self.source, self.seed, self.index, self.episode, str(self.prev), str(self.next), self.action)
+
+
+@dataclass
+class Picked:
+    """The transition Compare showed, so that the token maps after it (a random seed too) show the same one."""
+
+    key: tuple
+    transition: compare.Transition
+
+
+def transitions(bundle: Any, form: TokForm, count: int) -> tuple[list[compare.Transition], list[str]]:
+    """``count`` transitions ending at the form's index, from a fresh real rollout or a stored episode,
+    and a notice naming a random seed (so it can be typed in to see the same frames again)."""
+    if form.source == "fresh rollout":
+        seed = form.seed if form.seed is not None else random.randrange(SEED_MAX)
+        notice = [] if form.seed is not None else [f"random seed {seed}"]
+        return compare.rollout_transitions(bundle.env_name, max(form.index + 1, count), seed=seed), notice
+    if form.source == "stored episode":
         if bundle.store_dir is None:
             raise ValueError("this checkpoint is not inside a run folder with a store/; "
                              "use a fresh rollout or upload two frames")
-        return compare.stored_transitions(bundle.store_dir, int(episode), limit=100_000)
-    raise ValueError(f"unknown frame source {source!r}")
+        return compare.stored_transitions(bundle.store_dir, form.episode, limit=100_000), []
+    raise ValueError(f"unknown frame source {form.source!r}")
 
 
-def pick_transition(bundle: Any, src: str, seed_v: float | None, index_v: float, episode_v: float,
-                    prev_file: Any, next_file: Any, action_v: float | None) -> tuple[compare.Transition, list[str]]:
+def pick_transition(bundle: Any, form: TokForm) -> tuple[compare.Transition, list[str]]:
     """The transition the form asks for, and notices for the user (a resized upload, a short episode)."""
-    if src == "upload":
-        tr, notices = compare.uploaded_transition(prev_file, next_file, IMAGE_SIZE,
-                                                  int(action_v or 0))
+    if form.source == "upload":
+        tr, notices = compare.uploaded_transition(form.prev, form.next, IMAGE_SIZE, form.action)
         if not 0 <= tr.action < bundle.cfg.env.num_actions:
             raise ValueError(f"action index {tr.action} out of range 0..{bundle.cfg.env.num_actions - 1}")
         return tr, notices
-    trs = transitions(bundle, src, seed_v, index_v, episode_v, 1)
-    i = int(index_v)
-    if i >= len(trs):
-        return trs[-1], [f"the episode has {len(trs)} transitions; showing the last"]
-    return trs[i], []
+    trs, notices = transitions(bundle, form, 1)
+    if form.index >= len(trs):
+        return trs[-1], notices + [f"the episode has {len(trs)} transitions; showing the last"]
+    return trs[form.index], notices
 
 
 def _layout(state: gr.State) -> TokenizersView:
     w: dict[str, Any] = {}
     with gr.Tab("Tokenizers", id="tokenizers", elem_id="tab-tokenizers"):
+        w["picked"] = gr.State(None)  # inside the tab: a bare child of gr.Tabs would shift the tab labels
         gr.Markdown("One transition x<sub>t-1</sub> → x<sub>t</sub> through the IRIS-style tokenizer "
                     "(frame alone) and the Δ-tokenizer (the change, given x<sub>t-1</sub> and the action). "
                     "Bits per frame = tokens × log2(vocabulary).")
         with gr.Row():
             w["source"] = gr.Radio(SOURCES, value="fresh rollout", label="Frames from", elem_id="tok-source")
-            w["seed"] = gr.Number(0, label="Seed", precision=0, elem_id="tok-seed")
-            w["index"] = gr.Slider(0, 255, value=10, step=1, label="Transition index", elem_id="tok-index")
+            w["seed"] = gr.Number(0, label="Seed (-1 = random)", precision=0, elem_id="tok-seed")
+            w["index"] = gr.Slider(0, MAX_INDEX, value=10, step=1, label="Transition index", elem_id="tok-index")
             w["episode"] = gr.Number(-1, label="Stored episode (-1 = newest)", precision=0, elem_id="tok-episode")
         with gr.Row(visible=False) as w["upload_row"]:
             w["up_prev"] = gr.File(label="Upload: frame t-1", file_types=["image"], elem_id="tok-up-prev")
@@ -182,7 +220,7 @@ def _layout(state: gr.State) -> TokenizersView:
         w["maps_iris"] = gr.Gallery(label="IRIS tokenizer: token maps", columns=8, elem_id="tok-maps-iris", **map_kw)
         with gr.Accordion("Batch: average and worst 1%", open=False):
             with gr.Row():
-                w["batch_n"] = gr.Slider(16, 1024, value=128, step=16, label="Transitions", elem_id="tok-batch-n")
+                w["batch_n"] = gr.Slider(*BATCH_RANGE, value=128, step=16, label="Transitions", elem_id="tok-batch-n")
                 w["batch_btn"] = gr.Button("Evaluate batch", elem_id="btn-tok-batch")
             w["batch_table"] = gr.Dataframe(headers=compare.BATCH_HEADERS, label="Batch", interactive=False,
                                             elem_id="tok-batch-table")
@@ -196,34 +234,42 @@ def tokenizer_tab(settings: UISettings, state: gr.State) -> TokenizersView:
     """Lay out the Tokenizers tab and wire its events."""
     v = _layout(state)
 
-    def run(st: TabState | None, src, seed_v, index_v, episode_v, prev_file, next_file, action_v):
+    def run(st: TabState | None, picked: Picked | None, *form_values: Any) -> dict[Any, Any]:
+        form = TokForm.checked(*form_values)
         bundle = bundle_of(st, settings)
-        with shown_to_user(ValueError):
-            tr, notices = pick_transition(bundle, src, seed_v, index_v, episode_v, prev_file, next_file, action_v)
+        with settings.gate("compare")(), shown_to_user(ValueError):
+            tr, notices = pick_transition(bundle, form)
             cmp_ = compare.compare_transition(compare.tokenizers_of(bundle), tr, notices)
-        return v.show(cmp_)
+        return {**v.show(cmp_), **v.values(picked=Picked(form.key(), tr))}
 
-    def run_batch(st: TabState | None, src, seed_v, episode_v, n):
+    def run_batch(st: TabState | None, src: Any, seed_v: Any, episode_v: Any, n_v: Any) -> dict[Any, Any]:
+        n = whole(n_v, "the number of transitions", *BATCH_RANGE)
+        form = TokForm.checked(src, seed_v, 0, episode_v)
+        if form.source == "upload":
+            raise refuse("a batch needs many transitions: choose a fresh rollout or a stored episode")
         bundle = bundle_of(st, settings)
-        if src == "upload":
-            raise gr.Error("a batch needs many transitions: choose a fresh rollout or a stored episode",
-                           print_exception=False)
-        with shown_to_user(ValueError):
-            trs = transitions(bundle, src, seed_v, int(n) - 1, episode_v, int(n))[: int(n)]
-        stats = [compare.batch_stats(tok, label, trs) for label, tok in compare.tokenizers_of(bundle)]
-        gallery = [g for s in stats for g in compare.worst_gallery(s, trs)]
+        with settings.gate("tokenizer_batch")(), shown_to_user(ValueError):
+            trs = transitions(bundle, form, n)[0][:n]
+            stats = [compare.batch_stats(tok, label, trs) for label, tok in compare.tokenizers_of(bundle)]
+            gallery = [g for s in stats for g in compare.worst_gallery(s, trs)]
         return v.values(batch_table=pd.DataFrame(compare.batch_table(stats, trs), columns=compare.BATCH_HEADERS),
                         worst=gallery)
 
-    def maps(st: TabState | None, src, seed_v, index_v, episode_v, prev_file, next_file, action_v):
+    def maps(st: TabState | None, picked: Picked | None, *form_values: Any) -> dict[Any, Any]:
+        form = TokForm.checked(*form_values)
         bundle = bundle_of(st, settings)
-        with shown_to_user(ValueError):
-            tr, _ = pick_transition(bundle, src, seed_v, index_v, episode_v, prev_file, next_file, action_v)
+        with settings.gate("token_maps")(), shown_to_user(ValueError):
+            if picked is not None and picked.key == form.key():
+                tr = picked.transition
+            else:
+                tr = pick_transition(bundle, form)[0]
             return v.show_maps(token_maps_of(bundle, tr))
 
     v.source.change(lambda src: gr.update(visible=src == "upload"), [v.source], [v.upload_row], **PRIVATE)
-    v.run_btn.click(run, v.parts(*v.COMPARE_INPUTS), v.parts(*v.COMPARE_OUTPUTS), api_name="compare_tokenizers"
-                    ).success(maps, v.parts(*v.COMPARE_INPUTS), v.parts(*v.MAPS_OUTPUTS), api_name="token_maps")
+    heavy = dict(concurrency_limit=None)  # the busy gates (app/webui/guard.py) bound these, and say "busy"
+    v.run_btn.click(run, v.parts(*v.COMPARE_INPUTS), v.parts(*v.COMPARE_OUTPUTS), api_name="compare_tokenizers",
+                    **heavy).success(maps, v.parts(*v.COMPARE_INPUTS), v.parts(*v.MAPS_OUTPUTS),
+                                     api_name="token_maps", **heavy)
     v.batch_btn.click(run_batch, v.parts("state", "source", "seed", "episode", "batch_n"),
-                      v.parts("batch_table", "worst"), api_name="tokenizer_batch")
+                      v.parts("batch_table", "worst"), api_name="tokenizer_batch", **heavy)
     return v

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import gradio as gr
 import pandas as pd
 
 from app.webui.common import PRIVATE, UISettings, View, checkpoint_choices, shown_to_user
-from app.webui.jobs import JobError, JobManager, TrainSpec, format_eta, latest_checkpoint
+from app.webui.guard import Scrubber, refuse, text, whole
+from app.webui.jobs import PROCESS_LOG, JobError, JobManager, TrainSpec, crash_line, format_eta, latest_checkpoint
 from app.webui.play_tab import PlayTab
 
 RUN_HEADERS = ["run", "state", "epoch", "frames", "frames/s", "ETA"]
@@ -29,8 +30,9 @@ def long_rows(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> pd.DataFrame
     return pd.DataFrame(out, columns=["epoch", "value", "series"]) if out else None
 
 
-def progress_md(jobs: JobManager, name: str | None) -> tuple[str, str, str | None]:
-    """(progress line, log tail, error or None) of one run."""
+def progress_md(jobs: JobManager, name: str | None, scrub: Scrubber) -> tuple[str, str, str | None]:
+    """(progress line, log tail, what a crash said or None) of one run, without server paths or
+    traceback frames (the whole traceback stays in the run folder's process.log)."""
     if not name:
         return "No run selected.", "", None
     try:
@@ -46,7 +48,34 @@ def progress_md(jobs: JobManager, name: str | None) -> tuple[str, str, str | Non
             f" · {fps} frames/s · ETA {format_eta(p['eta_s'])}")
     if s.pid:
         line += f" · pid {s.pid}"
-    return line, jobs.log_tail(name, 30), s.error
+    crash = crash_line(s.error)
+    error = None if crash is None else (f"The run stopped with an error: {scrub.paths(crash)}\n(the whole "
+                                        f"traceback is in runs/{s.name}/{PROCESS_LOG})")
+    return line, tidy_log(jobs.log_tail(name, 30), scrub), error
+
+
+def tidy_log(log: str, scrub: Scrubber) -> str:
+    """A log tail to show: a traceback's frames dropped (its last line, the error, stays), paths shortened."""
+    out, in_traceback = [], False
+    for line in log.splitlines():
+        if line.startswith("Traceback (most recent call last)"):
+            in_traceback = True
+            continue
+        if in_traceback and (line.startswith(" ") or not line.strip()):
+            continue
+        in_traceback = False
+        out.append(scrub.paths(line))
+    return "\n".join(out)
+
+
+def training_line(jobs: JobManager) -> str:
+    """The status line every tab shows while a run trains (empty when none does)."""
+    name = jobs.running()
+    if name is None:
+        return ""
+    p = jobs.status(name).progress
+    epoch = f", epoch {p['epoch']}" if p["epoch"] is not None else ", starting"
+    return f"⚙ A training run is going: **{name}**{epoch} (Train tab)."
 
 
 def fresh_run_name() -> str:
@@ -96,17 +125,17 @@ class TrainView(View):
     RUN = ("progress", "error", "loss_plot", "score_plot", "log")  # what the tab shows of the selected run
     FORM = ("name", "env", "preset", "device", "tokenizer", "itok", "baselines", "frames", "epochs")
 
-    def show_run(self, jobs: JobManager, run: str | None) -> dict[Any, Any]:
+    def show_run(self, jobs: JobManager, run: str | None, scrub: Scrubber) -> dict[Any, Any]:
         """The selected run's progress line, crash error, loss and score plots, and log tail."""
-        line, tail_text, err = progress_md(jobs, run)
+        line, tail_text, err = progress_md(jobs, run, scrub)
         rows = jobs.metrics(run) if run else []
         return self.values(progress=line, error=gr.update(value=err or "", visible=bool(err)),
                            loss_plot=long_rows(rows, LOSS_KEYS), score_plot=long_rows(rows, SCORE_KEYS),
                            log=tail_text)
 
-    def show(self, jobs: JobManager, run: str | None, choices: bool = False) -> dict[Any, Any]:
+    def show(self, jobs: JobManager, run: str | None, scrub: Scrubber, choices: bool = False) -> dict[Any, Any]:
         """The runs table and the selected run; with ``choices``, the run list is reread too."""
-        out = {**self.values(runs=runs_table(jobs)), **self.show_run(jobs, run)}
+        out = {**self.values(runs=runs_table(jobs)), **self.show_run(jobs, run, scrub)}
         if choices:
             out.update(self.values(run_sel=gr.update(choices=run_names(jobs), value=run)))
         return out
@@ -185,45 +214,88 @@ def _layout(jobs: JobManager) -> TrainView:
     return TrainView(**w)
 
 
+def checked_spec(run: Any, env_v: Any, preset_v: Any, dev: Any, tok: Any, itok_v: Any, base: Any, frames_v: Any,
+                 epochs_v: Any) -> TrainSpec:
+    """The Train form as a TrainSpec, each field checked (the name and env again by JobManager.start)."""
+    return TrainSpec(name=text(run, "the run name", 64).strip(), env=text(env_v, "the environment", 64),
+                     preset=text(preset_v, "the preset", 32), tokenizer=tok if tok in ("delta", "iris") else "delta",
+                     i_tokens=itok_v is not False, device=text(dev, "the device", 32) or "auto",
+                     frames=whole(frames_v or 0, "the frame budget", 0, 10**12) or None, baselines=base is True,
+                     epochs=whole(epochs_v or 0, "the last epoch", 0, 10**6) or None)
+
+
+class TrainTab:
+    """The Train tab's events: a run name is checked before anything reads the runs folder with it."""
+
+    def __init__(self, settings: UISettings, jobs: JobManager, view: TrainView, play: PlayTab, tabs: gr.Tabs):
+        self.settings, self.jobs, self.v, self.play, self.tabs = settings, jobs, view, play, tabs
+        self.scrub = settings.scrubber()
+
+    def run_name(self, run: Any) -> str:
+        """A selected run's name, or a plain refusal (nothing else reads the runs folder with it)."""
+        name = text(run, "the run name", 1024)
+        if not name:
+            raise refuse("Select a run first.")
+        with shown_to_user(JobError):
+            self.jobs.run_dir(name)
+        return name
+
+    def start(self, *form: Any) -> dict[Any, Any]:
+        spec = checked_spec(*form)
+        with self.settings.gate("train")(), shown_to_user(JobError):
+            self.jobs.start(spec)
+        return {**self.v.show(self.jobs, spec.name, self.scrub, choices=True), **self.v.values(name=fresh_run_name())}
+
+    def stop(self, run: Any) -> dict[Any, Any]:
+        name = self.run_name(run)
+        with shown_to_user(JobError):
+            self.jobs.stop(name)
+        return self.v.show(self.jobs, name, self.scrub)
+
+    def resume(self, run: Any) -> dict[Any, Any]:
+        name = self.run_name(run)
+        with self.settings.gate("train")(), shown_to_user(JobError):
+            self.jobs.resume(name)
+        return self.v.show(self.jobs, name, self.scrub)
+
+    def refresh(self, run: Any) -> dict[Any, Any]:
+        name = self.run_name(run) if run else None
+        return self.v.show(self.jobs, name, self.scrub, choices=True)
+
+    def tick(self, run: Any) -> Any:
+        """The 1 s refresh of the selected run (a name that is not a run shows nothing new)."""
+        try:
+            return self.v.show(self.jobs, self.run_name(run), self.scrub) if run else gr.skip()
+        except gr.Error:
+            return gr.skip()
+
+    def play_run(self, st: Any, run: Any, *options: Any) -> dict[Any, Any]:
+        name = self.run_name(run)
+        if latest_checkpoint(self.settings.runs_dir / name) is None:
+            raise refuse(f"run {name!r} has no checkpoint yet (one is written at the end of each epoch)")
+        run_dir = str(self.settings.runs_dir / name)
+        pv = self.play.view
+        return {self.tabs: gr.update(selected="play"),
+                **pv.values(checkpoint=gr.update(choices=checkpoint_choices(self.settings), value=run_dir)),
+                **self.play.load(st, run_dir, *options)}
+
+    def wire(self) -> None:
+        v, pv = self.v, self.play.view
+        shown = v.parts("runs", *v.RUN)
+        v.start_btn.click(self.start, v.parts(*v.FORM), v.parts("run_sel", "runs", *v.RUN, "name"),
+                          api_name="train_start", concurrency_limit=None)
+        v.stop_btn.click(self.stop, [v.run_sel], shown, api_name="train_stop")
+        v.resume_btn.click(self.resume, [v.run_sel], shown, api_name="train_resume", concurrency_limit=None)
+        v.refresh_btn.click(self.refresh, [v.run_sel], [v.run_sel, *shown], api_name="train_refresh")
+        v.run_sel.input(lambda run: v.show_run(self.jobs, self.run_name(run), self.scrub), [v.run_sel],
+                        v.parts(*v.RUN), **PRIVATE)
+        v.timer.tick(self.tick, [v.run_sel], shown, **PRIVATE)
+        v.play_btn.click(self.play_run, [pv.state, v.run_sel, *pv.option_inputs()],
+                         [self.tabs, pv.checkpoint, *pv.load_outputs()], api_name="train_play")
+
+
 def train_tab(settings: UISettings, jobs: JobManager, play: PlayTab, tabs: gr.Tabs) -> TrainView:
     """Lay out the Train tab and wire its events; "Play this run" opens a run in ``play``."""
     v = _layout(jobs)
-
-    def start(run, env_v, preset_v, dev, tok, itok_v, base, frames_v, epochs_v):
-        spec = TrainSpec(name=(run or "").strip(), env=env_v, preset=preset_v, tokenizer=tok, i_tokens=bool(itok_v),
-                         device=dev or "auto", frames=int(frames_v) if frames_v else None, baselines=bool(base),
-                         epochs=int(epochs_v) if epochs_v else None)
-        with shown_to_user(JobError):
-            jobs.start(spec)
-        return {**v.show(jobs, spec.name, choices=True), **v.values(name=fresh_run_name())}
-
-    def job_action(act: Callable[[str], Any]) -> Callable[[str | None], dict[Any, Any]]:
-        def handler(run: str | None) -> dict[Any, Any]:
-            with shown_to_user(JobError):
-                act(run or "")
-            return v.show(jobs, run)
-        return handler
-
-    def play_run(st, run, *options):
-        if not run:
-            raise gr.Error("Select a run first.", print_exception=False)
-        if latest_checkpoint(settings.runs_dir / run) is None:
-            raise gr.Error(f"run {run!r} has no checkpoint yet (one is written at the end of each epoch)",
-                           print_exception=False)
-        run_dir = str(settings.runs_dir / run)
-        return {tabs: gr.update(selected="play"),
-                **play.view.values(checkpoint=gr.update(choices=checkpoint_choices(settings), value=run_dir)),
-                **play.load(st, run_dir, *options)}
-
-    shown = v.parts("runs", *v.RUN)
-    v.start_btn.click(start, v.parts(*v.FORM), v.parts("run_sel", "runs", *v.RUN, "name"), api_name="train_start")
-    v.stop_btn.click(job_action(jobs.stop), [v.run_sel], shown, api_name="train_stop")
-    v.resume_btn.click(job_action(jobs.resume), [v.run_sel], shown, api_name="train_resume")
-    v.refresh_btn.click(lambda run: v.show(jobs, run, choices=True), [v.run_sel], [v.run_sel, *shown],
-                        api_name="train_refresh")
-    v.run_sel.input(lambda run: v.show_run(jobs, run), [v.run_sel], v.parts(*v.RUN), **PRIVATE)
-    v.timer.tick(lambda run: v.show(jobs, run) if run else gr.skip(), [v.run_sel], shown, **PRIVATE)
-    pv = play.view
-    v.play_btn.click(play_run, [pv.state, v.run_sel, *pv.option_inputs()], [tabs, pv.checkpoint, *pv.load_outputs()],
-                     api_name="train_play")
+    TrainTab(settings, jobs, v, play, tabs).wire()
     return v

@@ -95,7 +95,15 @@ def test_browser_end_to_end(server, browser, tmp_path):
     url, runs = server
     hosts: set[str] = set()
     page = open_page(browser, url, hosts)
+    play_and_export(page, browser, url, hosts, tmp_path)
+    comparison_tabs(page)
+    train_stop_resume(page, runs)
+    page.close()
+    assert hosts and all(h.split(":")[0] == "127.0.0.1" for h in hosts), hosts
 
+
+def play_and_export(page, browser, url: str, hosts: set[str], tmp_path) -> None:
+    """Keys, the I-token switch, a clip exported and downloaded, a second page with its own dream."""
     # Keyboard play: D/right, S/down in GridWorld (keys from model.data.envs.keymap_for).
     press_and_wait(page, "d", 1)
     press_and_wait(page, "ArrowDown", 2)
@@ -110,9 +118,9 @@ def test_browser_end_to_end(server, browser, tmp_path):
     press_and_wait(page, "w", 3)
     assert "I-tokens off" in page.locator("#stats").inner_text()
 
-    # Record a few steps, export, download the GIF.
-    page.locator("#record input").check()
-    page.wait_for_function("document.querySelector('#stats').innerText.includes('recording')", timeout=T)
+    # Start a clip, take a few steps, export, download the GIF.
+    page.locator("#btn-clip").click()
+    page.wait_for_function("document.querySelector('#stats').innerText.includes('clip from step 3')", timeout=T)
     press_and_wait(page, "a", 4)
     press_and_wait(page, "s", 5)
     page.locator("#btn-gif").click()
@@ -133,6 +141,9 @@ def test_browser_end_to_end(server, browser, tmp_path):
     assert "step 1 " in other.locator("#stats").inner_text()
     other.close()
 
+
+def comparison_tabs(page) -> None:
+    """The Tokenizers and I-tokens tabs, each with its pictures and numbers."""
     # Tokenizers: original, IRIS-style and Δ reconstructions, and the metrics table.
     open_tab(page, "Tokenizers")
     page.locator("#btn-compare").click()
@@ -151,6 +162,9 @@ def test_browser_end_to_end(server, browser, tmp_path):
     page.wait_for_function("document.querySelector('#it-summary').innerText.includes('steps')", timeout=T)
     shot(page, "itokens")
 
+
+def train_stop_resume(page, runs) -> None:
+    """A tiny run started, stopped, resumed and stopped from the Train tab; the Gallery lists the GIF."""
     # Train: start a tiny GridWorld run, watch its progress advance, stop it.
     open_tab(page, "Train")
     page.locator("#train-name").locator("input, textarea").first.fill("ui-run")
@@ -185,9 +199,6 @@ def test_browser_end_to_end(server, browser, tmp_path):
                            " && document.querySelector('#gallery-files').innerText.includes('play-')", timeout=T)
     page.wait_for_timeout(800)  # let the fade-in finish before the screenshot
     shot(page, "gallery")
-
-    page.close()
-    assert hosts and all(h.split(":")[0] == "127.0.0.1" for h in hosts), hosts
 
 
 def choose(page, root: str, value: str) -> None:

@@ -40,9 +40,9 @@ def client(server, tmp_path):
     return Client(server[0], analytics_enabled=False, verbose=False, download_files=str(tmp_path))
 
 
-def reset(c: Client, tiny_run: Path, seed: int = 3, i_tokens: bool = True, record: bool = False):
-    """reset(checkpoint, seed, i_tokens, shadow, horizon, temperature, controller, record)."""
-    return c.predict(str(tiny_run), seed, i_tokens, True, 16, 1.0, "human", record, api_name="/reset")
+def reset(c: Client, tiny_run: Path, seed: int = 3, i_tokens: bool = True):
+    """reset(checkpoint, seed, i_tokens, shadow, horizon, temperature, controller)."""
+    return c.predict(str(tiny_run), seed, i_tokens, True, 16, 1.0, "human", api_name="/reset")
 
 
 def image_size(path: str) -> tuple[int, int]:
@@ -78,31 +78,51 @@ def test_i_token_switch(client, tiny_run):
     assert "I-tokens **on**" in out[2] and out[3] is True
 
 
-def test_record_and_export_gif(client, tiny_run, server):
-    reset(client, tiny_run, record=True)
+def test_export_gif_writes_the_episode_or_the_clip(client, tiny_run, server):
+    reset(client, tiny_run)
     for a in (1, 4, 2, 3):
         client.predict(a, api_name="/step")
     path = client.predict(api_name="/export_gif")
     assert Path(path).suffix == ".gif"
     n, h, w, _ = iio.improps(path, index=None).shape
-    assert n == 5  # the reset frame + 4 steps (footers keep frames distinct)
+    assert n == 5  # the reset frame + 4 steps (footers keep frames distinct), no Record needed
     assert w > h  # dream | real side by side
     assert list(server[1].glob("play-*.gif")), "the GIF is kept in the gallery folder"
     gallery = client.predict(api_name="/gallery")
     assert any(Path(item["image"]).suffix == ".gif" for item in gallery[0])
+    # "Start clip here" at step 4: the export then starts there.
+    stats = client.predict(api_name="/start_clip")
+    assert "clip from step 4" in stats
+    for a in (1, 2):
+        client.predict(a, api_name="/step")
+    assert iio.improps(client.predict(api_name="/export_gif"), index=None).shape[0] == 3
+    # A reset starts a new episode, and a new buffer.
+    reset(client, tiny_run)
+    client.predict("1", api_name="/play_keys")
+    assert iio.improps(client.predict(api_name="/export_gif"), index=None).shape[0] == 2
+
+
+def test_play_keys_plays_a_batch_in_order(client, tiny_run):
+    reset(client, tiny_run)
+    stats = client.predict("1, 1,3,2", api_name="/play_keys")[2]
+    assert "**step** 4" in stats
+    with pytest.raises(AppError, match=r"Move '9' is not an action of this env: use 0\.\.4"):
+        client.predict("1,9", api_name="/play_keys")
+    assert "**step** 5" in client.predict(0, api_name="/step")[2]  # a refused batch plays none of its moves
 
 
 def test_bad_inputs_give_clear_errors(client, tiny_run, tmp_path):
     fresh = Client(client.src, analytics_enabled=False, verbose=False, download_files=str(tmp_path))
     with pytest.raises(AppError, match="No dream loaded"):
         fresh.predict(1, api_name="/step")
-    reset(fresh, tiny_run)
-    with pytest.raises(AppError, match="Nothing recorded"):
+    with pytest.raises(AppError, match="No dream loaded"):
         fresh.predict(api_name="/export_gif")
+    reset(fresh, tiny_run)
     with pytest.raises(AppError, match=r"out of range: gridworld has actions 0\.\.4"):
         fresh.predict(99, api_name="/step")
-    with pytest.raises(AppError, match="no such checkpoint"):
-        fresh.predict(str(tmp_path / "missing"), -1, True, True, 16, 1.0, "human", False, api_name="/reset")
+    with pytest.raises(AppError, match="no such checkpoint") as e:
+        fresh.predict(str(tmp_path / "missing"), -1, True, True, 16, 1.0, "human", api_name="/reset")
+    assert str(tmp_path) not in str(e.value)  # a server path is shortened to its last parts
     bogus = tmp_path / "not_an_image.png"
     bogus.write_text("this is text, not pixels")
     with pytest.raises(AppError) as e:
@@ -196,7 +216,7 @@ def test_agent_controls_and_play_this_run(client, tiny_run, server):
     (runs / "copied" / "checkpoints").mkdir(parents=True)
     shutil.copytree(tiny_run / "checkpoints" / "last", runs / "copied" / "checkpoints" / "last")
     client.predict("copied", api_name="/train_refresh")
-    out = client.predict("copied", -1, True, True, 16, 1.0, "human", False, api_name="/train_play")
+    out = client.predict("copied", -1, True, True, 16, 1.0, "human", api_name="/train_play")
     checkpoint, dream, _, stats = out[:4]
     assert checkpoint["value"] == str(runs / "copied")  # the Play tab's checkpoint box (choices refreshed)
     assert str(runs / "copied") in [c[1] for c in checkpoint["choices"]]
@@ -287,7 +307,7 @@ def test_futures_and_inspector_bad_inputs(client, tiny_run, tmp_path):
     fresh.predict(1, api_name="/step")
     with pytest.raises(AppError, match=r"out of range: gridworld has actions 0\.\.4"):
         fresh.predict(99, 8, api_name="/futures")
-    with pytest.raises(AppError, match="maximum"):
+    with pytest.raises(AppError, match="must be between 1 and 16, got 100"):
         fresh.predict(-1, 100, api_name="/futures")
     fresh.predict(0, 4, api_name="/futures")
     with pytest.raises(AppError, match="branch must be between 1 and 4, got 9") as e:
