@@ -42,7 +42,7 @@ def step(page, key, n):
                            "document.querySelector('#stats').innerText.includes('step ' + s + ' ')", arg=[n, before], timeout=T)
 
 
-def play_shots(b, seed: int, keys: list[str], edit: int) -> None:
+def play_shots(b, seed: int, keys: list[str]) -> None:
     demo, url = serve("checkpoints/gridworld")
     page = b.new_page(viewport={"width": 1400, "height": 3000})
     page.goto(url); page.wait_for_selector("#frame img", timeout=T)
@@ -53,28 +53,37 @@ def play_shots(b, seed: int, keys: list[str], edit: int) -> None:
     for i, k in enumerate(keys):
         step(page, k, i + 1)
     page.get_by_text("Futures: what could come next").click()
-    page.locator("#futures-btn").click()
-    page.wait_for_function("[...document.querySelectorAll('#futures-grid img')].length === 8 && "
-                           "[...document.querySelectorAll('#futures-grid img')].every(i => i.complete && i.naturalWidth > 0)", timeout=T)
-    page.wait_for_timeout(800)
+    for attempt in range(12):  # a state whose futures disagree somewhere (a coin may appear, or not)
+        if attempt:
+            step(page, "dsaw"[attempt % 4], len(keys) + attempt)
+        page.locator("#futures-btn").click()
+        page.wait_for_function("[...document.querySelectorAll('#futures-grid img')].length === 8 && "
+                               "[...document.querySelectorAll('#futures-grid img')].every(i => i.complete && i.naturalWidth > 0)", timeout=T)
+        page.wait_for_timeout(800)
+        rows = [line.split("\t") for line in page.locator("#futures-table").inner_text().splitlines()[1:]]
+        if len({r[1] for r in rows if len(r) > 1}) >= 2:
+            break
     page.screenshot(path=str(OUT / "screenshot_futures.png"), clip=clip_of(page, "#frame", "#futures"))
     page.get_by_text("Futures: what could come next").click()
     page.get_by_text("Token inspector").click()
     page.wait_for_function("document.querySelector('#inspector-note').innerText.includes('Δ-tokens')", timeout=T)
-    row = edit  # the position to edit: its most likely alternative that is not the current token
-    current = page.locator(f"#inspector-table [data-testid='cell-{row}-1']").inner_text().split()[0]
-    for col in range(2, 7):
+    for row, col in [(r, c) for r in range(4) for c in range(2, 7)]:  # the first edit that visibly moves pixels
+        current = page.locator(f"#inspector-table [data-testid='cell-{row}-1']").inner_text().split()[0]
         cell = page.locator(f"#inspector-table [data-testid='cell-{row}-{col}']")
-        if cell.inner_text().split()[0] != current:
-            cell.click()
+        if cell.inner_text().split()[0] == current:
+            continue
+        cell.click()
+        page.wait_for_timeout(500)
+        note_before = page.locator("#inspector-note").inner_text()
+        page.locator("#replace-token").click()
+        page.wait_for_function("(n) => document.querySelector('#inspector-note').innerText !== n", arg=note_before,
+                               timeout=T)
+        note = page.locator("#inspector-note").inner_text()
+        if float(note.split("changed by ")[1].split("/")[0]) >= 1.0:
             break
-    page.wait_for_timeout(800)
-    note_before = page.locator("#inspector-note").inner_text()
-    page.locator("#replace-token").click()
-    page.wait_for_function("(n) => document.querySelector('#inspector-note').innerText !== n", arg=note_before, timeout=T)
     page.wait_for_selector("#heat-map img", timeout=T)
     page.wait_for_timeout(1500)
-    print(page.locator("#inspector-note").inner_text())
+    print(note)
     page.screenshot(path=str(OUT / "screenshot_inspector.png"), clip=clip_of(page, "#frame", "#inspector"))
     page.close(); demo.close()
 
@@ -128,7 +137,7 @@ if what in ("all", "window"):
 with sync_api.sync_playwright() as p:
     b = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox", "--disable-gpu"])
     if what in ("all", "play"):
-        play_shots(b, seed=2, keys=["w", "d"], edit=2)
+        play_shots(b, seed=2, keys=["w", "d"])
     if what in ("all", "maps"):
         map_shots(b)
     b.close()

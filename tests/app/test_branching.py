@@ -95,3 +95,37 @@ def test_heat_maps_and_token_maps(bundle):
     assert maps.shape == (4, 64, 64) and (maps >= 0).all() and maps.max() > 0
     with pytest.raises(ValueError, match="previous frame"):
         token_maps(bundle.tokenizer, None, None, frame)
+
+
+def test_gridworld_bundle_branches_agree_on_the_agents_move_and_differ_on_chance():
+    """The bundled GridWorld world model, primed on real frames of 10 held-out random walks: its 8 futures
+    put the agent where the real env does (the agent's own move is certain) and at times disagree on the coins
+    and enemies (whether one appears is chance)."""
+    from app.engine import ModelBundle
+    from model.data.envs import make_env
+    from model.eval.terrain import TileJudge
+
+    judge = TileJudge.collect("gridworld", range(5), 30)
+    session = PlaySession(ModelBundle.load("checkpoints/gridworld", device="cpu"), shadow=False)
+    cell = lambda view, *names: frozenset(map(tuple, np.argwhere(np.isin(view, names))))  # noqa: E731
+    agent_right, states, objects_differ = [], 0, 0
+    for seed in range(10000, 10010):
+        env = make_env("gridworld")
+        frames, actions = [env.reset(seed=seed)[0]], []
+        rng = np.random.default_rng(seed)
+        for _ in range(8):
+            a = int(rng.integers(1, 5))
+            session.reset_from_frames(frames[-4:], actions[len(actions) - len(frames[-4:]) + 1:])
+            views = [judge.classify(b.frame) for b in session.branches(a, n=8)]
+            frame, _, terminated, truncated, _ = env.step(a)
+            real = cell(judge.classify(frame), "agent")
+            agent_right += [cell(v, "agent") == real for v in views]
+            objects_differ += len({cell(v, "coin", "enemy") for v in views}) > 1
+            states += 1
+            frames.append(frame)
+            actions.append(a)
+            if terminated or truncated:
+                break
+        env.close()
+    assert np.mean(agent_right) >= 0.7, f"futures put the agent where the real env does in {np.mean(agent_right):.0%}"
+    assert objects_differ >= 1, f"no state of {states} had futures that disagree on coins or enemies"
