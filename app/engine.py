@@ -175,11 +175,18 @@ class PlaySession:
             return self._after_step(action, frame, float(reward[0]), float(end_prob[0]), t0)
 
     # Branching futures and the token inspector (app.branching): the same dream, seen from inside.
-    def branches(self, action: int, n: int = 8, temperature: float | None = None) -> list[Branch]:
-        """Sample ``n`` next steps for ``action`` without moving the dream; ``pick_branch`` continues."""
+    @property
+    def last_action(self) -> int:
+        """The action of the last dream step; noop (0) right after a reset."""
+        info = self._info
+        return info.action if info is not None and info.action is not None else 0
+
+    def branches(self, action: int | None = None, n: int = 8, temperature: float | None = None) -> list[Branch]:
+        """Sample ``n`` next steps for ``action`` (None: the last step's) without moving the dream;
+        ``pick_branch`` continues."""
         with self._lock:
             self._require_started()
-            action = int(action)
+            action = self.last_action if action is None else int(action)
             if not 0 <= action < len(self.action_names):
                 raise ValueError(f"action {action} out of range 0..{len(self.action_names) - 1}")
             self._branches = (action, branching.sample_branches(self._dream, action, n, temperature))

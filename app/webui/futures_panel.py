@@ -214,9 +214,7 @@ class FuturesPanel:
             raise gr.Error(f"action {action!r} out of range: {s.env_name} has actions 0..{len(names) - 1} "
                            f"({', '.join(names)}), or {LAST_ACTION} for the last action",
                            print_exception=False) from None
-        if a != LAST_ACTION:
-            return a
-        return s.info.action if s.info is not None and s.info.action is not None else 0
+        return s.last_action if a == LAST_ACTION else a
 
     def pick(self, st: TabState | None, sampled: Any, index: Any) -> dict[Any, Any]:
         """Continue the dream from branch ``index`` (1-based) of the futures on show: its exact frame."""

@@ -187,10 +187,8 @@ class DreamEnv:
     def last_logits(self) -> torch.Tensor:
         """The world model's logits (K, V) for the tokens of the current frame, given the context and the
         frame's earlier tokens (teacher-forced over the window that ends at the current frame)."""
-        self._require_single()
+        self._require_single(stepped=True)
         wm = self.world_model
-        if not self._actions:
-            raise RuntimeError("no step yet: the current frame is the primed real one, it has no tokens")
         with torch.inference_mode(), self._autocast():
             if wm.layout == "iris":
                 n = min(len(self._tokens), wm.cfg.max_steps)
@@ -207,9 +205,7 @@ class DreamEnv:
     def replace_last(self, tokens: torch.Tensor) -> torch.Tensor:
         """Give the current frame other tokens (1, K): it is decoded again from the previous frame and the
         last action (Δ) or from the tokens alone (IRIS), and the cache is re-primed. Returns the new frame."""
-        self._require_single()
-        if not self._actions:
-            raise RuntimeError("no step yet: the current frame is the primed real one, it has no tokens")
+        self._require_single(stepped=True)
         with torch.inference_mode(), self._autocast():
             tokens = tokens.to(self.device).long().view(1, -1)
             prev = self._frames[-2] if len(self._frames) > 1 else None
@@ -219,11 +215,14 @@ class DreamEnv:
             self._prime()
         return frame.clone()
 
-    def _require_single(self) -> None:
+    def _require_single(self, stepped: bool = False) -> None:
+        """A primed batch-1 dream; ``stepped``: one whose current frame has tokens (not the primed real one)."""
         if self.cache is None:
             raise RuntimeError("call reset() before branching or editing tokens")
         if self.batch_size != 1:
             raise ValueError(f"branches and token edits work on a batch-1 dream, this one has {self.batch_size}")
+        if stepped and not self._actions:
+            raise RuntimeError("no step yet: the current frame is the primed real one, it has no tokens")
 
     def set_world_model(self, world_model: WorldModel, tokenizer=None) -> None:
         """Swap the world model (and optionally the tokenizer), keeping the current frame.

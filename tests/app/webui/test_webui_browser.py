@@ -8,28 +8,22 @@ from __future__ import annotations
 import io
 import os
 import re
-import shutil
 from urllib.parse import urlparse
 
 import numpy as np
 import pytest
 from PIL import Image
-from playwright import sync_api
 
 from app.webui import app as webui
 from app.webui.common import SCALE
 from app.webui.futures_panel import FUTURE_SCALE
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-# The system Chromium (scripts/test.sh installs it; `playwright install` cannot download a browser here).
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 # Screenshots are test artifacts (test-artifacts/, git-ignored); DELTAPLAY_UPDATE_ASSETS=1 refreshes the
 # README's copies in assets/ instead.
 from helpers import REPO as _REPO
 ASSETS = _REPO / ("assets" if os.environ.get("DELTAPLAY_UPDATE_ASSETS") == "1" else "test-artifacts")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic"]
 T = 60_000  # ms; generous, the CI machine is shared (no timed assertions: these are only deadlines)
 
 
@@ -46,14 +40,6 @@ def server(tiny_run, tmp_path_factory):
     demo.deltaplay["jobs"].shutdown()
     demo.close()
     mp.undo()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield b
-        b.close()
 
 
 def open_page(browser, url: str, hosts: set[str]):

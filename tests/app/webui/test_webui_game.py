@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import io
 import re
-import shutil
 import time
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 from PIL import Image
-from playwright import sync_api
 
 from app.recorder import HEADER_PX, column_header
 from app.webui import app as webui
@@ -21,9 +19,6 @@ from app.webui.common import SCALE
 from helpers import REPO
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic"]
 T = 60_000  # ms: deadlines only, the machine is shared
 KEYS = {"w": 1, "s": 2, "a": 3, "d": 4}  # GridWorld's keymap (model.data.envs.keymap_for)
 # Right into the wall, then back: the order matters (the reverse order ends elsewhere).
@@ -48,14 +43,6 @@ def server(tiny_run, tmp_path_factory):
     demo.deltaplay["jobs"].shutdown()
     demo.close()
     mp.undo()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield b
-        b.close()
 
 
 def new_page(browser, url: str):

@@ -165,12 +165,18 @@ def test_probed_outcomes_are_what_stepping_each_action_gives(kind, i_tokens, see
     assert scored_r.std(1).min() > 0  # the actions score differently: the check above is not vacuous
 
 
+def primed(kind: str = "delta", t0: int = 3, temperature: float = 1.0):
+    """Tokenizer, world model, a batch-1 context and a dream primed on it: the branch and token-edit tests' start."""
+    tok, wm = models(kind)
+    frames, actions = context(b=1, t0=t0)
+    dream = DreamEnv(tok, wm, temperature=temperature)
+    dream.reset(frames, actions)
+    return tok, wm, frames, actions, dream
+
+
 @pytest.mark.parametrize("kind", ["delta", "iris"])
 def test_branches_copy_the_state_and_continuing_from_one_is_exact(kind):
-    tok, wm = models(kind)
-    frames, actions = context(b=1, t0=4)
-    dream = DreamEnv(tok, wm, temperature=1.0)
-    dream.reset(frames, actions)
+    tok, wm, frames, actions, dream = primed(kind, t0=4)
     dream.step(torch.tensor([2]))
     # Near-zero temperature: every branch is the greedy step, the same as the dream's own greedy step.
     same = dream.branch(3, 6, temperature=1e-6)
@@ -195,10 +201,7 @@ def test_branches_copy_the_state_and_continuing_from_one_is_exact(kind):
 
 @pytest.mark.parametrize("kind", ["delta", "iris"])
 def test_last_logits_are_the_logits_the_step_sampled_from(kind):
-    tok, wm = models(kind)
-    frames, actions = context(b=1, t0=3)
-    dream = DreamEnv(tok, wm, temperature=1.0)
-    dream.reset(frames, actions)
+    dream = primed(kind)[-1]
     for a in (1, 4, 0):
         dream.step(torch.tensor([a]))
         sampled = dream.cache.last.token_logits[0, 0]
@@ -206,10 +209,7 @@ def test_last_logits_are_the_logits_the_step_sampled_from(kind):
 
 
 def test_replacing_the_last_tokens_decodes_again_and_the_dream_goes_on():
-    tok, wm = models("delta")
-    frames, actions = context(b=1, t0=3)
-    dream = DreamEnv(tok, wm, temperature=1.0)
-    dream.reset(frames, actions)
+    tok, wm, frames, actions, dream = primed()
     prev = dream.frame.clone()
     dream.step(torch.tensor([2]))
     new = dream.last_tokens.clone()
