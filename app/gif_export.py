@@ -103,6 +103,15 @@ def _resolve_actions(items: Sequence[str | int], names: list[str]) -> list[int]:
     return out
 
 
+def _named_policy(policy: str | Sequence[str | int], bundle) -> str | Sequence[str | int]:
+    """"auto" -> "agent" when the checkpoint has one, else "random"; an unknown name is refused; a list passes."""
+    if policy == "auto":
+        return "agent" if bundle.actor_critic is not None else "random"
+    if isinstance(policy, str) and policy not in ("agent", "random"):
+        raise ValueError(f"policy must be 'agent', 'random', 'auto' or a list of actions, got {policy!r}")
+    return policy
+
+
 def export_rollout_gif(out: str | Path, checkpoint=None, steps: int = 100,
                        policy: str | Sequence[str | int] = "auto", side_by_side: bool = True,
                        compare_i_tokens: bool = False, scale: int = 4, fps: float = 10.0, seed: int = 0,
@@ -131,14 +140,11 @@ def export_rollout_gif(out: str | Path, checkpoint=None, steps: int = 100,
                             i_tokens=False)
         other.reset_from_frames([info.dream_frame], [])
 
-    if policy == "auto":
-        policy = "agent" if bundle.actor_critic is not None else "random"
+    policy = _named_policy(policy, bundle)
     rng = np.random.default_rng(seed)
     if isinstance(policy, str):
         if policy == "agent":
             main.set_controller("agent")
-        elif policy != "random":
-            raise ValueError(f"policy must be 'agent', 'random', 'auto' or a list of actions, got {policy!r}")
         actions = None
     else:
         actions = _resolve_actions(list(policy), main.action_names)
@@ -191,10 +197,7 @@ def export_branches_gif(out: str | Path, checkpoint=None, n: int = 8, steps: int
     from model.data.envs import action_names, make_env
 
     names = list(action_names(bundle.env_name))
-    if policy == "auto":
-        policy = "agent" if bundle.actor_critic is not None else "random"
-    if isinstance(policy, str) and policy not in ("agent", "random"):
-        raise ValueError(f"policy must be 'agent', 'random', 'auto' or a list of actions, got {policy!r}")
+    policy = _named_policy(policy, bundle)
     if policy == "random":
         actions = np.random.default_rng(seed).integers(len(names), size=steps).tolist()
     else:
