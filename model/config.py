@@ -137,6 +137,10 @@ class TrainConfig:
     # reconstruction of it, chained from the segment's first real frame (what a dream's decoder starts from),
     # not the real one. 0 = the published training on real pairs only.
     tokenizer_closed_loop: float = 0.0
+    # Share of tokenizer pairs decoded from another pair's tokens (drawn from the same batch, no gradient to the
+    # encoder through them): the decoder meets codes that do not fit the pair, as it does from a world model that
+    # is unsure, and learns what x_{t-1} and the action tell on their own (a move, a wall). 0 = published.
+    tokenizer_token_swap: float = 0.0
     world_model_batch: int = 32
     world_model_seq: int = 21
     actor_critic_batch: int = 86

@@ -21,10 +21,11 @@ from app.webui.compare import upscale
 from app.webui.guard import Gate, Scrubber, make_gates, refuse, short, text
 from app.webui.jobs import latest_checkpoint
 
-SCALE = 6  # 64x64 frames are shown at 384x384, upscaled nearest on the server (crisp in any browser)
+SCALE = 1  # play frames go out at 64x64 (cheap to encode and send every step); the page scales them up, pixelated
 
 CSS = """
 #frame img, #real img, .pixelated img { image-rendering: pixelated; image-rendering: crisp-edges; }
+#frame img, #real img { width: 100%; height: 100%; object-fit: contain; }
 #action-buttons button { min-width: 0; }
 #keymap, #key-batch, #btn-keys { display: none !important; }
 #pending-moves { min-height: 1.2em; color: #d97706; font-weight: 600; }
@@ -109,6 +110,7 @@ class TabState:
     lock: threading.Lock = field(default_factory=threading.Lock)
     plot_at: float = 0.0  # when the error plot was last sent (it is redrawn at most once a second)
     futures_shown: bool = False  # the Futures grid shows samples a step makes stale
+    released: str = ""  # the id of the held-key stream the page last said is over (app/webui/play_tab.py)
 
     def close(self) -> None:
         if self.session is not None:

@@ -2,9 +2,12 @@
 
 Every press (key or action button) goes into a queue in the page. While no step is in flight, the page
 sends everything queued as one batch (the hidden ``#btn-keys`` event, endpoint ``/play_keys``) and the
-server plays the batch in order; presses made meanwhile wait for the next batch. A held key adds one
-move each time an answer comes back, so holding a key repeats at the dream's pace, never faster (the
-browser's own key repeat is ignored). ``#pending-count`` shows how many moves are still to be played.
+server plays the batch in order; presses made meanwhile wait for the next batch. ``#pending-count`` shows
+how many moves are still to be played.
+
+A key held for ``HOLD_MS`` opens one stream (the hidden ``#btn-hold`` event): the server plays the move
+again and again at the dream's pace and sends each step as it comes, with no round trip per step, until the
+key is up (``#btn-release``). The browser's own key repeat is ignored.
 """
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ from app.webui.guard import refuse, short
 
 MAX_BATCH = 32  # moves one call plays; the page sends at most this many at once
 TAKE_JS = "(st, keys) => [st, window.deltaplayKeys ? window.deltaplayKeys.take() : '']"
+HOLD_JS = "(st, keys) => [st, window.deltaplayKeys ? window.deltaplayKeys.takeHold() : '']"
+RELEASE_JS = "(st, keys) => [st, window.deltaplayKeys ? window.deltaplayKeys.released : '']"
 DONE_JS = "() => { if (window.deltaplayKeys) window.deltaplayKeys.done(true); }"
 FAILED_JS = "() => { if (window.deltaplayKeys) window.deltaplayKeys.done(false); }"
 
@@ -47,7 +52,8 @@ _SCRIPT = """
   const MAX_BATCH = __MAX_BATCH__, MAX_QUEUE = 256, HOLD_MS = 250, LOST_MS = 30000;
   const queue = [];
   let inflight = 0, sending = false, sentAt = 0, held = null;  // inflight: moves the server is playing
-  const api = window.deltaplayKeys = {queue: queue, sent: 0, answered: 0};
+  let holds = 0, holding = null;  // the held-key stream now playing: {id, key, action}
+  const api = window.deltaplayKeys = {queue: queue, sent: 0, answered: 0, holds: 0, released: ""};
 
   function playShown() { const f = document.getElementById("frame"); return f && f.offsetParent !== null; }
   function keymap() {
@@ -68,7 +74,17 @@ _SCRIPT = """
       sending = false;  // no answer for far too long: send the next batch anyway
       inflight = 0;
     }
-    if (!queue.length && held && now - held.since >= HOLD_MS && playShown()) queue.push(held.action);
+    if (!queue.length && held && now - held.since >= HOLD_MS && playShown()) {
+      const hb = document.getElementById("btn-hold");
+      if (!hb) return;
+      holds += 1;
+      api.holds = holds;
+      holding = {id: String(holds), key: held.key, action: held.action};
+      sending = true;
+      sentAt = now;
+      hb.click();
+      return;
+    }
     if (!queue.length) { show(); return; }
     const btn = document.getElementById("btn-keys");
     if (!btn) return;
@@ -83,10 +99,18 @@ _SCRIPT = """
     show();
     return batch.join(",");
   };
+  api.takeHold = () => holding ? holding.action + "@" + holding.id : "";
+  function release() {  // the held key is up (or another key is down): end the stream after its current step
+    if (!holding || api.released === holding.id) return;
+    api.released = holding.id;
+    const rb = document.getElementById("btn-release");
+    if (rb) rb.click();
+  }
   api.done = (ok) => {
     api.answered += inflight;
     inflight = 0;
     sending = false;
+    holding = null;
     if (!ok) queue.length = 0;  // an error: the moves after it would land somewhere unexpected
     show();
     setTimeout(pump, 0);
@@ -107,6 +131,7 @@ _SCRIPT = """
     if (Object.prototype.hasOwnProperty.call(map, key)) {
       e.preventDefault();
       if (e.repeat) return;  // a held key repeats at the dream's pace (pump), not the keyboard's
+      if (holding) release();
       held = {key: key, action: map[key], since: performance.now()};
       enqueue(map[key]);
     } else if (key === "enter") {
@@ -115,6 +140,7 @@ _SCRIPT = """
       e.preventDefault();
       queue.length = 0;  // a reset drops the moves not yet played
       held = null;
+      release();
       show();
       btn.click();
     }
@@ -122,8 +148,9 @@ _SCRIPT = """
   document.addEventListener("keyup", (e) => {
     const key = names[e.key] || (e.key || "").toLowerCase();
     if (held && held.key === key) held = null;
+    if (holding && holding.key === key) release();
   });
-  window.addEventListener("blur", () => { held = null; });
+  window.addEventListener("blur", () => { held = null; release(); });
   // Action buttons join the same queue, so a click between key presses keeps its place.
   document.addEventListener("click", (e) => {
     const b = e.isTrusted && e.target.closest ? e.target.closest("#action-buttons button") : null;

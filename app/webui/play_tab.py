@@ -6,7 +6,8 @@ event plays a batch at a time. The widgets and what a step shows live in app/web
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+import time
+from typing import Any, Callable, Iterator
 
 import gradio as gr
 
@@ -14,7 +15,7 @@ from app.webui.common import (PRIVATE, TabState, UISettings, checkpoint_choices,
                               load_bundle, shown_to_user)
 from app.webui.futures_panel import FuturesPanel, futures_layout, inspector_layout
 from app.webui.guard import number, one_of, refuse, short, text, whole
-from app.webui.keys import DONE_JS, FAILED_JS, TAKE_JS, parse_keys
+from app.webui.keys import DONE_JS, FAILED_JS, HOLD_JS, RELEASE_JS, TAKE_JS, parse_keys
 from app.webui.play_view import (HORIZON_MAX, TEMPERATURE_RANGE, PlayOptions, PlayView, button_label, error_frame,
                                  note_error, stats_text)
 
@@ -22,6 +23,7 @@ MAX_ACTIONS = 18  # the most any env here has (Atari's full set); unused buttons
 DEFAULT_KEYS_HINT = "WASD/arrows move, Space do, Tab sleep, R/T/F/P place, 1-6 make, Enter reset"
 QUIET = dict(show_progress="hidden")  # no spinner flicker per step, and an error does not cover the frames
 PLAY = dict(concurrency_limit=8)  # each page plays its own session: pages step side by side
+HOLD_MAX_S = 10.0  # one held-key stream ends after this; the page starts the next while the key stays down
 
 
 # ------------------------------------------------------------------------------------ layout
@@ -45,8 +47,11 @@ def _dream_column(names: list[str], keys: dict[str, int]) -> dict[str, Any]:
     # The page's move queue sends its batches through these two (app/webui/keys.py).
     batch = gr.Textbox("", visible="hidden", elem_id="key-batch", label="moves")
     batch_btn = gr.Button("play moves", visible="hidden", elem_id="btn-keys")
+    hold_btn = gr.Button("hold", visible="hidden", elem_id="btn-hold")
+    release_btn = gr.Button("release", visible="hidden", elem_id="btn-release")
     return dict(frame=frame, real=real, stats=stats, pending=pending, buttons=buttons, keys=batch,
-                keys_btn=batch_btn, futures=futures_layout(names), inspector=inspector_layout())
+                keys_btn=batch_btn, hold_btn=hold_btn, release_btn=release_btn, futures=futures_layout(names),
+                inspector=inspector_layout())
 
 
 def _control_column(keys: dict[str, int], gif_frames: int) -> dict[str, Any]:
@@ -215,6 +220,30 @@ class PlayTab:
                 note_error(st, info)
             return self.view.show(st, info)
 
+    def play_hold(self, st: TabState | None, held: Any) -> Iterator[dict[Any, Any]]:
+        """A held key (``"action@id"``): its move played again and again at the dream's pace, every step streamed
+        to the page as it comes (one event, not a round trip per step), until the page releases hold ``id``
+        (:meth:`play_release`, which may even arrive first) or HOLD_MAX_S pass."""
+        st = self.need_session(st)
+        key, _, hold_id = text(held, "the held key", 64).partition("@")
+        with st.lock:
+            moves = parse_keys(key, len(st.session.action_names))
+        if len(moves) != 1 or not hold_id:
+            raise refuse("a held key is one action and the id of its hold, e.g. 3@1")
+        end = time.monotonic() + HOLD_MAX_S
+        while st.released != hold_id and time.monotonic() < end:
+            with st.lock:
+                if st.session is None:
+                    break
+                out = self.view.show(st, st.session.step(moves[0]))
+            yield out
+
+    @staticmethod
+    def play_release(st: TabState | None, hold_id: Any) -> None:
+        """The page's held key is up: the stream of that hold ends after the step it is playing."""
+        if st is not None and isinstance(hold_id, str):
+            st.released = hold_id[:64]
+
     def act(self, i: int) -> Callable[[TabState | None], dict[Any, Any]]:
         """The handler of action button ``i`` (the page's script sends clicks through the move queue)."""
         return lambda st: self.step(st, i)
@@ -288,6 +317,11 @@ class PlayTab:
                                  trigger_mode="always_last", **QUIET, **PLAY)
         moves.success(None, None, None, js=DONE_JS, **PRIVATE)
         moves.failure(None, None, None, js=FAILED_JS, **PRIVATE)
+        held = v.hold_btn.click(self.play_hold, [v.state, v.keys], step_out, js=HOLD_JS, **PRIVATE, **QUIET, **PLAY)
+        held.success(None, None, None, js=DONE_JS, **PRIVATE)
+        held.failure(None, None, None, js=FAILED_JS, **PRIVATE)
+        v.release_btn.click(self.play_release, [v.state, v.keys], None, js=RELEASE_JS, **PRIVATE, **QUIET,
+                            concurrency_limit=None)
         v.reset_btn.click(self.reset, v.load_inputs(), v.load_outputs(), api_name="reset", **PLAY)
         v.load_btn.click(self.load, v.load_inputs(), v.load_outputs(), api_name="load_checkpoint", **PLAY)
         v.agent_step_btn.click(self.agent_step, [v.state], step_out, api_name="agent_step", **QUIET, **PLAY)

@@ -55,6 +55,8 @@ class PlayView(View):
     buttons: list[gr.Button]
     keys: gr.Textbox
     keys_btn: gr.Button
+    hold_btn: gr.Button
+    release_btn: gr.Button
     seed: gr.Number
     reset_btn: gr.Button
     controller: gr.Radio

@@ -125,8 +125,9 @@ class Tokenizer(nn.Module):
         tokens = self.encode(prev, actions, frames)
         return self.decode(prev, actions, tokens), tokens  # exactly what decode(tokens) gives
 
-    def compute_loss(self, prev, actions, frames) -> tuple[torch.Tensor, dict[str, float]]:
-        """One training loss; updates the codebook (EMA, revival) when in train mode.
+    def compute_loss(self, prev, actions, frames, token_swap: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+        """One training loss; updates the codebook (EMA, revival) when in train mode. A ``token_swap`` share of
+        the pairs is decoded from another pair's quantized tokens (``train.tokenizer_token_swap``).
 
         In train mode with autograd on and more than ``cfg.grad_chunk`` pairs, the gradients are
         computed a few pairs at a time (:func:`model.nets.fastpath.loss_in_chunks`), as in
@@ -140,12 +141,12 @@ class Tokenizer(nn.Module):
         params = [p for p in self.parameters() if p.requires_grad]
         if not (chunk and n > chunk and params and self.training and torch.is_grad_enabled()):
             out = self.quantize(prev, actions, frames, update=self.training)
-            loss, stats = self._loss_terms(prev, actions, frames, out, n)
+            loss, stats = self._loss_terms(prev, actions, frames, out, n, token_swap)
             return loss, self._metrics(stats, out.metrics)
 
         def terms(part: slice):
             out = self.quantize(prev[part], actions[part], frames[part], update=False)
-            share, stats = self._loss_terms(prev[part], actions[part], frames[part], out, n)
+            share, stats = self._loss_terms(prev[part], actions[part], frames[part], out, n, token_swap)
             return share, (stats, out.normalized, out.tokens)
 
         loss, extras = fastpath.loss_in_chunks(params, n, chunk, terms)
@@ -158,12 +159,13 @@ class Tokenizer(nn.Module):
                     "codebook_entropy_bits": q.entropy_bits()}
         return loss, self._metrics(stats, qmetrics)
 
-    def _loss_terms(self, prev, actions, frames, out: QuantizerOutput, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _loss_terms(self, prev, actions, frames, out: QuantizerOutput, n: int,
+                    token_swap: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         """The loss of these pairs (quantized as ``out``) as their share of a batch of ``n`` pairs:
         sums divided by the batch's counts (pixels, frames; the commitment, a mean over this part's
         tokens, is scaled by its share of the pairs). Also the detached shares of
         [l1, l2, max_pixel, commitment, mse], which add up over the parts of a batch."""
-        recon = self.image(prev, actions, self.from_patches(out.q)).float()
+        recon = self.image(prev, actions, self.from_patches(swap_tokens(out.q, token_swap))).float()
         loss, (l1, l2, max_pixel) = self.reconstruction_loss(frames, recon, n)
         commitment = out.commitment * (frames.size(0) / n)
         loss = loss + commitment
@@ -225,6 +227,17 @@ class DeltaTokenizer(Tokenizer):
         r = self.latent_res
         a = self.decoder_action(actions).view(-1, self.cfg.action_emb_dim, r, r).to(q_map.dtype)
         return self.decoder(torch.cat([self.frame_cnn(prev).to(q_map.dtype), a, q_map], dim=1))
+
+
+def swap_tokens(q: torch.Tensor, share: float) -> torch.Tensor:
+    """(N, K, D) quantized tokens with the first ``round(share * N)`` rows replaced by other rows' (a random
+    derangement of those rows among all N, detached so that no pair's encoder learns from another's loss)."""
+    m = round(share * q.size(0))
+    if m == 0 or q.size(0) < 2:
+        return q
+    src = torch.randperm(q.size(0), device=q.device)[:m]
+    src = torch.where(src == torch.arange(m, device=q.device), (src + 1) % q.size(0), src)
+    return torch.cat([q[src].detach(), q[m:]])
 
 
 class ResidualDeltaTokenizer(DeltaTokenizer):

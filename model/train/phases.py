@@ -169,9 +169,10 @@ class Phases:
         with self._training(names):
             for i, n in self._steps("tokenizer", epoch):
                 prev, act, nxt = self.pairs()
+                swap = {"tokenizer": self.cfg.train.tokenizer_token_swap}
                 for name in names:
                     with self._autocast():
-                        loss, m = self.models[name].compute_loss(prev, act, nxt)
+                        loss, m = self.models[name].compute_loss(prev, act, nxt, token_swap=swap.get(name, 0.0))
                     m["loss"] = loss.item()
                     m["grad_norm"] = self._optimize(name, loss)
                     agg.add(m, prefix=f"{name}/")

@@ -152,3 +152,31 @@ def test_training_leaves_a_core_for_play(monkeypatch):
 def test_signed_never_reads_minus_zero():
     assert signed(-0.001) == "+0.00" and signed(-0.0) == "+0.00" and signed(0.004) == "+0.00"
     assert signed(-0.25) == "-0.25" and signed(1.5) == "+1.50"
+
+
+def test_a_held_key_streams_steps_until_its_release_which_may_come_first(tiny_run):
+    """The hold stream plays its move step after step; a release of that hold ends it after the step in
+    flight, and a release that reached the server before the stream started ends it before any step."""
+    from app.engine import ModelBundle, PlaySession
+    from app.webui.common import TabState, UISettings
+    from app.webui.play_tab import PlayTab
+
+    class FakeView:  # only what play_hold reads of the view: a step's outputs
+        def show(self, st, info):
+            return {"step": info.step}
+
+    st = TabState(str(tiny_run))
+    st.session = PlaySession(ModelBundle.load(tiny_run, device="cpu"), shadow=False)
+    st.session.reset(1)
+    tab = PlayTab(UISettings(None, tiny_run, tiny_run, "cpu"), FakeView(), None)
+    try:
+        stream = tab.play_hold(st, "1@1")
+        steps = [next(stream)["step"] for _ in range(3)]
+        tab.play_release(st, "1")
+        assert steps == [1, 2, 3] and list(stream) == []
+        tab.play_release(st, "2")  # before hold 2 starts
+        assert list(tab.play_hold(st, "1@2")) == [] and st.session.info.step == 3
+        with pytest.raises(gr.Error, match="held key"):
+            list(tab.play_hold(st, "1"))  # no hold id
+    finally:
+        st.close()
