@@ -221,3 +221,22 @@ def test_chunked_gradients_equal_one_pass(name):
         assert (g8[k] - g0[k]).norm() <= 1e-4 * g0[k].norm() + 1e-6 * flat0.norm(), k
     assert n0 == n8 == 1  # one codebook update per step, not one per chunk
     assert torch.allclose(c8, c0, atol=1e-6) and torch.allclose(u8, u0, atol=1e-7)
+
+
+def test_token_swap_decodes_a_share_of_pairs_from_other_pairs_tokens():
+    from model.nets.tokenizer import swap_tokens
+
+    q = torch.arange(8.0).view(8, 1, 1).expand(8, 4, 3).clone().requires_grad_()
+    out = swap_tokens(q, 0.5)
+    assert torch.equal(out[4:], q[4:]) and out.shape == q.shape
+    assert all(out[i, 0, 0] != i for i in range(4)), "a swapped pair never keeps its own tokens"
+    out.sum().backward()
+    assert torch.equal(q.grad[:, 0, 0], torch.tensor([0, 0, 0, 0, 1, 1, 1, 1.0])), "no gradient through borrowed tokens"
+    assert swap_tokens(q, 0.0) is q
+    tok = build_tokenizer(_variants()["delta-residual"], A).train()
+    prev, act, nxt = _batch(4)
+    torch.manual_seed(0)
+    plain, _ = tok.compute_loss(prev, act, nxt)
+    torch.manual_seed(0)
+    swapped, _ = tok.compute_loss(prev, act, nxt, token_swap=0.5)
+    assert torch.isfinite(swapped) and swapped != plain
