@@ -28,26 +28,30 @@ def _dream_walks(bundle, i_tokens: bool, seeds: list[int], keys: dict[int, list[
     return walks
 
 
-def _real_token_walk(bundle, real: list, keys: list[str], from_decoded: bool = False) -> list:
+def _real_token_walk(bundle, real: list, keys: list[str], from_decoded: bool | None = False) -> list:
     """A perfect world model's dream of one walk: its real tokens, each decoded from the previous decoded frame
-    (with ``from_decoded``, encoded from it too: :func:`model.eval.keys.closed_loop`)."""
+    (with ``from_decoded``, encoded from it too: :func:`model.eval.keys.closed_loop`); with ``from_decoded=None``,
+    uniformly random tokens instead (:func:`model.eval.keys.random_loop`)."""
     import numpy as np
     import torch
 
     from model.data.envs import action_names
     from model.data.frames import to_tensor, to_uint8
-    from model.eval.keys import closed_loop
+    from model.eval.keys import closed_loop, random_loop
 
     names = action_names(bundle.env_name)
     acts = torch.tensor([[names.index(k) for k in keys]], device=bundle.device)
     frames = to_tensor(np.stack(real), bundle.device)[None]
+    if from_decoded is None:
+        return [real[0]] + list(to_uint8(random_loop(bundle.tokenizer, frames[:, 0], acts)[0]))
     return [real[0]] + list(to_uint8(closed_loop(bundle.tokenizer, frames, acts, from_decoded)[0]))
 
 
 def key_walks(ev: EvalRun, bundle) -> dict[str, Any]:
     """The key walks, dreamed once by each world model and shared by the keys and terrain parts: seeds, keys and
-    (real frames, dreamed frames) per variant, plus the real tokens decoded in a closed loop (Δ only): the real
-    pairs' tokens (``real_tokens``) and the tokens from each decoded frame to the real next one (``best_tokens``)."""
+    (real frames, dreamed frames) per variant, plus tokens decoded in a closed loop (Δ only): the real pairs' tokens
+    (``real_tokens``), the tokens from each decoded frame to the real next one (``best_tokens``) and uniformly
+    random tokens (``random_tokens``)."""
     from model.eval.keys import walk_keys
     from model.eval.parts import heldout_seeds
 
@@ -60,7 +64,7 @@ def key_walks(ev: EvalRun, bundle) -> dict[str, Any]:
                   for on in sorted(bundle.world_models, reverse=True)}
         if getattr(bundle.tokenizer, "kind", None) == "delta":
             reals = [real for real, _ in next(iter(dreams.values()))]  # the same in every variant
-            for name, from_decoded in (("real_tokens", False), ("best_tokens", True)):
+            for name, from_decoded in (("real_tokens", False), ("best_tokens", True), ("random_tokens", None)):
                 dreams[name] = [(real, _real_token_walk(bundle, real, keys[seed], from_decoded))
                                 for seed, real in zip(seeds, reals)]
         ev.walks = {"seeds": seeds, "keys": keys, "dreams": dreams}

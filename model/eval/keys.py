@@ -11,7 +11,8 @@ A pair is *ambiguous* when a second candidate fits almost as well: a view of pla
 scrolled or not (the grass texture repeats every tile). Only unambiguous real pairs are scored, and the
 dream's motion is whatever fits its own pair best.
 
-:func:`closed_loop` gives the dream of a perfect world model to score beside the real ones.
+:func:`closed_loop` gives the dream of a perfect world model to score beside the real ones, :func:`random_loop`
+that of a world model that knows nothing.
 """
 from __future__ import annotations
 
@@ -119,6 +120,20 @@ def walk_keys(seed: int, steps: int, keys: Sequence[str] = tuple(KEY_MOTION)) ->
     while len(out) < steps:
         out += [keys[int(rng.integers(len(keys)))]] * int(rng.integers(3, 6))
     return out[:steps]
+
+
+@torch.no_grad()
+def random_loop(tokenizer, first: torch.Tensor, actions: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """(B, 3, H, W) start frames and (B, T) actions -> (B, T, 3, H, W): uniformly random tokens decoded in a
+    closed loop, the dream of a world model that knows nothing. Scored like a dream, it tells what the decoder
+    makes of the start frame and the action alone (a scroll the action implies, a wall it sees)."""
+    g = torch.Generator().manual_seed(seed)
+    decoded, prev = [], first
+    for t in range(actions.size(1)):
+        tokens = torch.randint(0, tokenizer.vocab_size, (first.size(0), tokenizer.tokens_per_frame), generator=g)
+        prev = tokenizer.decode(prev, actions[:, t], tokens.to(first.device))
+        decoded.append(prev)
+    return torch.stack(decoded, dim=1)
 
 
 @torch.no_grad()

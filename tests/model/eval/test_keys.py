@@ -7,7 +7,7 @@ import pytest
 from app.cli import main
 from model.data.envs import action_names, make_env
 from model.eval.keys import (KEY_MOTION, MOTIONS, agreement, classify, closed_loop, geometry_for, motion_errors,
-                             score_walk, walk_keys)
+                             random_loop, score_walk, walk_keys)
 
 VIEW = geometry_for("crafter")
 
@@ -76,7 +76,7 @@ def test_eval_keys_and_terrain_parts_on_the_crafter_bundle(tmp_path, capsys):
     result = json.loads(out.read_text())
     terrain = result["terrain"]
     assert terrain["steps"] == [1, 6]
-    for name in ("i_tokens", "no_i_tokens", "real_tokens", "best_tokens"):  # the keys' walks
+    for name in ("i_tokens", "no_i_tokens", "real_tokens", "best_tokens", "random_tokens"):  # the keys' walks
         v = terrain[name]
         assert v["walks"] == 1 and 0 <= v["dream_share"] <= 1 and 0 <= v["unknown_share"] <= 1
         assert set(v["presence"]) == {"tree", "water", "stone", "sand"}
@@ -84,8 +84,8 @@ def test_eval_keys_and_terrain_parts_on_the_crafter_bundle(tmp_path, capsys):
     assert r["walks"] == 1 and r["steps"] == 6
     # real_tokens: a perfect world model's dream (the real tokens decoded in a closed loop)
     assert set(r) == {"walks", "steps", "seeds", "temperature", "i_tokens", "no_i_tokens", "real_tokens",
-                      "best_tokens"}
-    for name in ("i_tokens", "no_i_tokens", "real_tokens", "best_tokens"):
+                      "best_tokens", "random_tokens"}
+    for name in ("i_tokens", "no_i_tokens", "real_tokens", "best_tokens", "random_tokens"):
         v = r[name]
         assert v["pairs"] + v["ambiguous"] == 6
         if v["pairs"]:
@@ -129,3 +129,23 @@ def test_closed_loop_decodes_the_real_tokens_from_its_own_last_frame():
     best = closed_loop(tok, frames, acts, from_decoded=True)  # the tokens lead from the decoded frame instead
     torch.testing.assert_close(best[:, 0], first)
     torch.testing.assert_close(best[:, 1], tok.decode(first, acts[:, 1], tok.encode(first, acts[:, 1], frames[:, 2])))
+
+
+def test_random_loop_decodes_seeded_random_tokens_from_its_own_last_frame():
+    import torch
+
+    from model.checkpoint import build_model
+    from model.config import tiny
+    from model.data.frames import to_tensor
+
+    torch.manual_seed(0)
+    tok = build_model("tokenizer", tiny()).eval()
+    keys = ["move_right", "move_down"]
+    frames = to_tensor(np.stack(_real_walk(3, keys)))[None]
+    acts = torch.tensor([[action_names("crafter").index(k) for k in keys]])
+    out = random_loop(tok, frames[:, 0], acts, seed=1)
+    assert out.shape == (1, 2, 3, 64, 64)
+    assert torch.equal(out, random_loop(tok, frames[:, 0], acts, seed=1))
+    g = torch.Generator().manual_seed(1)
+    t0 = torch.randint(0, tok.vocab_size, (1, tok.tokens_per_frame), generator=g)
+    torch.testing.assert_close(out[:, 0], tok.decode(frames[:, 0], acts[:, 0], t0))
