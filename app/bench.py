@@ -37,6 +37,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from app import bench_page, bench_reference
 from model.config import IMAGE_SIZE, Config, get_preset
 from model.data.policies import Agent
 from model.device import autocast, resolve_device
@@ -45,8 +46,10 @@ WORKLOADS = ("dream", "imagine", "branches", "train", "collect", "profile")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("workloads", nargs="*", default=["dream"], choices=WORKLOADS + ("all",),
-                   help="which benchmarks to run (default: dream)")
+    p.add_argument("workloads", nargs="*", default=["dream"], choices=WORKLOADS + ("all", bench_reference.NAME, bench_page.NAME),
+                   help="which benchmarks to run (default: dream); side-by-side: the published code's and ours, "
+                        "alternating (app/bench_reference.py); page: play through the web page in Chromium, "
+                        "optionally while a training run goes (app/bench_page.py)")
     p.add_argument("--preset", default="paper", choices=("tiny", "cpu", "paper"))
     p.add_argument("--checkpoint", default=None, help="load weights from a checkpoint folder instead of a preset")
     p.add_argument("--device", default="auto")
@@ -67,6 +70,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", default="crafter")
     p.add_argument("--json", default=None, help="write results here (default: runs/bench/<time>.json)")
     p.add_argument("--compile", action="store_true", help="torch.compile the hot modules")
+    bench_reference.add_arguments(p)
+    p.add_argument("--page-train", default=None, choices=("tiny", "cpu", "paper"),
+                   help="page: start a Crafter training run of this preset from the Train tab first")
+    p.add_argument("--hold", type=float, default=5.0, help="page: seconds a move key is held per repeat")
 
 
 class Timings(list):
@@ -109,6 +116,10 @@ def median(xs: list[float]) -> float:
 def run(args: argparse.Namespace) -> int:
     from model.nets import fastpath
 
+    if bench_reference.NAME in args.workloads:
+        return bench_reference.run(args)  # checks the reference folder first, with a plain-words error
+    if bench_page.NAME in args.workloads:
+        return bench_page.run(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     fastpath.set_enabled(args.path == "fast")
