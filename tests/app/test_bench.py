@@ -40,3 +40,15 @@ def test_bench_cli_dream_branches_train_and_profile_on_the_tiny_preset(tmp_path,
     assert total["share_pct"] == 100.0 and total["gflop"] > 0
     assert "wrote" in capsys.readouterr().out
 
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/usr/bin/chromium").exists(), reason="no Chromium")
+def test_bench_page_plays_through_a_real_page(run_dir, tmp_path, capsys):
+    """A key held in headless Chromium on a live server moves the dream; the figure is what the page showed."""
+    out = tmp_path / "page.json"
+    rc = main(["bench", "page", "--checkpoint", str(run_dir), "--hold", "2", "--repeats", "1", "--json", str(out)])
+    assert rc == 0
+    r = json.loads(out.read_text())
+    assert r["workload"] == "page" and r["training"] is None and len(r["repeats"]) == 1
+    assert r["page_steps_per_s"] > 0.5  # a held key played steps the page showed
+    assert "steps/s through the page" in capsys.readouterr().out

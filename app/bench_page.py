@@ -1,0 +1,134 @@
+"""`deltaplay bench page`: play through the web page, as a person does, while a training run goes.
+
+A real server (``deltaplay ui``'s, on 127.0.0.1) opens the checkpoint; with ``--page-train PRESET`` it first starts a
+training run through the Train tab's own endpoint (Crafter, that preset, CPU) and waits until the run is training.
+Then headless Chromium loads the page, and each repeat resets to a seed and holds a move key for ``--hold``
+seconds: the figure is the steps the page showed per second of holding, beside the dream's own steps/s (the
+stats line) and the training run's speed over the same time (its log's step lines).
+
+Needs the test extras (``pip install -e '.[dev]'``: playwright, gradio_client) and Chromium at ``/usr/bin/chromium``.
+"""
+from __future__ import annotations
+
+import re
+import statistics
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+NAME = "page"
+CHROMIUM = "/usr/bin/chromium"
+RUN = "bench-page"
+TRAIN_WAIT_S = 900.0  # collection of a cpu-preset run takes minutes before its first training step
+BOTH_FRAMES = ("() => [document.querySelector('#frame img'), document.querySelector('#real img')]"
+               ".every(i => i && i.complete && i.naturalWidth > 0)")
+_STEP_LINE = re.compile(r"^(\S+ \S+) INFO epoch \d+ (\w+) step (\d+)/")
+
+
+def _step(page) -> int:
+    m = re.search(r"step (\d+) ", page.locator("#stats").inner_text())
+    return int(m.group(1)) if m else -1
+
+
+def _training_steps(log: Path, since: float, until: float) -> dict[str, float]:
+    """Steps per minute of each training phase whose step lines fall between two wall-clock times."""
+    seen: dict[str, list[tuple[float, int]]] = {}
+    for line in log.read_text(errors="replace").splitlines() if log.exists() else []:
+        m = _STEP_LINE.match(line)
+        if m:
+            t = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            if since <= t <= until:
+                seen.setdefault(m.group(2), []).append((t, int(m.group(3))))
+    return {phase: 60 * (pts[-1][1] - pts[0][1]) / (pts[-1][0] - pts[0][0])
+            for phase, pts in seen.items() if len(pts) > 1 and pts[-1][0] > pts[0][0]}
+
+
+def _start_training(url: str, preset: str, runs: Path) -> Path:
+    from gradio_client import Client
+
+    c = Client(url, verbose=False)
+    c.predict(RUN, "crafter", preset, "cpu", "delta", True, False, 10_000_000, 0, api_name="/train_start")
+    log = runs / RUN / "train.log"
+    end = time.monotonic() + TRAIN_WAIT_S
+    while time.monotonic() < end:  # wait for gradient steps: collection alone is not what a player competes with
+        if log.exists() and any(_STEP_LINE.match(x) and " collect " not in x for x in log.read_text().splitlines()):
+            return log
+        time.sleep(2)
+    raise RuntimeError(f"the training run did not reach a training step within {TRAIN_WAIT_S:.0f} s")
+
+
+def run_page(checkpoint: str | None, train_preset: str | None, hold_s: float, repeats: int) -> dict[str, Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        raise SystemExit("bench page needs playwright: pip install -e '.[dev]'") from None
+    if not Path(CHROMIUM).exists():
+        raise SystemExit(f"bench page needs Chromium at {CHROMIUM}")
+    from app.webui.app import build_app, launch
+
+    runs = Path(tempfile.mkdtemp(prefix="bench-page-")) / "runs"
+    demo = build_app(checkpoint, runs_dir=runs, device="cpu")
+    jobs = demo.deltaplay["jobs"]
+    out: dict[str, Any] = {"workload": NAME, "checkpoint": str(checkpoint or "bundled crafter"),
+                           "training": train_preset, "hold_s": hold_s, "repeats": []}
+    try:
+        _, url = launch(demo, port=None, block=False, quiet=True)
+        log = _start_training(url, train_preset, runs) if train_preset else None
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url, wait_until="load")
+            page.wait_for_function(BOTH_FRAMES, timeout=120_000)
+            for r in range(repeats):
+                page.locator("#seed input").fill(str(100 + r))
+                page.locator("#btn-reset").click()
+                page.wait_for_function("(s) => { const t = document.querySelector('#stats').innerText;"
+                                       " return t.includes('step 0 ') && t.includes('seed ' + s + ')'); }",
+                                       arg=100 + r, timeout=60_000)
+                page.locator("body").click(position={"x": 5, "y": 5})  # focus the page, not the seed box
+                key = "d" if r % 2 == 0 else "a"
+                t0 = time.time()
+                page.keyboard.down(key)
+                page.wait_for_timeout(hold_s * 1000)
+                shown = _step(page)
+                page.keyboard.up(key)
+                t1 = time.time()
+                rate = re.search(r"([\d.]+) steps/s", page.locator("#stats").inner_text())
+                row = {"page_steps_per_s": shown / hold_s, "dream_steps_per_s": float(rate.group(1)) if rate else None}
+                if log is not None:
+                    row["training_steps_per_min"] = _training_steps(log, t0, t1)
+                out["repeats"].append(row)
+                page.wait_for_timeout(1000)
+            browser.close()
+    finally:
+        jobs.shutdown()
+        demo.close()
+    rates = [r["page_steps_per_s"] for r in out["repeats"]]
+    out["page_steps_per_s"] = statistics.median(rates) if rates else None
+    return out
+
+
+def run(args) -> int:
+    """``deltaplay bench page``: the figures as a table, and as JSON where ``--json`` says."""
+    import json
+
+    out = run_page(args.checkpoint, args.page_train, args.hold, args.repeats)
+    print(report(out))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def report(out: dict[str, Any]) -> str:
+    rows = [f"play through the page ({out['checkpoint']}; training: {out['training'] or 'none'}; "
+            f"a key held {out['hold_s']:.0f} s per repeat)"]
+    for i, r in enumerate(out["repeats"]):
+        train = r.get("training_steps_per_min")
+        rows.append(f"  repeat {i + 1}: {r['page_steps_per_s']:.1f} steps/s through the page, the dream's own "
+                    f"{r['dream_steps_per_s']} steps/s" + (f"; training steps/min {train}" if train is not None else ""))
+    rows.append(f"  median: {out['page_steps_per_s']:.1f} steps/s through the page")
+    return "\n".join(rows)
