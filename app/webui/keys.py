@@ -7,11 +7,14 @@ how many moves are still to be played.
 
 A key held for ``HOLD_MS`` opens one stream (the hidden ``#btn-hold`` event): the server plays the move
 again and again at the dream's pace and sends each step as it comes, with no round trip per step, until the
-key is up (``#btn-release``). The browser's own key repeat is ignored.
+key is up: the page posts the hold's id to ``/deltaplay/release/<id>`` (a plain route, no queue: the stream
+stops within a step) and also clicks ``#btn-release``. The browser's own key repeat is ignored.
 """
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 
 from app.webui.guard import refuse, short
 
@@ -21,6 +24,29 @@ HOLD_JS = "(st, keys) => [st, window.deltaplayKeys ? window.deltaplayKeys.takeHo
 RELEASE_JS = "(st, keys) => [st, window.deltaplayKeys ? window.deltaplayKeys.released : '']"
 DONE_JS = "() => { if (window.deltaplayKeys) window.deltaplayKeys.done(true); }"
 FAILED_JS = "() => { if (window.deltaplayKeys) window.deltaplayKeys.done(false); }"
+
+
+class Releases:
+    """The ids of held-key streams whose key is up, the last ``keep`` of them (an id is a random string per hold,
+    so a page can only end its own streams)."""
+
+    def __init__(self, keep: int = 4096):
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self.keep = keep
+
+    def add(self, hold_id: str) -> None:
+        with self._lock:
+            self._ids[hold_id[:64]] = None
+            while len(self._ids) > self.keep:
+                self._ids.popitem(last=False)
+
+    def __contains__(self, hold_id: str) -> bool:
+        return hold_id in self._ids
+
+
+RELEASES = Releases()
+RELEASE_ROUTE = "/deltaplay/release/{hold_id}"
 
 
 def parse_keys(batch: str | None, n_actions: int) -> list[int]:
@@ -79,7 +105,9 @@ _SCRIPT = """
       if (!hb) return;
       holds += 1;
       api.holds = holds;
-      holding = {id: String(holds), key: held.key, action: held.action};
+      const id = (window.crypto && crypto.randomUUID) ? crypto.randomUUID()
+        : Math.random().toString(36).slice(2) + Math.random().toString(36).slice(2) + holds;
+      holding = {id: id, key: held.key, action: held.action};
       sending = true;
       sentAt = now;
       hb.click();
@@ -103,6 +131,8 @@ _SCRIPT = """
   function release() {  // the held key is up (or another key is down): end the stream after its current step
     if (!holding || api.released === holding.id) return;
     api.released = holding.id;
+    fetch(new URL("deltaplay/release/" + encodeURIComponent(holding.id), document.baseURI),
+          {method: "POST", keepalive: true}).catch(() => {});
     const rb = document.getElementById("btn-release");
     if (rb) rb.click();
   }

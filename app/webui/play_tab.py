@@ -15,7 +15,7 @@ from app.webui.common import (PRIVATE, TabState, UISettings, checkpoint_choices,
                               load_bundle, shown_to_user)
 from app.webui.futures_panel import FuturesPanel, futures_layout, inspector_layout
 from app.webui.guard import number, one_of, refuse, short, text, whole
-from app.webui.keys import DONE_JS, FAILED_JS, HOLD_JS, RELEASE_JS, TAKE_JS, parse_keys
+from app.webui.keys import DONE_JS, FAILED_JS, HOLD_JS, RELEASE_JS, RELEASES, TAKE_JS, parse_keys
 from app.webui.play_view import (HORIZON_MAX, TEMPERATURE_RANGE, PlayOptions, PlayView, button_label, error_frame,
                                  note_error, stats_text)
 
@@ -231,11 +231,19 @@ class PlayTab:
         if len(moves) != 1 or not hold_id:
             raise refuse("a held key is one action and the id of its hold, e.g. 3@1")
         end = time.monotonic() + HOLD_MAX_S
-        while st.released != hold_id and time.monotonic() < end:
+        v, sent = self.view, {}  # what the page already has
+        while st.released != hold_id and hold_id not in RELEASES and time.monotonic() < end:
             with st.lock:
                 if st.session is None:
                     break
-                out = self.view.show(st, st.session.step(moves[0]))
+                out = v.show(st, st.session.step(moves[0]))
+            # Only what changed: every output costs the server's event loop work, and that thread shares the
+            # interpreter lock with the dream's (the state object itself never changes during a hold).
+            if sent:
+                out.pop(v.state, None)
+                if out.get(v.achievements) == sent.get("achievements"):
+                    out.pop(v.achievements, None)
+            sent["achievements"] = out.get(v.achievements, sent.get("achievements"))
             yield out
 
     @staticmethod

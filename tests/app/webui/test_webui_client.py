@@ -331,3 +331,14 @@ def test_token_maps_of_both_tokenizers(client, tiny_run):
     assert iris["label"] == "IRIS tokenizer: 16 maps" and len(iris["value"]) == 16
     assert all(image_size(m["image"]) == (64 * MAP_SCALE,) * 2 for m in delta["value"] + iris["value"])
     assert "fixed patch" in note
+
+
+def test_the_release_route_ends_a_hold_at_once(server):
+    """A page's key-up posts the hold's id to a plain route (no queue); the hold stream checks it every step."""
+    import httpx
+
+    from app.webui.keys import RELEASES
+
+    r = httpx.post(server[0].rstrip("/") + "/deltaplay/release/hold-abc", timeout=10)
+    assert r.status_code == 200 and r.json() == {"ok": True}
+    assert "hold-abc" in RELEASES and "hold-xyz" not in RELEASES

@@ -161,9 +161,11 @@ def test_a_held_key_streams_steps_until_its_release_which_may_come_first(tiny_ru
     from app.webui.common import TabState, UISettings
     from app.webui.play_tab import PlayTab
 
-    class FakeView:  # only what play_hold reads of the view: a step's outputs
+    class FakeView:  # only what play_hold reads of the view: a step's outputs by widget
+        state, achievements = "state", "achievements"
+
         def show(self, st, info):
-            return {"step": info.step}
+            return {"step": info.step, "state": st, "achievements": "none yet"}
 
     st = TabState(str(tiny_run))
     st.session = PlaySession(ModelBundle.load(tiny_run, device="cpu"), shadow=False)
@@ -171,9 +173,10 @@ def test_a_held_key_streams_steps_until_its_release_which_may_come_first(tiny_ru
     tab = PlayTab(UISettings(None, tiny_run, tiny_run, "cpu"), FakeView(), None)
     try:
         stream = tab.play_hold(st, "1@1")
-        steps = [next(stream)["step"] for _ in range(3)]
+        outs = [next(stream) for _ in range(3)]
         tab.play_release(st, "1")
-        assert steps == [1, 2, 3] and list(stream) == []
+        assert [o["step"] for o in outs] == [1, 2, 3] and list(stream) == []
+        assert set(outs[0]) == {"step", "state", "achievements"} and set(outs[1]) == {"step"}, "only what changed"
         tab.play_release(st, "2")  # before hold 2 starts
         assert list(tab.play_hold(st, "1@2")) == [] and st.session.info.step == 3
         with pytest.raises(gr.Error, match="held key"):
