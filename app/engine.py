@@ -116,15 +116,21 @@ class PlaySession:
     def info(self) -> StepInfo | None:
         return self._info
 
-    def reset(self, seed: int | None = None) -> StepInfo:
-        """Start a fresh real episode (seeded), prime the dream on its first frame."""
+    def reset(self, seed: int | None = None, made: tuple[Any, Any, dict] | None = None) -> StepInfo:
+        """Start a fresh real episode (seeded), prime the dream on its first frame. ``made``: (env, first
+        observation, info) of an env already reset with ``seed`` elsewhere (app/webui/sessions.py makes Crafter's
+        worlds in another process), used as it is."""
         from model.data.envs import make_env
 
         with self._lock:
             self.seed = int(seed) if seed is not None else self._rng.randrange(2**31)
-            if self._env is None:
-                self._env = make_env(self.env_name)  # seeded by the reset below (one world generation)
-            obs, info = self._env.reset(seed=self.seed)
+            if made is not None:
+                self._close_env()
+                self._env, obs, info = made
+            else:
+                if self._env is None:
+                    self._env = make_env(self.env_name)  # seeded by the reset below (one world generation)
+                obs, info = self._env.reset(seed=self.seed)
             self._replay = None
             self._real_frame = np.asarray(obs, np.uint8)
             self._real_info = info

@@ -84,18 +84,13 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, bl
            quiet: bool = False) -> tuple[Any, str]:
     """Serve ``demo`` with its page script, CSS and file allow-list. Never opens a public share link;
     an error reaches the browser only as the plain message of a ``gr.Error`` (GuardedBlocks)."""
-    from app.webui.keys import RELEASE_ROUTE, RELEASES
+    from app.webui.lane import add_routes
 
     extra = demo.deltaplay
     app_, url, _ = demo.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=not block,
                                quiet=quiet, js=extra["js"], css=extra["css"], allowed_paths=extra["allowed_paths"],
                                footer_links=["gradio", "settings"], show_error=False)
-
-    def release(hold_id: str) -> dict[str, bool]:  # a held key is up: outside the queue, so it arrives at once
-        RELEASES.add(hold_id)
-        return {"ok": True}
-
-    app_.add_api_route(RELEASE_ROUTE, release, methods=["POST"])
+    add_routes(app_)  # the held-key lane (app/webui/lane.py)
     return app_, url
 
 

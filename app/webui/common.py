@@ -110,7 +110,7 @@ class TabState:
     lock: threading.Lock = field(default_factory=threading.Lock)
     plot_at: float = 0.0  # when the error plot was last sent (it is redrawn at most once a second)
     futures_shown: bool = False  # the Futures grid shows samples a step makes stale
-    released: str = ""  # the id of the held-key stream the page last said is over (app/webui/play_tab.py)
+    lane: str = ""  # this tab's held-key lane id, once a load opened it (app/webui/lane.py)
 
     def close(self) -> None:
         if self.session is not None:

@@ -5,48 +5,21 @@ sends everything queued as one batch (the hidden ``#btn-keys`` event, endpoint `
 server plays the batch in order; presses made meanwhile wait for the next batch. ``#pending-count`` shows
 how many moves are still to be played.
 
-A key held for ``HOLD_MS`` opens one stream (the hidden ``#btn-hold`` event): the server plays the move
-again and again at the dream's pace and sends each step as it comes, with no round trip per step, until the
-key is up: the page posts the hold's id to ``/deltaplay/release/<id>`` (a plain route, no queue: the stream
-stops within a step) and also clicks ``#btn-release``. The browser's own key repeat is ignored.
+A key held for ``HOLD_MS`` opens the held-key lane (app/webui/lane.py): the server plays the move again and
+again at the dream's pace and streams each step's frames and stats line, which the page draws, until the key is
+up: the page posts the hold's id to ``/deltaplay/release/<id>`` and the stream stops within a step. Then the
+hidden ``#btn-sync`` event brings every widget to the dream's step. The browser's own key repeat is ignored.
 """
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
 
 from app.webui.guard import refuse, short
 
 MAX_BATCH = 32  # moves one call plays; the page sends at most this many at once
 TAKE_JS = "(st, keys) => [st, window.deltaplayKeys ? window.deltaplayKeys.take() : '']"
-HOLD_JS = "(st, keys) => [st, window.deltaplayKeys ? window.deltaplayKeys.takeHold() : '']"
-RELEASE_JS = "(st, keys) => [st, window.deltaplayKeys ? window.deltaplayKeys.released : '']"
 DONE_JS = "() => { if (window.deltaplayKeys) window.deltaplayKeys.done(true); }"
 FAILED_JS = "() => { if (window.deltaplayKeys) window.deltaplayKeys.done(false); }"
-
-
-class Releases:
-    """The ids of held-key streams whose key is up, the last ``keep`` of them (an id is a random string per hold,
-    so a page can only end its own streams)."""
-
-    def __init__(self, keep: int = 4096):
-        self._ids: OrderedDict[str, None] = OrderedDict()
-        self._lock = threading.Lock()
-        self.keep = keep
-
-    def add(self, hold_id: str) -> None:
-        with self._lock:
-            self._ids[hold_id[:64]] = None
-            while len(self._ids) > self.keep:
-                self._ids.popitem(last=False)
-
-    def __contains__(self, hold_id: str) -> bool:
-        return hold_id in self._ids
-
-
-RELEASES = Releases()
-RELEASE_ROUTE = "/deltaplay/release/{hold_id}"
 
 
 def parse_keys(batch: str | None, n_actions: int) -> list[int]:
@@ -79,7 +52,7 @@ _SCRIPT = """
   const queue = [];
   let inflight = 0, sending = false, sentAt = 0, held = null;  // inflight: moves the server is playing
   let holds = 0, holding = null;  // the held-key stream now playing: {id, key, action}
-  const api = window.deltaplayKeys = {queue: queue, sent: 0, answered: 0, holds: 0, released: ""};
+  const api = window.deltaplayKeys = {queue: queue, sent: 0, answered: 0, holds: 0, released: "", laneSteps: 0};
 
   function playShown() { const f = document.getElementById("frame"); return f && f.offsetParent !== null; }
   function keymap() {
@@ -100,9 +73,7 @@ _SCRIPT = """
       sending = false;  // no answer for far too long: send the next batch anyway
       inflight = 0;
     }
-    if (!queue.length && held && now - held.since >= HOLD_MS && playShown()) {
-      const hb = document.getElementById("btn-hold");
-      if (!hb) return;
+    if (!queue.length && held && now - held.since >= HOLD_MS && playShown() && lane()) {
       holds += 1;
       api.holds = holds;
       const id = (window.crypto && crypto.randomUUID) ? crypto.randomUUID()
@@ -110,7 +81,7 @@ _SCRIPT = """
       holding = {id: id, key: held.key, action: held.action};
       sending = true;
       sentAt = now;
-      hb.click();
+      stream(holding);
       return;
     }
     if (!queue.length) { show(); return; }
@@ -127,14 +98,50 @@ _SCRIPT = """
     show();
     return batch.join(",");
   };
-  api.takeHold = () => holding ? holding.action + "@" + holding.id : "";
+  function lane() {
+    const box = document.querySelector("#lane textarea, #lane input");
+    return box ? box.value : "";
+  }
+  function draw(root, url) {  // the frame's own <img>: Gradio sets it again at the sync
+    const img = document.querySelector(root + " img");
+    if (img && url) img.src = url;
+  }
+  function sync() {  // every widget to the dream's step, through Gradio, once the lane is done
+    const sb = document.getElementById("btn-sync");
+    if (sb) sb.click(); else api.done(true);
+  }
+  async function stream(h) {  // the held key's lane: one JSON line per step (app/webui/lane.py)
+    const url = new URL("deltaplay/hold/" + encodeURIComponent(lane()) + "/" + h.action + "/" +
+                        encodeURIComponent(h.id), document.baseURI);
+    try {
+      const r = await fetch(url, {method: "POST", cache: "no-store"});
+      if (!r.ok || !r.body) throw new Error("hold refused: " + r.status);
+      const reader = r.body.getReader(), dec = new TextDecoder();
+      let buf = "";
+      for (;;) {
+        const {value, done} = await reader.read();
+        if (done) break;
+        buf += dec.decode(value, {stream: true});
+        let i;
+        while ((i = buf.indexOf("\\n")) >= 0) {
+          const line = buf.slice(0, i);
+          buf = buf.slice(i + 1);
+          if (!line) continue;
+          const m = JSON.parse(line);
+          if (m.dream) { draw("#frame", m.dream); draw("#real", m.real); api.laneSteps += 1; }
+          const p = m.stats && document.querySelector("#stats p");
+          if (p) p.innerHTML = m.stats;  // the paragraph's content only: Gradio keeps the nodes it owns
+        }
+      }
+    } catch (_) {}
+    sentAt = performance.now();
+    sync();
+  }
   function release() {  // the held key is up (or another key is down): end the stream after its current step
     if (!holding || api.released === holding.id) return;
     api.released = holding.id;
     fetch(new URL("deltaplay/release/" + encodeURIComponent(holding.id), document.baseURI),
           {method: "POST", keepalive: true}).catch(() => {});
-    const rb = document.getElementById("btn-release");
-    if (rb) rb.click();
   }
   api.done = (ok) => {
     api.answered += inflight;

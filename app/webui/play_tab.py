@@ -1,12 +1,12 @@
 """The Play tab: a dream of the world model next to the real env, played by keyboard, buttons or the agent.
 
 Keys and action buttons go through the page's move queue (app/webui/keys.py), which the ``/play_keys``
-event plays a batch at a time. The widgets and what a step shows live in app/webui/play_view.py.
+event plays a batch at a time; a held key streams over the lane (app/webui/lane.py) and ends with ``/play_sync``. The widgets and what a step shows live in app/webui/play_view.py.
 """
 from __future__ import annotations
 
 import json
-import time
+import random
 from typing import Any, Callable, Iterator
 
 import gradio as gr
@@ -15,7 +15,8 @@ from app.webui.common import (PRIVATE, TabState, UISettings, checkpoint_choices,
                               load_bundle, shown_to_user)
 from app.webui.futures_panel import FuturesPanel, futures_layout, inspector_layout
 from app.webui.guard import number, one_of, refuse, short, text, whole
-from app.webui.keys import DONE_JS, FAILED_JS, HOLD_JS, RELEASE_JS, RELEASES, TAKE_JS, parse_keys
+from app.webui.keys import DONE_JS, FAILED_JS, TAKE_JS, parse_keys
+from app.webui.lane import LANES
 from app.webui.play_view import (HORIZON_MAX, TEMPERATURE_RANGE, PlayOptions, PlayView, button_label, error_frame,
                                  note_error, stats_text)
 
@@ -23,7 +24,6 @@ MAX_ACTIONS = 18  # the most any env here has (Atari's full set); unused buttons
 DEFAULT_KEYS_HINT = "WASD/arrows move, Space do, Tab sleep, R/T/F/P place, 1-6 make, Enter reset"
 QUIET = dict(show_progress="hidden")  # no spinner flicker per step, and an error does not cover the frames
 PLAY = dict(concurrency_limit=8)  # each page plays its own session: pages step side by side
-HOLD_MAX_S = 10.0  # one held-key stream ends after this; the page starts the next while the key stays down
 
 
 # ------------------------------------------------------------------------------------ layout
@@ -47,10 +47,11 @@ def _dream_column(names: list[str], keys: dict[str, int]) -> dict[str, Any]:
     # The page's move queue sends its batches through these two (app/webui/keys.py).
     batch = gr.Textbox("", visible="hidden", elem_id="key-batch", label="moves")
     batch_btn = gr.Button("play moves", visible="hidden", elem_id="btn-keys")
-    hold_btn = gr.Button("hold", visible="hidden", elem_id="btn-hold")
-    release_btn = gr.Button("release", visible="hidden", elem_id="btn-release")
+    # A held key streams over the lane (app/webui/lane.py); then the page syncs every widget once.
+    lane = gr.Textbox("", visible="hidden", elem_id="lane", label="lane")
+    sync_btn = gr.Button("sync", visible="hidden", elem_id="btn-sync")
     return dict(frame=frame, real=real, stats=stats, pending=pending, buttons=buttons, keys=batch,
-                keys_btn=batch_btn, hold_btn=hold_btn, release_btn=release_btn, futures=futures_layout(names),
+                keys_btn=batch_btn, lane=lane, sync_btn=sync_btn, futures=futures_layout(names),
                 inspector=inspector_layout())
 
 
@@ -137,7 +138,15 @@ class PlayTab:
         s = PlaySession(bundle, shadow=opts.shadow, temperature=opts.temperature, horizon=opts.horizon,
                         i_tokens=variant)
         s.keep_last(self.settings.gif_frames)
-        return s, s.reset(seed=opts.seed)
+        return s, self.fresh(s, opts.seed)
+
+    def fresh(self, s: Any, seed: int | None) -> Any:
+        """``s`` reset to ``seed`` (random if None); its real env's world is made in the spares' env process, so
+        that building it does not slow the other pages' play (app/webui/sessions.py)."""
+        seed = seed if seed is not None else random.randrange(2**31)
+        spares = self.settings.spares
+        made = spares.envs.reset(s.env_name, seed) if s.shadow and spares is not None else None
+        return s.reset(seed, made=made)
 
     def open(self, st: TabState, ckpt: str, opts: PlayOptions) -> Any:
         """A new PlaySession on ``ckpt`` in this browser tab, reset; its first StepInfo."""
@@ -185,7 +194,7 @@ class PlayTab:
             s = st.session
             if opts.shadow != s.shadow:
                 s.set_shadow(opts.shadow)
-            return self.view.show_loaded(st, s.reset(seed=opts.seed))
+            return self.view.show_loaded(st, self.fresh(s, opts.seed))
 
     @staticmethod
     def action_of(s: Any, action: Any) -> int:
@@ -220,37 +229,12 @@ class PlayTab:
                 note_error(st, info)
             return self.view.show(st, info)
 
-    def play_hold(self, st: TabState | None, held: Any) -> Iterator[dict[Any, Any]]:
-        """A held key (``"action@id"``): its move played again and again at the dream's pace, every step streamed
-        to the page as it comes (one event, not a round trip per step), until the page releases hold ``id``
-        (:meth:`play_release`, which may even arrive first) or HOLD_MAX_S pass."""
+    def play_sync(self, st: TabState | None) -> dict[Any, Any]:
+        """Every widget of a step at the session's current step: after a held key's lane, which drew only the
+        frames and the stats line."""
         st = self.need_session(st)
-        key, _, hold_id = text(held, "the held key", 64).partition("@")
         with st.lock:
-            moves = parse_keys(key, len(st.session.action_names))
-        if len(moves) != 1 or not hold_id:
-            raise refuse("a held key is one action and the id of its hold, e.g. 3@1")
-        end = time.monotonic() + HOLD_MAX_S
-        v, sent = self.view, {}  # what the page already has
-        while st.released != hold_id and hold_id not in RELEASES and time.monotonic() < end:
-            with st.lock:
-                if st.session is None:
-                    break
-                out = v.show(st, st.session.step(moves[0]))
-            # Only what changed: every output costs the server's event loop work, and that thread shares the
-            # interpreter lock with the dream's (the state object itself never changes during a hold).
-            if sent:
-                out.pop(v.state, None)
-                if out.get(v.achievements) == sent.get("achievements"):
-                    out.pop(v.achievements, None)
-            sent["achievements"] = out.get(v.achievements, sent.get("achievements"))
-            yield out
-
-    @staticmethod
-    def play_release(st: TabState | None, hold_id: Any) -> None:
-        """The page's held key is up: the stream of that hold ends after the step it is playing."""
-        if st is not None and isinstance(hold_id, str):
-            st.released = hold_id[:64]
+            return self.view.show(st, st.session.info)
 
     def act(self, i: int) -> Callable[[TabState | None], dict[Any, Any]]:
         """The handler of action button ``i`` (the page's script sends clicks through the move queue)."""
@@ -325,11 +309,9 @@ class PlayTab:
                                  trigger_mode="always_last", **QUIET, **PLAY)
         moves.success(None, None, None, js=DONE_JS, **PRIVATE)
         moves.failure(None, None, None, js=FAILED_JS, **PRIVATE)
-        held = v.hold_btn.click(self.play_hold, [v.state, v.keys], step_out, js=HOLD_JS, **PRIVATE, **QUIET, **PLAY)
-        held.success(None, None, None, js=DONE_JS, **PRIVATE)
-        held.failure(None, None, None, js=FAILED_JS, **PRIVATE)
-        v.release_btn.click(self.play_release, [v.state, v.keys], None, js=RELEASE_JS, **PRIVATE, **QUIET,
-                            concurrency_limit=None)
+        synced = v.sync_btn.click(self.play_sync, [v.state], step_out, api_name="play_sync", **QUIET, **PLAY)
+        synced.success(None, None, None, js=DONE_JS, **PRIVATE)
+        synced.failure(None, None, None, js=FAILED_JS, **PRIVATE)
         v.reset_btn.click(self.reset, v.load_inputs(), v.load_outputs(), api_name="reset", **PLAY)
         v.load_btn.click(self.load, v.load_inputs(), v.load_outputs(), api_name="load_checkpoint", **PLAY)
         v.agent_step_btn.click(self.agent_step, [v.state], step_out, api_name="agent_step", **QUIET, **PLAY)

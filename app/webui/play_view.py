@@ -15,6 +15,7 @@ import pandas as pd
 from app.webui.common import TabState, View, big, key_labels, signed
 from app.webui.futures_panel import LAST_ACTION, FuturesView, InspectorView, action_choices
 from app.webui.guard import number, one_of, seed_of, whole
+from app.webui.lane import LANES
 
 HORIZON_MAX = 200  # the Memory horizon slider's range
 PLOT_EVERY_S = 1.0  # the dream-vs-real plot is redrawn at most this often while playing
@@ -55,8 +56,8 @@ class PlayView(View):
     buttons: list[gr.Button]
     keys: gr.Textbox
     keys_btn: gr.Button
-    hold_btn: gr.Button
-    release_btn: gr.Button
+    lane: gr.Textbox
+    sync_btn: gr.Button
     seed: gr.Number
     reset_btn: gr.Button
     controller: gr.Radio
@@ -93,7 +94,7 @@ class PlayView(View):
         return [self.state, self.checkpoint, *self.option_inputs()]
 
     def load_outputs(self) -> list[Any]:
-        return [*self.step_outputs(), *self.buttons, self.keymap, self.itok, self.futures.action]
+        return [*self.step_outputs(), *self.buttons, self.keymap, self.itok, self.lane, self.futures.action]
 
     def show(self, st: TabState, info: Any, names: tuple[str, ...] = STEP) -> dict[Any, Any]:
         """A step's outputs (``names`` of :attr:`STEP`; a whole step also clears the futures it made stale);
@@ -120,8 +121,8 @@ class PlayView(View):
         buttons = {b: gr.update(value=button_label(i, s.action_names, labels), visible=True)
                    if i < len(s.action_names) else gr.update(visible=False) for i, b in enumerate(self.buttons)}
         actions = self.futures.values(action=gr.update(choices=action_choices(s.action_names), value=LAST_ACTION))
-        return {**self.show(st, info), **buttons, **self.values(keymap=json.dumps(s.keymap), itok=s.i_tokens),
-                **actions}
+        return {**self.show(st, info), **buttons,
+                **self.values(keymap=json.dumps(s.keymap), itok=s.i_tokens, lane=LANES.open(st)), **actions}
 
 
 def note_error(st: TabState, info: Any) -> None:

@@ -4,12 +4,20 @@ When the server starts, the Play tab's checkpoint is loaded and its models warme
 and reset sessions wait for the next pages (two, so that pages opened one after the other both find
 one). A page load with a random seed takes one instead of building an env and priming the dream, and a
 new one is made in the background for the page after.
+
+Crafter builds its world in pure Python (a second or more of noise functions per reset). In the server's process
+that work holds the interpreter lock the dream steps of every page need, so :class:`EnvMaker` resets envs in a
+child process and hands them over (an env pickles in about a millisecond; the channel is between this server
+and the child it started).
 """
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
+import random
 import threading
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 log = logging.getLogger("deltaplay.webui")
@@ -18,6 +26,46 @@ WARM_STEPS = 3  # dream steps that run the kernels once before anyone plays
 REFILL_AFTER_S = 1.0  # the next spare is made once the page that took one got its frames
 REFILL_NICE = 10  # and below the server's threads (Linux niceness is per thread)
 WAIT_FOR_SPARE_S = 5.0  # a page load waits this long for a spare being made, rather than make its own
+MAKE_ENV_S = 60.0  # an env reset in the child process takes at most this (else it is made here)
+
+
+def reset_env(env_name: str, seed: int) -> tuple[Any, Any, dict]:
+    """(env, first observation, info) of a new env reset with ``seed``; runs in the EnvMaker's process."""
+    from model.data.envs import make_env
+
+    env = make_env(env_name)
+    obs, info = env.reset(seed=seed)
+    return env, obs, info
+
+
+class EnvMaker:
+    """Resets envs in one child process, started on first use (``spawn``: no copy of the server's threads)."""
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def reset(self, env_name: str, seed: int) -> tuple[Any, Any, dict] | None:
+        """A reset env from the child, or None when the child cannot make one or the env is cheap to reset
+        here (only Crafter's worlds are worth the trip); the caller then resets it itself."""
+        if env_name != "crafter":
+            return None
+        try:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+                future = self._pool.submit(reset_env, env_name, seed)
+            return future.result(timeout=MAKE_ENV_S)
+        except Exception as e:  # noqa: BLE001  (a broken child costs speed, never a page)
+            log.warning("could not make an env in the child process: %s", type(e).__name__)
+            self.close()
+            return None
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 class SpareSessions:
@@ -31,6 +79,7 @@ class SpareSessions:
         self._filling: set[int] = set()
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)  # a spare was made (or its making failed)
+        self.envs = EnvMaker()
 
     def warm(self, checkpoint: str | None) -> None:
         """Load ``checkpoint``'s models and make its first spare session (a broken checkpoint is left
@@ -83,7 +132,8 @@ class SpareSessions:
             self._filling.add(id(bundle))
         try:
             s = PlaySession(bundle, shadow=True, i_tokens=True if True in bundle.world_models else False)
-            s.reset()
+            seed = random.randrange(2**31)
+            s.reset(seed, made=self.envs.reset(bundle.env_name, seed))
             for _ in range(warm_steps):
                 s.step(0)
             if warm_steps:
@@ -105,3 +155,4 @@ class SpareSessions:
             for s in self._spares:
                 s.close()
             self._spares.clear()
+        self.envs.close()

@@ -334,11 +334,52 @@ def test_token_maps_of_both_tokenizers(client, tiny_run):
 
 
 def test_the_release_route_ends_a_hold_at_once(server):
-    """A page's key-up posts the hold's id to a plain route (no queue); the hold stream checks it every step."""
+    """A page's key-up posts the hold's id to a plain route (no queue); the lane checks it every step."""
     import httpx
 
-    from app.webui.keys import RELEASES
+    from app.webui.lane import RELEASES
 
     r = httpx.post(server[0].rstrip("/") + "/deltaplay/release/hold-abc", timeout=10)
     assert r.status_code == 200 and r.json() == {"ok": True}
     assert "hold-abc" in RELEASES and "hold-xyz" not in RELEASES
+
+
+def test_the_hold_lane_streams_steps_and_refuses_bad_input_plainly(server, tiny_run):
+    """The lane of a page with a dream streams its steps until released; an unknown lane, a move outside the env
+    and an overlong hold id get a refusal in plain words, never a traceback."""
+    import json
+
+    import httpx
+
+    from app.engine import ModelBundle, PlaySession
+    from app.webui.common import TabState
+    from app.webui.lane import LANES
+
+    base = server[0].rstrip("/")
+    st = TabState(str(tiny_run))
+    st.session = PlaySession(ModelBundle.load(tiny_run, device="cpu"), shadow=True)
+    st.session.reset(2)
+    lane = LANES.open(st)
+    try:
+        with httpx.Client(timeout=30) as http:
+            steps = []
+            with http.stream("POST", f"{base}/deltaplay/hold/{lane}/1/hold-c1") as r:
+                assert r.status_code == 200
+                for line in r.iter_lines():
+                    msg = json.loads(line)
+                    if "step" in msg:
+                        steps.append(msg["step"])
+                        if len(steps) == 3:
+                            http.post(f"{base}/deltaplay/release/hold-c1")
+                    else:
+                        assert msg == {"end": True}
+            assert steps[:3] == [1, 2, 3] and len(steps) <= 5, steps
+            for path, status, words in (("nolane/1/h", 404, "no dream on this page"),
+                                        (f"{lane}/99/h", 400, "action of this env"),
+                                        (f"{lane}/x1/h", 400, "action of this env"),
+                                        (f"{lane}/1/{'h' * 65}", 400, "hold id")):
+                r = http.post(f"{base}/deltaplay/hold/{path}")
+                assert r.status_code == status and words in r.json()["error"], (path, r.text)
+                assert "Traceback" not in r.text and "/" not in r.json()["error"]
+    finally:
+        st.close()

@@ -155,31 +155,51 @@ def test_signed_never_reads_minus_zero():
 
 
 def test_a_held_key_streams_steps_until_its_release_which_may_come_first(tiny_run):
-    """The hold stream plays its move step after step; a release of that hold ends it after the step in
-    flight, and a release that reached the server before the stream started ends it before any step."""
+    """The lane plays its move step after step, one JSON line each (both frames as PNG data URLs and the stats
+    line); a release of that hold ends it after the step in flight, and a release that reached the server before
+    the stream started ends it before any step."""
+    import base64
+    import io
+    import json
+
+    from PIL import Image
+
     from app.engine import ModelBundle, PlaySession
-    from app.webui.common import TabState, UISettings
-    from app.webui.play_tab import PlayTab
-
-    class FakeView:  # only what play_hold reads of the view: a step's outputs by widget
-        state, achievements = "state", "achievements"
-
-        def show(self, st, info):
-            return {"step": info.step, "state": st, "achievements": "none yet"}
+    from app.webui.common import TabState
+    from app.webui.lane import RELEASES, hold_lines
 
     st = TabState(str(tiny_run))
-    st.session = PlaySession(ModelBundle.load(tiny_run, device="cpu"), shadow=False)
+    st.session = PlaySession(ModelBundle.load(tiny_run, device="cpu"), shadow=True)
     st.session.reset(1)
-    tab = PlayTab(UISettings(None, tiny_run, tiny_run, "cpu"), FakeView(), None)
     try:
-        stream = tab.play_hold(st, "1@1")
-        outs = [next(stream) for _ in range(3)]
-        tab.play_release(st, "1")
-        assert [o["step"] for o in outs] == [1, 2, 3] and list(stream) == []
-        assert set(outs[0]) == {"step", "state", "achievements"} and set(outs[1]) == {"step"}, "only what changed"
-        tab.play_release(st, "2")  # before hold 2 starts
-        assert list(tab.play_hold(st, "1@2")) == [] and st.session.info.step == 3
-        with pytest.raises(gr.Error, match="held key"):
-            list(tab.play_hold(st, "1"))  # no hold id
+        stream = hold_lines(st, 1, "hold-u1")
+        lines = [json.loads(next(stream)) for _ in range(3)]
+        RELEASES.add("hold-u1")
+        assert [x["step"] for x in lines] == [1, 2, 3] and [json.loads(x) for x in stream] == [{"end": True}]
+        png = base64.b64decode(lines[2]["dream"].removeprefix("data:image/png;base64,"))
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")), st.session.info.dream_frame)
+        assert lines[2]["real"].startswith("data:image/png;base64,")
+        assert "<strong>step</strong> 3 " in lines[2]["stats"] and "**" not in lines[2]["stats"]
+        assert len(st.errors) == 3, "the dream-vs-real plot keeps every step of the hold"
+        RELEASES.add("hold-u2")  # before hold 2 starts
+        assert [json.loads(x) for x in hold_lines(st, 1, "hold-u2")] == [{"end": True}]
+        assert st.session.info.step == 3
     finally:
         st.close()
+
+
+def test_crafter_worlds_made_in_the_env_process_play_as_worlds_made_here():
+    """The spares' env process resets Crafter with a seed; the env it hands over steps exactly as one reset here."""
+    from app.webui.sessions import EnvMaker
+    from model.data.envs import make_env
+
+    maker = EnvMaker()
+    try:
+        env, obs, _ = maker.reset("crafter", 11)
+        here = make_env("crafter")
+        assert np.array_equal(obs, here.reset(seed=11)[0])
+        for a in (1, 3, 5, 2, 4):
+            assert np.array_equal(env.step(a)[0], here.step(a)[0])
+        assert maker.reset("gridworld", 11) is None, "cheap envs are reset by the caller"
+    finally:
+        maker.close()

@@ -38,6 +38,20 @@ def test_crafter_passes_check_env():
     assert action_names("crafter") == list(crafter.constants.actions)
 
 
+def test_crafter_worlds_are_the_ones_crafters_own_python_code_makes():
+    """Crafter's world generation runs compiled when numba is installed (opensimplex's noise); the worlds must be
+    the ones the plain Python noise makes: the whole material map and first frame of three seeds, hashed with
+    numba absent (crafter 1.8.3, opensimplex 0.4.5.1)."""
+    import hashlib
+
+    golden = {0: "de0af998", 10000: "71108d0e", 123456789: "c1380405"}
+    for seed, digest in golden.items():
+        env = make_env("crafter")
+        obs, _ = env.reset(seed=seed)
+        h = hashlib.sha256(env._env._world._mat_map.tobytes() + obs.tobytes()).hexdigest()
+        assert h[:8] == digest, f"seed {seed}: another world ({h[:8]})"
+
+
 def test_crafter_seeded_reset_is_reproducible():
     rng = np.random.default_rng(0)
     actions = rng.integers(0, 17, size=400)
