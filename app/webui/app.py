@@ -24,10 +24,12 @@ from app.webui.itoken_tab import itoken_tab
 from app.webui.jobs import GALLERY, JobManager
 from app.webui.keys import keyboard_js
 from app.webui.play_tab import play_tab
+from app.webui.prepaint import Claims, splash_maker
 from app.webui.sessions import SpareSessions
 from app.webui.tokenizer_tab import tokenizer_tab
 from app.webui.train_tab import train_tab, training_line
 
+CLAIM_JS = "(...args) => [...args.slice(0, -1), window.deltaplayClaim || '']"  # the splash's session, if any
 QUEUE_SIZE = 64  # events waiting at most; one more hears "the queue is full, try again"
 STATUS_EVERY_S = 2.0  # how often each page rereads whether a training run is going
 
@@ -49,6 +51,7 @@ def build_app(checkpoint: str | Path | None = None, runs_dir: str | Path = "runs
     gallery.mkdir(parents=True, exist_ok=True)
     settings = UISettings(str(checkpoint) if checkpoint else None, runs, gallery, device, gif_frames=max(1, gif_frames))
     settings.spares = SpareSessions(device, settings.gif_frames)
+    settings.claims = Claims()
     set_play_threads(0, resolve_device(device))  # one thread on CPU: a batch-1 dream step gains nothing from more
     jobs = JobManager(runs)
     # The keymap and buttons the page starts with: the first checkpoint's env, else Crafter.
@@ -68,7 +71,8 @@ def build_app(checkpoint: str | Path | None = None, runs_dir: str | Path = "runs
             train_tab(settings, jobs, play, tabs)
             gallery_tab(settings)
         pv = play.view
-        demo.load(play.load, pv.load_inputs(), pv.load_outputs(), **PRIVATE, concurrency_limit=None)
+        demo.load(play.first_load, [*pv.load_inputs(), pv.claim], pv.load_outputs(), js=CLAIM_JS, **PRIVATE,
+                  concurrency_limit=None)
         status_timer = gr.Timer(STATUS_EVERY_S)
         for event in (demo.load, status_timer.tick):
             event(lambda: training_line(jobs), None, status, **PRIVATE, concurrency_limit=None,
@@ -76,7 +80,7 @@ def build_app(checkpoint: str | Path | None = None, runs_dir: str | Path = "runs
     demo.scrub = settings.scrubber()
     demo.queue(max_size=QUEUE_SIZE)
     demo.deltaplay = {"settings": settings, "jobs": jobs, "js": keyboard_js(keymap_for(start_env)), "css": CSS,
-                      "allowed_paths": [str(runs), str(gallery)]}
+                      "allowed_paths": [str(runs), str(gallery)], "splash": splash_maker(settings, start_ckpt)}
     return demo
 
 
@@ -84,12 +88,16 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, bl
            quiet: bool = False) -> tuple[Any, str]:
     """Serve ``demo`` with its page script, CSS and file allow-list. Never opens a public share link;
     an error reaches the browser only as the plain message of a ``gr.Error`` (GuardedBlocks)."""
+    from starlette.middleware import Middleware
+
     from app.webui.lane import add_routes
+    from app.webui.prepaint import PrepaintMiddleware
 
     extra = demo.deltaplay
     app_, url, _ = demo.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=not block,
                                quiet=quiet, js=extra["js"], css=extra["css"], allowed_paths=extra["allowed_paths"],
-                               footer_links=["gradio", "settings"], show_error=False)
+                               footer_links=["gradio", "settings"], show_error=False,
+                               app_kwargs={"middleware": [Middleware(PrepaintMiddleware, make=extra["splash"])]})
     add_routes(app_)  # the held-key lane (app/webui/lane.py)
     return app_, url
 
@@ -138,5 +146,6 @@ def run(args: argparse.Namespace) -> int:
     finally:
         jobs.shutdown()
         demo.deltaplay["settings"].spares.close()
+        demo.deltaplay["settings"].claims.close()
         demo.close()
     return 0

@@ -47,6 +47,7 @@ class UISettings:
     gif_frames: int = 300  # the Play tab's rolling GIF buffer: the last N steps
     gates: dict[str, Gate] = field(default_factory=make_gates)
     spares: Any = None  # app.webui.sessions.SpareSessions, set by build_app
+    claims: Any = None  # app.webui.prepaint.Claims: sessions whose first frames a loading page already shows
 
     def gate(self, name: str) -> Gate:
         """The busy gate of a heavy endpoint (app.webui.guard.GATES)."""

@@ -49,9 +49,10 @@ def _dream_column(names: list[str], keys: dict[str, int]) -> dict[str, Any]:
     batch_btn = gr.Button("play moves", visible="hidden", elem_id="btn-keys")
     # A held key streams over the lane (app/webui/lane.py); then the page syncs every widget once.
     lane = gr.Textbox("", visible="hidden", elem_id="lane", label="lane")
+    claim = gr.Textbox("", visible="hidden", elem_id="claim", label="claim")  # the splash's session (prepaint.py)
     sync_btn = gr.Button("sync", visible="hidden", elem_id="btn-sync")
     return dict(frame=frame, real=real, stats=stats, pending=pending, buttons=buttons, keys=batch,
-                keys_btn=batch_btn, lane=lane, sync_btn=sync_btn, futures=futures_layout(names),
+                keys_btn=batch_btn, lane=lane, claim=claim, sync_btn=sync_btn, futures=futures_layout(names),
                 inspector=inspector_layout())
 
 
@@ -124,12 +125,16 @@ class PlayTab:
             raise refuse("No dream loaded: choose a checkpoint and press Reset (or train one in the Train tab).")
         return st
 
-    def new_session(self, bundle: Any, variant: bool, opts: PlayOptions) -> tuple[Any, Any]:
-        """A reset session for these options: a spare one made in advance when it fits (the fast path)."""
+    def new_session(self, bundle: Any, variant: bool, opts: PlayOptions, claim: str = "") -> tuple[Any, Any]:
+        """A reset session for these options: the one whose frames the page's splash shows (``claim``,
+        app/webui/prepaint.py) or a spare one made in advance when it fits (the fast paths)."""
         from app.engine import PlaySession
 
-        spares = self.settings.spares
-        s = spares.take(bundle, variant, opts.shadow, opts.seed) if spares is not None else None
+        spares, claims, s = self.settings.spares, self.settings.claims, None
+        if claim and claims is not None and opts.seed is None and opts.shadow:
+            s = claims.take(claim, bundle, variant)
+        if s is None and spares is not None:
+            s = spares.take(bundle, variant, opts.shadow, opts.seed)
         if s is not None:
             s.set_temperature(opts.temperature)
             s.set_horizon(opts.horizon)
@@ -148,7 +153,7 @@ class PlayTab:
         made = spares.envs.reset(s.env_name, seed) if s.shadow and spares is not None else None
         return s.reset(seed, made=made)
 
-    def open(self, st: TabState, ckpt: str, opts: PlayOptions) -> Any:
+    def open(self, st: TabState, ckpt: str, opts: PlayOptions, claim: str = "") -> Any:
         """A new PlaySession on ``ckpt`` in this browser tab, reset; its first StepInfo."""
         from app.engine import VariantUnavailable
 
@@ -158,7 +163,7 @@ class PlayTab:
         st.close()
         want = opts.i_tokens
         variant = [v for v in (want, not want) if v in bundle.world_models][0]
-        st.session, info = self.new_session(bundle, variant, opts)
+        st.session, info = self.new_session(bundle, variant, opts, claim)
         if opts.controller == "agent":
             try:
                 info = st.session.set_controller("agent") or info
@@ -169,7 +174,12 @@ class PlayTab:
                        f"using the one {'with' if variant else 'without'}")
         return info
 
-    def load(self, st: TabState | None, checkpoint: Any, *options: Any) -> dict[Any, Any]:
+    def first_load(self, st: TabState | None, checkpoint: Any, *options_and_claim: Any) -> dict[Any, Any]:
+        """The page's load: :meth:`load`, with the session its splash showed when it has a claim."""
+        *options, claim = options_and_claim
+        return self.load(st, checkpoint, *options, claim=claim if isinstance(claim, str) else "")
+
+    def load(self, st: TabState | None, checkpoint: Any, *options: Any, claim: str = "") -> dict[Any, Any]:
         """(Re)open the tab's checkpoint: page load, Load, "Play this run"."""
         st = self.ensure(st)
         opts = PlayOptions(*options).checked()
@@ -181,7 +191,7 @@ class PlayTab:
             return self.view.values(state=st, frame=None, real=None, stats=msg, achievements="",
                                     err_plot=error_frame(st))
         with st.lock:
-            info = self.open(st, ckpt, opts)
+            info = self.open(st, ckpt, opts, claim[:64])
             return self.view.show_loaded(st, info)
 
     def reset(self, st: TabState | None, checkpoint: Any, *options: Any) -> dict[Any, Any]:

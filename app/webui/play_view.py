@@ -57,6 +57,7 @@ class PlayView(View):
     keys: gr.Textbox
     keys_btn: gr.Button
     lane: gr.Textbox
+    claim: gr.Textbox
     sync_btn: gr.Button
     seed: gr.Number
     reset_btn: gr.Button

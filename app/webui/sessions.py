@@ -44,11 +44,12 @@ class EnvMaker:
     def __init__(self) -> None:
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
+        self.broken = False  # the child could not start or failed once: resets stay in the caller's process
 
     def reset(self, env_name: str, seed: int) -> tuple[Any, Any, dict] | None:
         """A reset env from the child, or None when the child cannot make one or the env is cheap to reset
         here (only Crafter's worlds are worth the trip); the caller then resets it itself."""
-        if env_name != "crafter":
+        if env_name != "crafter" or self.broken:
             return None
         try:
             with self._lock:
@@ -57,7 +58,8 @@ class EnvMaker:
                 future = self._pool.submit(reset_env, env_name, seed)
             return future.result(timeout=MAKE_ENV_S)
         except Exception as e:  # noqa: BLE001  (a broken child costs speed, never a page)
-            log.warning("could not make an env in the child process: %s", type(e).__name__)
+            log.warning("could not make an env in a child process (%s): resets stay in this one", type(e).__name__)
+            self.broken = True
             self.close()
             return None
 
@@ -95,14 +97,14 @@ class SpareSessions:
         except Exception as e:  # noqa: BLE001  (a page shows this checkpoint's error in plain words)
             log.warning("could not warm %s: %s", checkpoint, type(e).__name__)
 
-    def take(self, bundle: Any, i_tokens: bool, shadow: bool, seed: int | None) -> Any | None:
+    def take(self, bundle: Any, i_tokens: bool, shadow: bool, seed: int | None, wait: bool = True) -> Any | None:
         """A ready session that matches (random seed, real env on, this variant), or None; the next
-        spare is made in the background."""
+        spare is made in the background. ``wait``: wait for one being made rather than return None."""
         if seed is not None or not shadow:
             return None
         with self._ready:
             found = self._find(bundle, i_tokens)
-            if found is None and id(bundle) in self._filling:  # one is being made: cheaper to wait for it
+            if found is None and wait and id(bundle) in self._filling:  # one is being made: cheaper to wait for it
                 self._ready.wait_for(lambda: id(bundle) not in self._filling, timeout=WAIT_FOR_SPARE_S)
                 found = self._find(bundle, i_tokens)
             if found is not None:
