@@ -45,6 +45,18 @@ def _training_steps(log: Path, since: float, until: float) -> dict[str, float]:
             for phase, pts in seen.items() if len(pts) > 1 and pts[-1][0] > pts[0][0]}
 
 
+def _next_step_line(log: Path, after: float, wait_s: float = 90.0) -> float:
+    """The time of the training log's first step line after ``after`` (waiting for it), else now."""
+    end = time.monotonic() + wait_s
+    while time.monotonic() < end:
+        for line in log.read_text(errors="replace").splitlines() if log.exists() else []:
+            m = _STEP_LINE.match(line)
+            if m and (t := datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()) > after:
+                return t
+        time.sleep(2)
+    return time.time()
+
+
 def _start_training(url: str, preset: str, runs: Path) -> Path:
     from gradio_client import Client
 
@@ -99,8 +111,9 @@ def run_page(checkpoint: str | None, train_preset: str | None, hold_s: float, re
                 out["repeats"].append(row)
                 page.wait_for_timeout(1000)
             browser.close()
-        if log is not None:  # its log has a step line every half minute: the whole time the page was open
-            out["training_steps_per_min"] = _training_steps(log, opened - 60, time.time())
+        if log is not None:  # its log has a step line every half minute: from one before the page to one after
+            closed = time.time()
+            out["training_steps_per_min"] = _training_steps(log, opened - 60, _next_step_line(log, closed))
     finally:
         jobs.shutdown()
         demo.close()
