@@ -121,6 +121,7 @@ class TrainView(View):
     log: gr.Textbox
     runs: gr.Dataframe
     timer: gr.Timer
+    seen: gr.State  # what this page's last ticks sent, by widget (TrainTab.tick sends only what changed)
 
     RUN = ("progress", "error", "loss_plot", "score_plot", "log")  # what the tab shows of the selected run
     FORM = ("name", "env", "preset", "device", "tokenizer", "itok", "baselines", "frames", "epochs")
@@ -139,6 +140,11 @@ class TrainView(View):
         if choices:
             out.update(self.values(run_sel=gr.update(choices=run_names(jobs), value=run)))
         return out
+
+
+def fingerprint(value: Any) -> str:
+    """What a widget's value looks like, to tell a changed one from the same one sent again."""
+    return value.to_json() if isinstance(value, pd.DataFrame) else repr(value)
 
 
 def gpu_choices() -> list[tuple[str, str]]:
@@ -211,6 +217,7 @@ def _layout(jobs: JobManager) -> TrainView:
         w["runs"] = gr.Dataframe(runs_table(jobs), headers=RUN_HEADERS, label="Runs", interactive=False,
                                  elem_id="train-runs")
         w["timer"] = gr.Timer(1.0)
+        w["seen"] = gr.State(None)
     return TrainView(**w)
 
 
@@ -262,12 +269,20 @@ class TrainTab:
         name = self.run_name(run) if run else None
         return self.v.show(self.jobs, name, self.scrub, choices=True)
 
-    def tick(self, run: Any) -> Any:
-        """The 1 s refresh of the selected run (a name that is not a run shows nothing new)."""
+    def tick(self, run: Any, seen: dict[str, str] | None) -> dict[Any, Any]:
+        """The 1 s refresh of the selected run: only the widgets whose value changed since this page's last tick
+        (a name that is not a run shows nothing new). Why: a page that watches a run must not cost the server
+        and the browser a redraw of every table and plot each second while another page plays."""
         try:
-            return self.v.show(self.jobs, self.run_name(run), self.scrub) if run else gr.skip()
+            out = self.v.show(self.jobs, self.run_name(run), self.scrub) if run else {}
         except gr.Error:
-            return gr.skip()
+            out = {}
+        seen, changed = dict(seen or {}), {}
+        for widget, value in out.items():
+            key, mark = str(widget._id), fingerprint(value)
+            if seen.get(key) != mark:
+                seen[key], changed[widget] = mark, value
+        return {**changed, self.v.seen: seen}
 
     def play_run(self, st: Any, run: Any, *options: Any) -> dict[Any, Any]:
         name = self.run_name(run)
@@ -289,7 +304,7 @@ class TrainTab:
         v.refresh_btn.click(self.refresh, [v.run_sel], [v.run_sel, *shown], api_name="train_refresh")
         v.run_sel.input(lambda run: v.show_run(self.jobs, self.run_name(run), self.scrub), [v.run_sel],
                         v.parts(*v.RUN), **PRIVATE)
-        v.timer.tick(self.tick, [v.run_sel], shown, **PRIVATE)
+        v.timer.tick(self.tick, [v.run_sel, v.seen], [*shown, v.seen], **PRIVATE, show_progress="hidden")
         v.play_btn.click(self.play_run, [pv.state, v.run_sel, *pv.option_inputs()],
                          [self.tabs, pv.checkpoint, *pv.load_outputs()], api_name="train_play")
 

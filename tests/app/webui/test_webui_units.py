@@ -203,3 +203,36 @@ def test_crafter_worlds_made_in_the_env_process_play_as_worlds_made_here():
         assert maker.reset("gridworld", 11) is None, "cheap envs are reset by the caller"
     finally:
         maker.close()
+
+
+def test_the_train_tabs_tick_sends_only_what_changed_since_the_pages_last_tick(tmp_path):
+    """A page that watches a run gets, each second, only the widgets whose value changed (its plots are not
+    redrawn every second while another page plays); a page with no run selected gets nothing."""
+    import pandas as pd
+
+    from app.webui.train_tab import TrainTab
+
+    class Widget:
+        def __init__(self, i):
+            self._id = i
+
+    progress, plot, seen_state = Widget(1), Widget(2), Widget(3)
+    values = {progress: "epoch 1", plot: pd.DataFrame({"epoch": [1], "value": [0.5]})}
+
+    class FakeView:
+        seen = seen_state
+
+        def show(self, jobs, run, scrub):
+            return dict(values)
+
+    tab = TrainTab.__new__(TrainTab)
+    tab.v, tab.jobs, tab.scrub = FakeView(), None, None
+    tab.run_name = lambda run: run
+    first = tab.tick("run-a", None)
+    assert set(first) == {progress, plot, seen_state}
+    second = tab.tick("run-a", first[seen_state])
+    assert set(second) == {seen_state}, "nothing changed: nothing but the page's own record is sent"
+    values[plot] = pd.DataFrame({"epoch": [1, 2], "value": [0.5, 0.4]})
+    third = tab.tick("run-a", second[seen_state])
+    assert set(third) == {plot, seen_state} and len(third[plot]) == 2
+    assert set(tab.tick(None, None)) == {seen_state}
