@@ -152,6 +152,9 @@ class TrainConfig:
     # Probability that the first collection's random policy repeats an env's previous action
     # (0 = i.i.d. uniform; RandomPolicy's ``repeat``)
     random_repeat: float = 0.0
+    # Share of those fresh random actions drawn from the moves (the arrow keys' actions) instead of all of them:
+    # a walker, whose every step scrolls new terrain into view (Crafter: 4 of 17 actions move). 0 = uniform.
+    random_moves: float = 0.0
     frames_per_epoch: int = 10_000
     num_envs: int = 16
     epsilon: float = 0.01

@@ -9,7 +9,7 @@ left-padded with zeros, to rebuild that state before acting again.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,18 +27,26 @@ State = tuple[torch.Tensor, torch.Tensor]
 
 class RandomPolicy:
     """Uniform random actions. With ``repeat`` > 0 each env keeps its previous action with that
-    probability (runs of mean length 1 / (1 - repeat), the same uniform marginal). Why: i.i.d. uniform
+    probability (runs of mean length 1 / (1 - repeat), the same marginal); with ``move_share`` > 0 that share
+    of fresh actions is drawn from ``moves`` instead. Why: i.i.d. uniform
     play almost never walks several tiles in a row (Crafter: 4 of 17 actions move), which is exactly what
     a person at the keys does in the dream; models trained on i.i.d. data meet long walks only there."""
 
-    def __init__(self, num_actions: int, seed: int | None = None, repeat: float = 0.0):
+    def __init__(self, num_actions: int, seed: int | None = None, repeat: float = 0.0,
+                 moves: Sequence[int] = (), move_share: float = 0.0):
         if not 0.0 <= repeat < 1.0:
             raise ValueError("repeat must be in [0, 1)")
+        if not 0.0 <= move_share <= 1.0 or (move_share and not moves):
+            raise ValueError("move_share must be in [0, 1], with the move actions given")
         self.n, self.rng, self.repeat = num_actions, np.random.default_rng(seed), repeat
+        self.moves, self.move_share = np.asarray(list(moves), dtype=np.int64), move_share
         self.last: np.ndarray | None = None
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         fresh = self.rng.integers(0, self.n, size=len(obs))
+        if self.move_share:  # a share of fresh actions are moves: a walker, who sees new terrain scroll in
+            walk = self.rng.random(len(obs)) < self.move_share
+            fresh = np.where(walk, self.rng.choice(self.moves, size=len(obs)), fresh)
         if self.repeat and self.last is not None and len(self.last) == len(obs):
             keep = (self.last >= 0) & (self.rng.random(len(obs)) < self.repeat)
             fresh = np.where(keep, self.last, fresh)

@@ -50,6 +50,8 @@ def prepare_config(cfg: Config) -> Config:
         p.append(f"train.tokenizer_closed_loop is a share of segments, 0..1, got {tr.tokenizer_closed_loop}")
     if not 0.0 <= tr.tokenizer_token_swap <= 1.0:
         p.append(f"train.tokenizer_token_swap is a share of pairs, 0..1, got {tr.tokenizer_token_swap}")
+    if not 0.0 <= tr.random_moves <= 1.0:
+        p.append(f"train.random_moves is a share of random actions, 0..1, got {tr.random_moves}")
     if tr.tokenizer_seq < 2:
         p.append(f"train.tokenizer_seq must be >= 2 (pairs of frames), got {tr.tokenizer_seq}")
     if a.burn_in < 1 or a.horizon < 1:

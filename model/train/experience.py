@@ -11,7 +11,7 @@ from torch import nn
 
 from model.config import Config
 from model.data.collector import Collector
-from model.data.envs import env_kwargs
+from model.data.envs import env_kwargs, move_actions
 from model.data.policies import Agent, EpsilonGreedy, Policy, RandomPolicy
 from model.data.store import EpisodeStore
 from model.eval.parts import EpisodeFacts, episode_stats
@@ -39,7 +39,8 @@ class Experience:
         """Epoch 1 plays uniformly at random (with sticky actions); later epochs the agent, epsilon-greedy."""
         cfg, seed, n = self.cfg, self.cfg.seed * 1000 + self.dist.rank, self.cfg.env.num_actions
         if epoch == 1:
-            return RandomPolicy(n, seed=seed, repeat=cfg.train.random_repeat)
+            return RandomPolicy(n, seed=seed, repeat=cfg.train.random_repeat, moves=move_actions(cfg.env.name),
+                                move_share=cfg.train.random_moves)
         return EpsilonGreedy(Agent(self.actor_critic), cfg.train.epsilon, n, seed=seed + epoch)
 
     def collect(self, epoch: int, progress: Callable[[int, int], None]) -> dict[str, float]:

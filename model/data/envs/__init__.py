@@ -86,6 +86,12 @@ def keymap_for(name: str) -> dict[str, int]:
     return keymaps.atari_keymap(action_names(name))
 
 
+def move_actions(name: str) -> list[int]:
+    """The actions the arrow keys play: the moves of a player who walks."""
+    keys = keymap_for(name)
+    return sorted({keys[k] for k in ("up", "down", "left", "right") if k in keys})
+
+
 def achievement_names(name: str) -> list[str]:
     """Crafter's 22 achievements; empty for envs without achievements."""
     if canonical_name(name) == "crafter":

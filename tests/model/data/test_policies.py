@@ -124,3 +124,18 @@ def test_random_policy_repeat_walks_with_a_uniform_marginal():
     assert sticky.last[1] == -1 and (sticky(obs) >= 0).all()
     with pytest.raises(ValueError, match="repeat"):
         RandomPolicy(5, repeat=1.0)
+
+
+def test_a_walking_random_policy_moves_as_often_as_its_share_says():
+    """move_share of the fresh draws are moves (the arrow keys' actions), the rest stay uniform over every action."""
+    from model.data.envs import action_names, move_actions
+
+    moves = move_actions("crafter")
+    assert [action_names("crafter")[a] for a in moves] == ["move_left", "move_right", "move_up", "move_down"]
+    obs = np.zeros((4, 8, 8, 3), np.uint8)
+    walker = RandomPolicy(17, seed=0, repeat=0.5, moves=moves, move_share=0.75)
+    a = np.stack([walker(obs) for _ in range(4000)])
+    assert abs(np.isin(a, moves).mean() - (0.75 + 0.25 * 4 / 17)) < 0.03
+    assert set(np.unique(a)) == set(range(17)), "every action still occurs"
+    with pytest.raises(ValueError, match="move_share"):
+        RandomPolicy(17, move_share=0.5)  # no moves given
