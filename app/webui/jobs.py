@@ -29,7 +29,7 @@ PROCESS_LOG = "process.log"
 GALLERY = "gallery"  # the web UI's exported GIFs live in the runs folder under this name: no run may take it
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ENV_RE = re.compile(r"^(crafter|gridworld|atari:[A-Za-z0-9]{1,40})$")
-TRAIN_NICE = 5  # a training child runs below the UI's priority, so play stays smooth
+TRAIN_NICE = 19  # a training child takes only the CPU that play leaves: play stays smooth, training uses the rest
 
 
 class JobError(Exception):

@@ -183,6 +183,13 @@ def test_a_page_plays_while_another_trains(server, browser):
                              ".includes('A training run is going: game-run')", timeout=T)
     player.wait_for_function("/game-run, epoch \\d/.test(document.querySelector('#train-status').innerText)",
                              timeout=300_000)  # the trainer has imported torch and is collecting or training
+    import os
+    import subprocess
+
+    from app.webui.jobs import TRAIN_NICE
+
+    pid = int(subprocess.run(["pgrep", "-f", "run-dir .*game-run"], capture_output=True, text=True).stdout.split()[0])
+    assert os.getpriority(os.PRIO_PROCESS, pid) == TRAIN_NICE, "the training child takes only what play leaves"
     reset_with_seed(player, 4)
     player.keyboard.down("d")
     player.wait_for_timeout(3000)
