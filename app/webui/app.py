@@ -31,7 +31,7 @@ from app.webui.train_tab import train_tab, training_line
 
 CLAIM_JS = "(...args) => [...args.slice(0, -1), window.deltaplayClaim || '']"  # the splash's session, if any
 QUEUE_SIZE = 64  # events waiting at most; one more hears "the queue is full, try again"
-STATUS_EVERY_S = 2.0  # how often each page rereads whether a training run is going
+STATUS_EVERY_S = 3.0  # how often each page rereads whether a training run is going
 
 
 def build_app(checkpoint: str | Path | None = None, runs_dir: str | Path = "runs",

@@ -121,9 +121,14 @@ class TrainView(View):
     log: gr.Textbox
     runs: gr.Dataframe
     timer: gr.Timer
+    slow_timer: gr.Timer
     seen: gr.State  # what this page's last ticks sent, by widget (TrainTab.tick sends only what changed)
 
     RUN = ("progress", "error", "loss_plot", "score_plot", "log")  # what the tab shows of the selected run
+    # What the 1 s tick refreshes, and what the slower one does: every output of an event gets the front-end's
+    # loading-state updates, so the tables and plots are not outputs of the fast tick at all.
+    FAST = ("progress", "error")
+    SLOW = ("runs", "loss_plot", "score_plot", "log")
     FORM = ("name", "env", "preset", "device", "tokenizer", "itok", "baselines", "frames", "epochs")
 
     def show_run(self, jobs: JobManager, run: str | None, scrub: Scrubber) -> dict[Any, Any]:
@@ -140,6 +145,9 @@ class TrainView(View):
         if choices:
             out.update(self.values(run_sel=gr.update(choices=run_names(jobs), value=run)))
         return out
+
+
+SLOW_EVERY_S = 5.0  # the runs table, plots and log tail of a watched run are refreshed this often
 
 
 def fingerprint(value: Any) -> str:
@@ -217,6 +225,7 @@ def _layout(jobs: JobManager) -> TrainView:
         w["runs"] = gr.Dataframe(runs_table(jobs), headers=RUN_HEADERS, label="Runs", interactive=False,
                                  elem_id="train-runs")
         w["timer"] = gr.Timer(1.0)
+        w["slow_timer"] = gr.Timer(SLOW_EVERY_S)
         w["seen"] = gr.State(None)
     return TrainView(**w)
 
@@ -269,16 +278,20 @@ class TrainTab:
         name = self.run_name(run) if run else None
         return self.v.show(self.jobs, name, self.scrub, choices=True)
 
-    def tick(self, run: Any, seen: dict[str, str] | None) -> dict[Any, Any]:
-        """The 1 s refresh of the selected run: only the widgets whose value changed since this page's last tick
-        (a name that is not a run shows nothing new). Why: a page that watches a run must not cost the server
-        and the browser a redraw of every table and plot each second while another page plays."""
+    def tick(self, run: Any, seen: dict[str, str] | None, names: tuple[str, ...] | None = None) -> dict[Any, Any]:
+        """A timed refresh of the selected run (``names``: these widgets only): only the widgets whose value changed
+        since this page's last tick (a name that is not a run shows nothing new). Why: a page that watches a run
+        must not cost the server and the browser a redraw of every table and plot each second while another page
+        plays."""
         try:
             out = self.v.show(self.jobs, self.run_name(run), self.scrub) if run else {}
         except gr.Error:
             out = {}
+        keep = None if names is None else {id(w) for w in self.v.parts(*names)}
         seen, changed = dict(seen or {}), {}
         for widget, value in out.items():
+            if keep is not None and id(widget) not in keep:
+                continue
             key, mark = str(widget._id), fingerprint(value)
             if seen.get(key) != mark:
                 seen[key], changed[widget] = mark, value
@@ -304,7 +317,9 @@ class TrainTab:
         v.refresh_btn.click(self.refresh, [v.run_sel], [v.run_sel, *shown], api_name="train_refresh")
         v.run_sel.input(lambda run: v.show_run(self.jobs, self.run_name(run), self.scrub), [v.run_sel],
                         v.parts(*v.RUN), **PRIVATE)
-        v.timer.tick(self.tick, [v.run_sel, v.seen], [*shown, v.seen], **PRIVATE, show_progress="hidden")
+        for timer, names in ((v.timer, v.FAST), (v.slow_timer, v.SLOW)):
+            timer.tick(lambda run, seen, names=names: self.tick(run, seen, names), [v.run_sel, v.seen],
+                       [*v.parts(*names), v.seen], **PRIVATE, show_progress="hidden")
         v.play_btn.click(self.play_run, [pv.state, v.run_sel, *pv.option_inputs()],
                          [self.tabs, pv.checkpoint, *pv.load_outputs()], api_name="train_play")
 

@@ -225,6 +225,9 @@ def test_the_train_tabs_tick_sends_only_what_changed_since_the_pages_last_tick(t
         def show(self, jobs, run, scrub):
             return dict(values)
 
+        def parts(self, *names):
+            return [{"progress": progress, "plot": plot}[n] for n in names]
+
     tab = TrainTab.__new__(TrainTab)
     tab.v, tab.jobs, tab.scrub = FakeView(), None, None
     tab.run_name = lambda run: run
@@ -236,3 +239,5 @@ def test_the_train_tabs_tick_sends_only_what_changed_since_the_pages_last_tick(t
     third = tab.tick("run-a", second[seen_state])
     assert set(third) == {plot, seen_state} and len(third[plot]) == 2
     assert set(tab.tick(None, None)) == {seen_state}
+    values[progress] = "epoch 2"
+    assert set(tab.tick("run-a", third[seen_state], ("progress",))) == {progress, seen_state}, "this tick's widgets only"
