@@ -32,15 +32,22 @@ def _step(page) -> int:
     return int(m.group(1)) if m else -1
 
 
-def _training_steps(log: Path, since: float, until: float) -> dict[str, float]:
-    """Steps per minute of each training phase whose step lines fall between two wall-clock times."""
-    seen: dict[str, list[tuple[float, int]]] = {}
+def _step_lines(log: Path) -> list[tuple[float, str, int]]:
+    """(time, phase, step) of each step line of a training log (none while it does not exist)."""
+    out = []
     for line in log.read_text(errors="replace").splitlines() if log.exists() else []:
         m = _STEP_LINE.match(line)
         if m:
-            t = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-            if since <= t <= until:
-                seen.setdefault(m.group(2), []).append((t, int(m.group(3))))
+            out.append((datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp(), m.group(2), int(m.group(3))))
+    return out
+
+
+def _training_steps(log: Path, since: float, until: float) -> dict[str, float]:
+    """Steps per minute of each training phase whose step lines fall between two wall-clock times."""
+    seen: dict[str, list[tuple[float, int]]] = {}
+    for t, phase, step in _step_lines(log):
+        if since <= t <= until:
+            seen.setdefault(phase, []).append((t, step))
     return {phase: 60 * (pts[-1][1] - pts[0][1]) / (pts[-1][0] - pts[0][0])
             for phase, pts in seen.items() if len(pts) > 1 and pts[-1][0] > pts[0][0]}
 
@@ -49,10 +56,9 @@ def _next_step_line(log: Path, after: float, wait_s: float = 90.0) -> float:
     """The time of the training log's first step line after ``after`` (waiting for it), else now."""
     end = time.monotonic() + wait_s
     while time.monotonic() < end:
-        for line in log.read_text(errors="replace").splitlines() if log.exists() else []:
-            m = _STEP_LINE.match(line)
-            if m and (t := datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()) > after:
-                return t
+        later = [t for t, _, _ in _step_lines(log) if t > after]
+        if later:
+            return later[0]
         time.sleep(2)
     return time.time()
 
@@ -74,7 +80,7 @@ def _start_training(browser, url: str, preset: str, runs: Path) -> tuple[Any, Pa
     log = runs / RUN / "train.log"
     end = time.monotonic() + TRAIN_WAIT_S
     while time.monotonic() < end:  # wait for gradient steps: collection alone is not what a player competes with
-        if log.exists() and any(_STEP_LINE.match(x) and " collect " not in x for x in log.read_text().splitlines()):
+        if any(phase != "collect" for _, phase, _ in _step_lines(log)):
             return page, log
         time.sleep(2)
     raise RuntimeError(f"the training run did not reach a training step within {TRAIN_WAIT_S:.0f} s")

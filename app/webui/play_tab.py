@@ -1,13 +1,14 @@
 """The Play tab: a dream of the world model next to the real env, played by keyboard, buttons or the agent.
 
 Keys and action buttons go through the page's move queue (app/webui/keys.py), which the ``/play_keys``
-event plays a batch at a time; a held key streams over the lane (app/webui/lane.py) and ends with ``/play_sync``. The widgets and what a step shows live in app/webui/play_view.py.
+event plays a batch at a time; a held key streams over the lane (app/webui/lane.py) and ends with ``/play_sync``.
+The widgets and what a step shows live in app/webui/play_view.py.
 """
 from __future__ import annotations
 
 import json
 import random
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import gradio as gr
 
@@ -16,7 +17,6 @@ from app.webui.common import (PRIVATE, TabState, UISettings, checkpoint_choices,
 from app.webui.futures_panel import FuturesPanel, futures_layout, inspector_layout
 from app.webui.guard import number, one_of, refuse, short, text, whole
 from app.webui.keys import DONE_JS, FAILED_JS, TAKE_JS, parse_keys
-from app.webui.lane import LANES
 from app.webui.play_view import (HORIZON_MAX, TEMPERATURE_RANGE, PlayOptions, PlayView, button_label, error_frame,
                                  note_error, stats_text)
 

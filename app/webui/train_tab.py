@@ -131,17 +131,26 @@ class TrainView(View):
     SLOW = ("runs", "loss_plot", "score_plot", "log")
     FORM = ("name", "env", "preset", "device", "tokenizer", "itok", "baselines", "frames", "epochs")
 
-    def show_run(self, jobs: JobManager, run: str | None, scrub: Scrubber) -> dict[Any, Any]:
-        """The selected run's progress line, crash error, loss and score plots, and log tail."""
-        line, tail_text, err = progress_md(jobs, run, scrub)
-        rows = jobs.metrics(run) if run else []
-        return self.values(progress=line, error=gr.update(value=err or "", visible=bool(err)),
-                           loss_plot=long_rows(rows, LOSS_KEYS), score_plot=long_rows(rows, SCORE_KEYS),
-                           log=tail_text)
+    def show_run(self, jobs: JobManager, run: str | None, scrub: Scrubber,
+                 names: tuple[str, ...] = RUN) -> dict[Any, Any]:
+        """The selected run's progress line, crash error, loss and score plots, and log tail (``names``: only
+        these, and only the files they need are read)."""
+        out: dict[str, Any] = {}
+        if {"progress", "error", "log"} & set(names):
+            line, tail_text, err = progress_md(jobs, run, scrub)
+            out.update(progress=line, error=gr.update(value=err or "", visible=bool(err)), log=tail_text)
+        if {"loss_plot", "score_plot"} & set(names):
+            rows = jobs.metrics(run) if run else []
+            out.update(loss_plot=long_rows(rows, LOSS_KEYS), score_plot=long_rows(rows, SCORE_KEYS))
+        return self.values(**{n: out[n] for n in names if n in out})
 
-    def show(self, jobs: JobManager, run: str | None, scrub: Scrubber, choices: bool = False) -> dict[Any, Any]:
-        """The runs table and the selected run; with ``choices``, the run list is reread too."""
-        out = {**self.values(runs=runs_table(jobs)), **self.show_run(jobs, run, scrub)}
+    def show(self, jobs: JobManager, run: str | None, scrub: Scrubber, choices: bool = False,
+             names: tuple[str, ...] | None = None) -> dict[Any, Any]:
+        """The runs table and the selected run (``names``: only these); with ``choices``, the run list is
+        reread too."""
+        names = names or ("runs", *self.RUN)
+        out = self.values(runs=runs_table(jobs)) if "runs" in names else {}
+        out.update(self.show_run(jobs, run, scrub, tuple(n for n in names if n != "runs")))
         if choices:
             out.update(self.values(run_sel=gr.update(choices=run_names(jobs), value=run)))
         return out
@@ -284,14 +293,11 @@ class TrainTab:
         must not cost the server and the browser a redraw of every table and plot each second while another page
         plays."""
         try:
-            out = self.v.show(self.jobs, self.run_name(run), self.scrub) if run else {}
+            out = self.v.show(self.jobs, self.run_name(run), self.scrub, names=names) if run else {}
         except gr.Error:
             out = {}
-        keep = None if names is None else {id(w) for w in self.v.parts(*names)}
         seen, changed = dict(seen or {}), {}
         for widget, value in out.items():
-            if keep is not None and id(widget) not in keep:
-                continue
             key, mark = str(widget._id), fingerprint(value)
             if seen.get(key) != mark:
                 seen[key], changed[widget] = mark, value
