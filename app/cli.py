@@ -13,7 +13,7 @@ import app  # noqa: F401  (sets the no-telemetry environment first)
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "ui": ("app.webui.app", "serve the web UI on 127.0.0.1 (opens on the bundled Crafter checkpoint)"),
+    "ui": ("app.webui.serve", "serve the web UI on 127.0.0.1 (opens on the bundled Crafter checkpoint)"),
     "play": ("app.pygame_window", "play inside a world model in a pygame window"),
     "train": ("app.train_cmd", "train Δ-IRIS (tokenizer, world model, actor-critic) in a run folder"),
     "stage": ("app.stage", "the next training stage of a bundled checkpoint: train for a budget, score the dream, "

@@ -27,7 +27,7 @@ from helpers import REPO
 pytestmark = pytest.mark.slow
 ANSWER_S = 30.0
 MIN_CALLS = 300
-PER_ARGUMENT = 5  # hostile values per argument, a seeded draw from the lists below
+PER_ARGUMENT = 3  # hostile values per argument, a seeded draw from the lists below
 TRAIN_RUN = "fuzz-run"
 # The Train form of the run the fuzz keeps going (every other train_start is then refused: one at a time).
 TRAIN_FORM = [TRAIN_RUN, "gridworld", "tiny", "cpu", "delta", True, False, 1_000_000, 0]
