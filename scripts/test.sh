@@ -12,4 +12,6 @@ fi
 python -c "import torch" 2>/dev/null || pip install -q torch==2.13.0
 pip install -q -e '.[dev]'
 export GRADIO_ANALYTICS_ENABLED=False HF_HUB_DISABLE_TELEMETRY=1
-python -m pytest -q "$@"
+# Two workers, one test file each at a time (a file's server or browser stays in one worker): the suite waits on
+# child processes, servers and browsers much of the time, so two workers overlap those waits on 2 cores.
+python -m pytest -q -n "${DELTAPLAY_TEST_WORKERS:-2}" --dist loadfile "$@"
