@@ -28,34 +28,6 @@ def _dream_walks(bundle, i_tokens: bool, seeds: list[int], keys: dict[int, list[
     return walks
 
 
-ONE_STEP_CONTEXT = 8  # real frames a one-step dream is primed on (fewer at a walk's start)
-
-
-def _one_step_triples(bundle, i_tokens: bool, real: list, keys: list[str], temperature: float, view) -> list:
-    """The world model one step at a time, always primed on the real frames so far: (real motion, dreamt
-    motion, the key's motion) of each unambiguous real step. Beside the closed-loop row it tells a model that has
-    not learnt when a move scrolls (low here too) from one that loses it on its own frames (high here only)."""
-    import numpy as np
-
-    from app.engine import PlaySession
-    from model.eval.keys import KEY_MOTION, MOTIONS, classify, motion_errors
-
-    session = PlaySession(bundle, shadow=False, temperature=temperature, i_tokens=i_tokens)
-    names, triples = session.action_names, []
-    try:
-        for t, key in enumerate(keys):
-            motion = classify(motion_errors(real[t], real[t + 1], view))
-            if motion is None:
-                continue
-            start = max(0, t + 1 - ONE_STEP_CONTEXT)
-            session.reset_from_frames(real[start:t + 1], [names.index(k) for k in keys[start:t]])
-            frame = session.step(names.index(key)).dream_frame
-            triples.append((motion, int(np.argmin(motion_errors(real[t], frame, view))), MOTIONS.index(KEY_MOTION[key])))
-    finally:
-        session.close()
-    return triples
-
-
 def _real_token_walk(bundle, real: list, keys: list[str], from_decoded: bool | None = False) -> list:
     """A perfect world model's dream of one walk: its real tokens, each decoded from the previous decoded frame
     (with ``from_decoded``, encoded from it too: :func:`model.eval.keys.closed_loop`); with ``from_decoded=None``,
@@ -119,14 +91,6 @@ def part_keys(ev: EvalRun) -> dict[str, Any]:
         scored = [score_walk(real, dream, keys[seed], view) for seed, (real, dream) in zip(seeds, pairs)]
         out[name] = {**agreement([t for triples, _ in scored for t in triples]),
                      "ambiguous": sum(n for _, n in scored)}
-    reals = [real for real, _ in next(iter(walks["dreams"].values()))]
-    for on in sorted(bundle.world_models, reverse=True):
-        name = ("i_tokens" if on else "no_i_tokens") + "_one_step"
-        triples = []
-        for w, (seed, real) in enumerate(zip(seeds, reals)):
-            triples += _one_step_triples(bundle, on, real, keys[seed], args.temperature, view)
-            ev.progress(f"keys ({name})", w + 1, len(seeds))
-        out[name] = {**agreement(triples), "ambiguous": out["i_tokens" if on else "no_i_tokens"]["ambiguous"]}
     return out
 
 
