@@ -10,6 +10,8 @@ features of the frame before the step, on the first half of the walks, and is sc
 * each checkpoint's I-token (the world model's embedding of the frame, the transformer's only view of it).
 
 A world model can only be as sure of a wall as its I-token lets it be; the pixels row is what a perfect one could be.
+What the world model makes of it (``one_step``, on the first ``--one-step-walks`` walks): primed on the real frames
+before each move step, the view motion of its one sampled next frame, against the real one.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=20_000)
     p.add_argument("--keys", type=int, default=30, help="move keys per walk")
     p.add_argument("--weight-decay", type=float, default=0.3, help="the probe's L2 penalty (on standardised features)")
+    p.add_argument("--one-step-walks", type=int, default=16, help="walks on which each world model steps once from real frames")
     p.add_argument("--json", default=None, help="write the results here")
 
 
@@ -69,6 +72,35 @@ def i_tokens(path: str, frames: np.ndarray) -> np.ndarray:
     return torch.cat([wm.embed_frames(to_tensor(frames[i:i + 256], "cpu")) for i in range(0, len(frames), 256)]).numpy()
 
 
+ONE_STEP_CONTEXT = 8  # real frames a one-step dream is primed on (fewer at a walk's start)
+
+
+def one_step(path: str, walks: list[dict[str, Any]]) -> dict[str, float]:
+    """The world model (I-tokens) primed on the real frames before each unambiguous move step, one sampled step:
+    how often its view moves as the real one does, and how often it stays still when the real view scrolls and when
+    the move is blocked."""
+    from app.bundle import ModelBundle
+    from app.engine import PlaySession
+    from model.eval.keys import geometry_for, motion_errors
+
+    torch.manual_seed(0)
+    view = geometry_for("crafter")
+    session = PlaySession(ModelBundle.load(path, device="cpu"), shadow=False, i_tokens=True)
+    real, dream = [], []
+    for w in walks:
+        for t, m in enumerate(w["motion"]):
+            if m is None:
+                continue
+            start = max(0, t + 1 - ONE_STEP_CONTEXT)
+            session.reset_from_frames(list(w["frames"][start:t + 1]), w["actions"][start:t])
+            frame = session.step(w["actions"][t]).dream_frame
+            real.append(m), dream.append(int(np.argmin(motion_errors(w["frames"][t], frame, view))))
+    session.close()
+    r, d = np.array(real), np.array(dream)
+    return {"steps": len(r), "agreement": float((r == d).mean()), "still_when_real_scrolls": float((d[r != 0] == 0).mean()),
+            "still_when_blocked": float((d[r == 0] == 0).mean())}
+
+
 def probe(x_fit: np.ndarray, y_fit: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, weight_decay: float) -> float:
     """Test accuracy of a logistic regression on standardised features (full-batch Adam, fixed seed)."""
     torch.manual_seed(0)
@@ -89,7 +121,8 @@ def probe(x_fit: np.ndarray, y_fit: np.ndarray, x_test: np.ndarray, y_test: np.n
 
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
-    steps = move_steps(real_walks(args.seed, args.walks, args.keys))
+    walks = real_walks(args.seed, args.walks, args.keys)
+    steps = move_steps(walks)
     fit = steps["walk"] < args.walks // 2
     features = {"pixels": target_tile_pixels(steps["frames"], steps["keys"])}
     features.update({path: i_tokens(path, steps["frames"]) for path in args.checkpoints})
@@ -107,6 +140,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"{result['move_steps']} move steps, {result['blocked_share']:.0%} blocked; probe accuracy on the held-out half:")
     for key, row in result["per_key"].items():
         print(f"  {key:10s} " + "  ".join(f"{name} {v:.3f}" for name, v in row.items() if name != "steps"))
+    result["one_step"] = {path: one_step(path, walks[:args.one_step_walks]) for path in args.checkpoints}
+    for path, o in result["one_step"].items():
+        print(f"{path}: one step from real frames on {o['steps']} move steps: the view moves as the real one "
+              f"{o['agreement']:.3f}; still when the real view scrolls {o['still_when_real_scrolls']:.3f}, "
+              f"when the move is blocked {o['still_when_blocked']:.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0

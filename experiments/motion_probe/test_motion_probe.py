@@ -17,10 +17,12 @@ def test_the_probe_reads_the_tile_the_move_goes_to():
 
 def test_probes_the_bundle_on_held_out_walks(tmp_path, capsys):
     out = tmp_path / "probe.json"
-    assert main(["checkpoints/crafter", "--walks", "12", "--keys", "15", "--json", str(out)]) == 0
+    assert main(["checkpoints/crafter", "--walks", "12", "--keys", "15", "--one-step-walks", "2", "--json", str(out)]) == 0
     assert "probe accuracy" in capsys.readouterr().out
     r = json.loads(out.read_text())
     assert r["move_steps"] == sum(row["steps"] for row in r["per_key"].values()) > 0
     assert 0 < r["blocked_share"] < 1 and set(r["per_key"]) == set(MOVES)
     scored = [row for row in r["per_key"].values() if "majority" in row]  # keys seen in both halves of the walks
     assert scored and all(0 <= row[name] <= 1 for row in scored for name in ("majority", "pixels", "checkpoints/crafter"))
+    o = r["one_step"]["checkpoints/crafter"]
+    assert 0 < o["steps"] <= 30 and all(0 <= o[k] <= 1 for k in ("agreement", "still_when_real_scrolls"))
