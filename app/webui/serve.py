@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it to your network)")

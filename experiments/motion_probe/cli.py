@@ -50,8 +50,10 @@ def move_steps(walks: list[dict[str, Any]]) -> dict[str, Any]:
     for w_i, w in enumerate(walks):
         for t, m in enumerate(w["motion"]):
             if m is not None:
-                frames.append(w["frames"][t]), keys.append(names[w["actions"][t]])
-                scrolled.append(m != 0), walk.append(w_i)
+                frames.append(w["frames"][t])
+                keys.append(names[w["actions"][t]])
+                scrolled.append(m != 0)
+                walk.append(w_i)
     return {"frames": np.stack(frames), "keys": np.array(keys), "scrolled": np.array(scrolled), "walk": np.array(walk)}
 
 
@@ -94,7 +96,8 @@ def one_step(path: str, walks: list[dict[str, Any]]) -> dict[str, float]:
             start = max(0, t + 1 - ONE_STEP_CONTEXT)
             session.reset_from_frames(list(w["frames"][start:t + 1]), w["actions"][start:t])
             frame = session.step(w["actions"][t]).dream_frame
-            real.append(m), dream.append(int(np.argmin(motion_errors(w["frames"][t], frame, view))))
+            real.append(m)
+            dream.append(int(np.argmin(motion_errors(w["frames"][t], frame, view))))
     session.close()
     r, d = np.array(real), np.array(dream)
     return {"steps": len(r), "agreement": float((r == d).mean()), "still_when_real_scrolls": float((d[r != 0] == 0).mean()),
