@@ -75,7 +75,8 @@ def build_model(name: str, cfg: Config) -> nn.Module:
         return WorldModel(wm_cfg, tokens_per_frame=cfg.tokenizer.tokens_per_frame,
                           vocab_size=cfg.tokenizer.vocab_size, num_actions=a,
                           layout="iris" if cfg.tokenizer.kind == "iris" else "delta",
-                          digit_levels=tuple(cfg.tokenizer.fsq_levels) if fsq else None)
+                          digit_levels=tuple(cfg.tokenizer.fsq_levels) if fsq else None,
+                          view=cfg.env.scroll_view if wm_cfg.motion_input else None)
     if name in ("actor_critic", "actor_critic_target"):
         return ActorCritic(cfg.actor_critic, a)
     raise ValueError(f"unknown model name {name!r}; expected one of {MODEL_NAMES}")

@@ -38,6 +38,13 @@ class EnvConfig:
 
         return num_actions(self.name)
 
+    @property
+    def scroll_view(self):
+        """The env's scrolling view (``model.data.view_motion.ViewGeometry``), None for an env without one."""
+        from model.data.view_motion import VIEWS
+
+        return VIEWS.get(self.name)
+
 
 @dataclass
 class TokenizerConfig:
@@ -85,6 +92,9 @@ class WorldModelConfig:
     frame_cnn_unshuffle: bool = False  # the I-token CNN starts with a 2x2 pixel-unshuffle
     frame_cnn_pool: bool = False  # the I-token also reads the CNN map's max per channel (FrameCNN)
     action_sees_frame: bool = False  # the action token's input is the action embedding plus the I-token
+    # A classifier reads x_t and a_t, says which way the view will scroll, and its answer is added to the action
+    # token (model/nets/motion_head.py). Envs with a scrolling view only (crafter); I-token models only.
+    motion_input: bool = False
     num_reward_buckets: int = 255
     reward_encoding: str = "twohot"  # "twohot" (symlog buckets) | "sign" (3 classes; model/nets/twohot.py)
     token_loss_weight: float = 1.0
@@ -166,7 +176,7 @@ class TrainConfig:
     # Also write checkpoints/last every this many optimiser steps inside a phase (0 = only at epoch ends), so a
     # killed run loses at most that much training; its resume redoes the epoch from those weights.
     checkpoint_every: int = 0
-    autocast: str = "auto"  # "auto" (bf16 on CUDA) | "bf16" | "off"
+    autocast: str = "auto"  # "auto" (bf16 on CUDA and on CPUs with bf16 matrix units) | "bf16" | "off"
     # Also train the comparison models on the same batches: a world model without I-tokens
     # (the paper's ablation) and an IRIS-style tokenizer with iris_tokens tokens per frame.
     baselines: bool = False

@@ -22,14 +22,27 @@ def resolve_device(name: str = "auto") -> torch.device:
     return dev
 
 
+def cpu_has_bf16_matmul() -> bool:
+    """Does this CPU multiply bf16 matrices in hardware (Intel AMX tiles)? Elsewhere bf16 is emulated, slower
+    than float32."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    try:
+        return bool(probe()) if probe is not None else False
+    except RuntimeError:
+        return False
+
+
 def autocast_dtype(device: torch.device, mode: str = "auto") -> torch.dtype | None:
-    """``auto``: bf16 on CUDA (as the paper), float32 elsewhere; ``bf16``: bf16 everywhere; ``off``."""
+    """``auto``: bf16 on CUDA and on CPUs with bf16 matrix units (the published code trains the tokenizer and
+    world model under bf16 autocast on any device; on such a CPU the steps are about 1.5x faster with the same
+    loss curve, docs/benchmarks.md), float32 elsewhere; ``bf16``: bf16 everywhere; ``off``."""
     if mode == "off":
         return None
     if mode == "bf16":
         return torch.bfloat16
     if mode == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
+        fast = device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16_matmul())
+        return torch.bfloat16 if fast else None
     raise ValueError(f"unknown autocast mode {mode!r} (auto|bf16|off)")
 
 

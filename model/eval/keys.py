@@ -1,14 +1,7 @@
-"""Which way did a scrolling view move between two frames? The check behind "the agent moves in the
-dream the way the keys say".
+"""Does the dream's view move the way the keys say? The scoring behind `deltaplay eval checkpoint --parts
+keys`; which way a view moved between two frames is :mod:`model.data.view_motion`'s rule.
 
-Crafter draws the world as a 9x7 grid of 7-pixel tiles centred on the player, so a successful move
-scrolls every tile by exactly one tile, and a blocked move scrolls nothing (the player only turns). A
-frame pair is scored against each candidate motion (none, one tile left/right/up/down) by the mean
-squared difference after undoing that motion, over the world view minus the player's neighbourhood
-(the sprite turns on every move key, scrolled or not). The best candidate is the motion.
-
-A pair is *ambiguous* when a second candidate fits almost as well: a view of plain grass looks the same
-scrolled or not (the grass texture repeats every tile). Only unambiguous real pairs are scored, and the
+Only unambiguous real pairs are scored (a view of plain grass looks the same scrolled or not), and the
 dream's motion is whatever fits its own pair best.
 
 :func:`closed_loop` gives the dream of a perfect world model to score beside the real ones, :func:`random_loop`
@@ -16,68 +9,13 @@ that of a world model that knows nothing.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
-MOTIONS = ("none", "left", "right", "up", "down")  # which way the view's content moved
-
-
-@dataclass(frozen=True)
-class ViewGeometry:
-    tile: int  # pixels per tile: one move scrolls this far
-    height: int  # rows of the scrolling world view (from the top)
-    width: int  # its columns (from the left)
-    player: tuple[int, int, int, int]  # (top, bottom, left, right) of the pixels left out
-
-    def shifts(self) -> list[tuple[int, int]]:
-        t = self.tile
-        return [(0, 0), (0, -t), (0, t), (-t, 0), (t, 0)]
-
-
-# Crafter at 64x64 (crafter.Env.render: unit 64 // 9 = 7 px, no border): the world is rows 0-48 and
-# columns 0-62 (the inventory below it does not scroll); the player is tile (3, 4): rows 21-27, columns
-# 28-34, left out with one tile around it.
-VIEWS = {"crafter": ViewGeometry(tile=7, height=49, width=63, player=(14, 35, 21, 42))}
-
-
-def geometry_for(env_name: str) -> ViewGeometry:
-    if env_name not in VIEWS:
-        raise ValueError(f"{env_name!r} has no scrolling view to check (only {', '.join(VIEWS)})")
-    return VIEWS[env_name]
-
-
-def motion_errors(prev: np.ndarray, frame: np.ndarray, view: ViewGeometry) -> np.ndarray:
-    """uint8 (H, W, 3) frames -> the mean squared difference (0..1 pixel units) for each of ``MOTIONS``:
-    entry k is small when ``frame`` is ``prev`` with its content moved by ``view.shifts()[k]``."""
-    h, w = view.height, view.width
-    a = prev[:h, :w].astype(np.float32) / 255
-    b = frame[:h, :w].astype(np.float32) / 255
-    keep = np.ones((h, w), bool)
-    top, bottom, left, right = view.player
-    keep[top:bottom, left:right] = False
-    out = []
-    for dy, dx in view.shifts():
-        to_y, to_x = slice(max(0, dy), h + min(0, dy)), slice(max(0, dx), w + min(0, dx))
-        from_y, from_x = slice(max(0, -dy), h + min(0, -dy)), slice(max(0, -dx), w + min(0, -dx))
-        diff = (b[to_y, to_x] - a[from_y, from_x]) ** 2  # frame[y] == prev[y - dy] when the content moved by dy
-        out.append(float(diff[keep[to_y, to_x]].mean()))
-    return np.asarray(out)
-
-
-def classify(errors: np.ndarray, margin: float = 3.0, floor: float = 1e-3) -> int | None:
-    """Index into ``MOTIONS`` of the best fit, or None when the runner-up is within ``margin`` times the best
-    plus ``floor`` (the pair cannot tell the motions apart)."""
-    order = np.sort(errors)
-    if order[1] <= margin * order[0] + floor:
-        return None
-    return int(np.argmin(errors))
-
-
-# The view's content moves against the player: a step right scrolls the world left.
-KEY_MOTION = {"move_left": "right", "move_right": "left", "move_up": "down", "move_down": "up"}
+from model.data.view_motion import (KEY_MOTION, MOTIONS, VIEWS, ViewGeometry, classify,  # noqa: F401
+                                     geometry_for, motion_errors)
 
 
 def score_walk(real: list[np.ndarray], dream: list[np.ndarray], keys: list[str],

@@ -25,12 +25,14 @@ class KVCache:
         self.pending: torch.Tensor | None = None  # (B, p, D) embeddings to feed before the next chunk
         self.last: WorldModelOutput | None = None  # logits of the last generate_step, (B, 1, ...) shaped
         self.outcomes: tuple[torch.Tensor, torch.Tensor] | None = None  # generate_step(score_actions=True)
+        self.motion: torch.Tensor | None = None  # (B,) the last step's motion, with a motion input
 
     def clear(self) -> None:
         self.length = 0
         self.start_step = 0
         self.pending = None
         self.last = None
+        self.motion = None
 
     def repeat(self, n: int) -> "KVCache":
         """A copy of this batch-1 cache with the batch repeated ``n`` times (branching futures): the n
@@ -44,7 +46,7 @@ class KVCache:
         out.emb = _repeat_used(self.emb, n, used)
         out.batch, out.length, out.start_step = n, self.length, self.start_step
         out.pending = None if self.pending is None else self.pending.expand(n, -1, -1).clone()
-        out.last, out.outcomes = None, None
+        out.last, out.outcomes, out.motion = None, None, None
         return out
 
 

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -55,8 +56,12 @@ from model.nets.fastpath import Linear
 from model.config import IMAGE_SIZE, WorldModelConfig
 from model.nets.blocks import FrameCNN
 from model.nets.kv_cache import KVCache
+from model.nets.motion_head import MotionHead
 from model.nets.token_head import TokenHead
 from model.nets.twohot import reward_codec
+
+if TYPE_CHECKING:  # a type only: nets import none of the other wings
+    from model.data.view_motion import ViewGeometry
 
 LAYOUTS = ("delta", "iris")
 
@@ -66,6 +71,7 @@ class WorldModelOutput:
     token_logits: torch.Tensor  # (B, T, K, V)
     reward_logits: torch.Tensor  # (B, T, R)
     end_logits: torch.Tensor  # (B, T, 2)
+    motion_logits: torch.Tensor | None = None  # (B, T, len(MOTIONS)), with a motion input
 
 
 class CausalSelfAttention(nn.Module):
@@ -148,8 +154,10 @@ def sample_tokens(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 class WorldModel(nn.Module):
     def __init__(self, cfg: WorldModelConfig, tokens_per_frame: int, vocab_size: int, num_actions: int,
-                 layout: str = "delta", digit_levels: tuple[int, ...] | None = None) -> None:
-        """``digit_levels``: the FSQ levels of the tokenizer's code (the ``digits`` token head needs them)."""
+                 layout: str = "delta", digit_levels: tuple[int, ...] | None = None,
+                 view: "ViewGeometry | None" = None) -> None:
+        """``digit_levels``: the FSQ levels of the tokenizer's code (the ``digits`` token head needs them).
+        ``view``: the env's scrolling view (``EnvConfig.scroll_view``), which the motion input needs."""
         super().__init__()
         if layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
@@ -159,6 +167,10 @@ class WorldModel(nn.Module):
         self.vocab_size = vocab_size
         self.num_actions = num_actions
         self.i_tokens = layout == "delta" and cfg.i_tokens
+        # The motion input reads x_t, so only a world model with I-tokens has it (the ablation stays blind).
+        self.motion = self.i_tokens and cfg.motion_input
+        if self.motion and view is None:
+            raise ValueError("world_model.motion_input needs an env with a scrolling view (crafter)")
         if layout == "delta":
             self.action_index = 1 if self.i_tokens else 0
             self.tokens_per_step = K + 1 + int(self.i_tokens)
@@ -186,9 +198,12 @@ class WorldModel(nn.Module):
         self.reward_codec = reward_codec(cfg.reward_encoding, cfg.num_reward_buckets)
         self.head_reward = _mlp_head(d, cfg.head_hidden, self.reward_codec.num_buckets)
         self.head_end = _mlp_head(d, cfg.head_hidden, 2)
+        if self.motion:
+            self.motion_head = MotionHead(num_actions, view.classes, view.tile, IMAGE_SIZE)
+            self.motion_emb = nn.Embedding(view.classes, d)
 
         for name, m in self.named_modules():
-            if name.startswith("frame_cnn"):
+            if name.startswith(("frame_cnn", "motion_head")):
                 continue
             if isinstance(m, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(m.weight, std=0.02)
@@ -202,6 +217,8 @@ class WorldModel(nn.Module):
             # usual std 0.02 the action would be 2% of that sum, and the heads read there (reward, end) could
             # hardly tell the four moves apart. Start the action at the I-token's scale instead.
             nn.init.normal_(self.action_emb.weight, std=1.0)
+        if self.motion:  # zero: a warm start from a model without the input begins as that model
+            nn.init.zeros_(self.motion_emb.weight)
 
     # ---------------------------------------------------------------- embeddings
 
@@ -209,10 +226,25 @@ class WorldModel(nn.Module):
         """I-tokens: frames (N, 3, H, W) -> (N, D)."""
         return self.frame_norm(self.frame_proj(self.frame_cnn.features(frames)))
 
-    def _embed_steps(self, frames: torch.Tensor | None, actions: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """T whole steps -> input embeddings (B, T*S, D) in layout order."""
+    def _motions(self, frames: torch.Tensor, actions: torch.Tensor, temperature: float = 0.0) -> torch.Tensor:
+        """The motion head's pick for (N, 3, H, W) frames and (N,) actions: sampled, or the likeliest at
+        ``temperature`` 0 (a context given without labels)."""
+        return sample_tokens(self.motion_head(frames.float(), actions), temperature)
+
+    def _action_embedding(self, actions: torch.Tensor, motions: torch.Tensor | None) -> torch.Tensor:
+        a = self.action_emb(actions)
+        return a if motions is None else a + self.motion_emb(motions)
+
+    def _embed_steps(self, frames: torch.Tensor | None, actions: torch.Tensor, tokens: torch.Tensor,
+                     motions: torch.Tensor | None = None) -> torch.Tensor:
+        """T whole steps -> input embeddings (B, T*S, D) in layout order. With a motion input, ``motions``
+        (B, T) are the steps' labels; without them the motion head's likeliest picks stand in."""
         b, t = actions.shape
-        a = self.action_emb(actions).unsqueeze(2)  # (B, T, 1, D)
+        if self.motion and motions is None:
+            if frames is None:
+                raise ValueError("this world model uses I-tokens: frames are required")
+            motions = self._motions(frames.flatten(0, 1), actions.flatten()).view(b, t)
+        a = self._action_embedding(actions, motions if self.motion else None).unsqueeze(2)  # (B, T, 1, D)
         z = self.token_emb(tokens)  # (B, T, K, D)
         if self.layout == "iris":
             parts = [z, a]
@@ -242,12 +274,13 @@ class WorldModel(nn.Module):
             x = block(x, None if cache is None else (cache.k[i], cache.v[i]), start)
         return self.ln_f(x)
 
-    def forward(self, frames: torch.Tensor | None, actions: torch.Tensor, tokens: torch.Tensor) -> WorldModelOutput:
+    def forward(self, frames: torch.Tensor | None, actions: torch.Tensor, tokens: torch.Tensor,
+                motions: torch.Tensor | None = None) -> WorldModelOutput:
         b, t = actions.shape
         if t > self.cfg.max_steps:
             raise ValueError(f"sequence of {t} steps exceeds the window of {self.cfg.max_steps}")
         k = self.tokens_per_frame
-        h = self._trunk(self._embed_steps(frames, actions, tokens)).view(b, t, self.tokens_per_step, -1)
+        h = self._trunk(self._embed_steps(frames, actions, tokens, motions)).view(b, t, self.tokens_per_step, -1)
         ai = self.action_index
         h_act = h[:, :, ai]
         if self.layout == "delta":
@@ -257,7 +290,10 @@ class WorldModel(nn.Module):
             rest = self.head_tokens(h[:, 1:, :k - 1])  # tok(x_{t+1})^{<K-1} -> the following token
             rest = torch.cat([rest, rest.new_zeros(b, 1, k - 1, rest.size(-1))], dim=1)
             token_logits = torch.cat([first, rest], dim=2)
-        return WorldModelOutput(token_logits, self.head_reward(h_act), self.head_end(h_act))
+        motion_logits = None
+        if self.motion:
+            motion_logits = self.motion_head(frames.flatten(0, 1).float(), actions.flatten()).view(b, t, -1)
+        return WorldModelOutput(token_logits, self.head_reward(h_act), self.head_end(h_act), motion_logits)
 
     def step_weights(self, frames: torch.Tensor) -> torch.Tensor | None:
         """(B, L+1, 3, H, W) frames -> (B, L) token-loss weights, ``cfg.change_step_weight`` where x_{t+1}
@@ -270,30 +306,39 @@ class WorldModel(nn.Module):
 
     def compute_loss(self, frames: torch.Tensor | None, actions: torch.Tensor, tokens: torch.Tensor,
                      rewards: torch.Tensor, ends: torch.Tensor, mask: torch.Tensor | None = None,
-                     step_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                     step_weights: torch.Tensor | None = None,
+                     motions: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Cross-entropies for tokens, rewards and ends (weights ``cfg.*_loss_weight``) over valid steps.
 
         With autograd on and more than ``cfg.grad_chunk`` sequences, the gradients are computed a
         few sequences at a time (:func:`model.nets.fastpath.loss_in_chunks`): each term is a sum over
         valid targets divided by the whole batch's count, so loss and gradients are those of one pass.
-        ``step_weights`` (B, L), from :meth:`step_weights`, scale each step's token cross-entropy (Δ layout)."""
+        ``step_weights`` (B, L), from :meth:`step_weights`, scale each step's token cross-entropy (Δ layout).
+        ``motions`` (B, L): the motion input's labels (:func:`model.data.view_motion.motion_labels`), required when
+        it is on; its classifier's cross-entropy is one more term (``loss_motion``)."""
+        if self.motion and motions is None:
+            raise ValueError("this world model has a motion input: compute_loss needs its labels (motions=...)")
         mask = torch.ones_like(actions, dtype=torch.bool) if mask is None else mask.bool()
         b = actions.size(0)
         chunk = fastpath.grad_chunk(self.cfg.grad_chunk, self.pos_emb.weight.device, cpu=2, other=0)
         params = [p for p in self.parameters() if p.requires_grad]
         counts = self._target_counts(mask)
         if not (chunk and b > chunk and params and torch.is_grad_enabled()):
-            loss, stats = self._loss_terms(frames, actions, tokens, rewards, ends, mask, counts, step_weights)
+            loss, stats = self._loss_terms(frames, actions, tokens, rewards, ends, mask, counts, step_weights, motions)
         else:
             def terms(part: slice):
                 f = None if frames is None else frames[part]
                 w = None if step_weights is None else step_weights[part]
-                return self._loss_terms(f, actions[part], tokens[part], rewards[part], ends[part], mask[part], counts, w)
+                m = None if motions is None else motions[part]
+                return self._loss_terms(f, actions[part], tokens[part], rewards[part], ends[part], mask[part], counts,
+                                        w, m)
 
             loss, stats = fastpath.loss_in_chunks(params, b, chunk, terms)
             stats = torch.stack(stats).sum(0)
         values = stats.tolist()  # one host sync
-        metrics = dict(zip(("loss", "loss_tokens", "loss_reward", "loss_end", "token_acc"), values))
+        names = ("loss", "loss_tokens", "loss_reward", "loss_end", "token_acc") + (
+            ("loss_motion", "motion_acc") if self.motion else ())
+        metrics = dict(zip(names, values))
         return loss, metrics
 
     def _target_counts(self, mask: torch.Tensor) -> torch.Tensor:
@@ -304,10 +349,10 @@ class WorldModel(nn.Module):
         pair = mask[:, :-1] & mask[:, 1:]
         return torch.stack([pair.sum() * self.tokens_per_frame, mask.sum()]).clamp_min(1)
 
-    def _loss_terms(self, frames, actions, tokens, rewards, ends, mask, counts, step_weights=None):
-        """(loss, detached [loss, loss_tokens, loss_reward, loss_end, token_acc]) with sums divided by
-        ``counts`` (the whole batch's), so the terms of parts of a batch add up to the batch's."""
-        out = self(frames, actions, tokens)
+    def _loss_terms(self, frames, actions, tokens, rewards, ends, mask, counts, step_weights=None, motions=None):
+        """(loss, detached [loss, loss_tokens, loss_reward, loss_end, token_acc] (+ [loss_motion, motion_acc])) with
+        sums divided by ``counts`` (the whole batch's), so the terms of parts of a batch add up to the batch's."""
+        out = self(frames, actions, tokens, motions)
         if self.layout == "delta":
             logits, targets = out.token_logits[mask], tokens[mask]
         else:
@@ -329,9 +374,15 @@ class WorldModel(nn.Module):
         loss_end = (w * F.cross_entropy(out.end_logits[mask].float(), e.long(), reduction="none")).sum() / n_step
         c = self.cfg
         loss = c.token_loss_weight * loss_tokens + c.reward_loss_weight * loss_reward + c.end_loss_weight * loss_end
+        extra = []
+        if self.motion:
+            m_logits, m = out.motion_logits[mask].float(), motions[mask]
+            loss_motion = F.cross_entropy(m_logits, m, reduction="sum") / n_step
+            loss = loss + loss_motion
+            extra = [loss_motion.detach(), (m_logits.argmax(-1) == m).float().sum() / n_step]
         with torch.no_grad():
             acc = (logits.argmax(-1) == targets).float().sum() / n_tok
-            stats = torch.stack([loss, loss_tokens, loss_reward, loss_end, acc])
+            stats = torch.stack([loss, loss_tokens, loss_reward, loss_end, acc, *extra])
         return loss, stats
 
     # ---------------------------------------------------------------- generation
@@ -417,27 +468,39 @@ class WorldModel(nn.Module):
         return reward.float(), end_prob
 
     def adapt_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """A warm start's weights made to fit this model (a flat token head into a digit head)."""
-        return self.head_tokens.adapt_state_dict(state, "head_tokens.")
+        """A warm start's weights made to fit this model (a flat token head into a digit head; a model without
+        the motion input gets this one's fresh motion head and zero motion embedding, so it starts as it was)."""
+        state = self.head_tokens.adapt_state_dict(state, "head_tokens.")
+        if self.motion and not any(k.startswith("motion_") for k in state):
+            state = dict(state)
+            state.update({k: v for k, v in self.state_dict().items() if k.startswith(("motion_head.", "motion_emb."))})
+        return state
 
     def generate_step(self, cache: KVCache, frame: torch.Tensor | None, action: torch.Tensor,
                       temperature: float = 1.0,
                       tokens: torch.Tensor | None = None,
-                      score_actions: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                      score_actions: bool = False,
+                      motions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One env step in imagination: frame x_t (B,3,H,W) (delta with I-tokens; else ignored) and
         action a_t (B,) -> (tokens (B,K), reward r_t (B,), end probability (B,)).
 
         ``tokens`` (B,K) teacher-forces the tokens instead of sampling them (evaluation, tests). The
         step's logits are left in ``cache.last`` (shaped like ``forward``'s output with T=1). With
         ``score_actions``, ``cache.outcomes`` gets the reward and end probability (B, A) of every action
-        from x_t (:meth:`_score_actions`)."""
+        from x_t (:meth:`_score_actions`). With a motion input, the step's motion is drawn from the motion head
+        at ``temperature`` (or given as ``motions`` (B,)) and left in ``cache.motion``."""
         parts = [] if cache.pending is None else [cache.pending]
         i = None
         if self.i_tokens:
             if frame is None:
                 raise ValueError("this world model uses I-tokens: generate_step needs the current frame")
             i = self.embed_frames(frame).unsqueeze(1)
-            parts.extend(self._step_head(i, self.action_emb(action).unsqueeze(1)))
+            if self.motion:
+                if motions is None:  # teacher-forced tokens get the likeliest motion, as forward() does
+                    motions = self._motions(frame, action, 0.0 if tokens is not None else temperature)
+                cache.motion = motions
+            a = self._action_embedding(action, cache.motion if self.motion else None)
+            parts.extend(self._step_head(i, a.unsqueeze(1)))
         else:
             parts.append(self.action_emb(action).unsqueeze(1))
         cache.pending = None
@@ -445,6 +508,11 @@ class WorldModel(nn.Module):
                          reserve=self.tokens_per_frame - 1)[:, -1]
         if score_actions:
             every = self.action_emb.weight.unsqueeze(0).expand(h.size(0), -1, -1)
+            if self.motion:  # each action with the motion it most likely makes from x_t
+                n, a_all = frame.size(0), self.num_actions
+                acts = torch.arange(a_all, device=frame.device).repeat(n)
+                picks = self._motions(frame.repeat_interleave(a_all, 0), acts).view(n, a_all)
+                every = every + self.motion_emb(picks)
             cache.outcomes = self._score_actions(cache, every if i is None else self._step_head(i, every)[1])
         reward_logits, end_logits = self.head_reward(h), self.head_end(h)
         all_logits, sampled = [], []

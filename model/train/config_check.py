@@ -78,6 +78,12 @@ def prepare_config(cfg: Config) -> Config:
     if tr.baselines and (t.kind != "delta" or not w.i_tokens):
         p.append("train.baselines trains the no-I-token and IRIS comparisons beside a Δ model with "
                  "I-tokens: use it with --tokenizer delta and without --no-i-tokens")
+    if w.motion_input:
+        from model.data.view_motion import VIEWS
+
+        if cfg.env.name not in VIEWS or t.kind != "delta":
+            p.append(f"world_model.motion_input reads a scrolling view: it needs a Δ tokenizer and an env with one "
+                     f"({', '.join(VIEWS)}), not {cfg.env.name} with --tokenizer {t.kind}")
     unknown_init = sorted(set(tr.init) - set(model_names(cfg)))
     if unknown_init:
         p.append(f"train.init names {', '.join(unknown_init)}, not a model of this run "

@@ -4,7 +4,8 @@ actor-critic in imagination from real burn-in segments.
 
 Optimisers: AdamW (lr, weight decay on weight matrices and embeddings only) for the tokenizer and
 world model, as the published code; the actor-critic gets no weight decay (the published code uses
-Adam for it). Grad-norm clip ``grad_clip``; bf16 autocast on CUDA for the tokenizer and world model.
+Adam for it). Grad-norm clip ``grad_clip``; bf16 autocast for the tokenizer and world model where it is fast
+(``model.device.autocast_dtype``: CUDA, CPUs with bf16 matrix units).
 """
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ import torch
 from torch import nn
 
 from model.config import Config
+from model.data.envs import action_names
 from model.data.sampler import SegmentSampler, to_torch
 from model.data.token_cache import TokenCache
+from model.data.view_motion import key_motions, motion_labels
 from model.device import autocast
 from model.nets.imagination import DreamEnv
 from model.train.dist import Dist
@@ -74,6 +77,7 @@ class Phases:
         self.token_cache, self.dist, self.device = token_cache, dist, dist.device
         self.emit, self.should_stop, self.checkpoint = emit, should_stop, checkpoint
         self.updated = False
+        self._key_motions: torch.Tensor | None = None  # per action, the scroll of its key (motion labels)
 
     # ---------------------------------------------------------------- shared steps
 
@@ -157,9 +161,20 @@ class Phases:
                 return tok.encode(prev, actions, nxt)
 
         tokens = self.token_cache.tokens(raw, b.frames, encode)
-        weights = self.models["world_model"].step_weights(b.frames)
+        wm = self.models["world_model"]
+        weights = wm.step_weights(b.frames)
+        motions = self._motion_labels(b.frames, b.actions[:, :-1]) if wm.motion else None
         return (b.frames[:, :-1], b.actions[:, :-1], tokens, b.rewards[:, :-1], b.ends[:, :-1], b.action_mask[:, :-1],
-                weights)
+                weights, motions)
+
+    def _motion_labels(self, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """(B, L+1, 3, H, W) frames, (B, L) actions -> (B, L): which way the view moved at each step, the labels
+        of the world model's motion input."""
+        if self._key_motions is None:
+            self._key_motions = torch.tensor(key_motions(action_names(self.cfg.env.name)), device=frames.device)
+        b, n = actions.shape
+        return motion_labels(frames[:, :-1].flatten(0, 1), frames[:, 1:].flatten(0, 1), actions.flatten(),
+                             self._key_motions, self.cfg.env.scroll_view).view(b, n)
 
     # ---------------------------------------------------------------- the phases
 
@@ -187,13 +202,13 @@ class Phases:
         agg = Mean()
         with self._training(names):
             for i, n in self._steps("world_model", epoch):
-                frames, actions, tokens, rewards, ends, mask, weights = self._world_model_batch()
+                frames, actions, tokens, rewards, ends, mask, weights, motions = self._world_model_batch()
                 counts += torch.bincount(tokens[mask].flatten().cpu(), minlength=vocab)
                 for name in names:
                     wm = self.models[name]
                     with self._autocast():
                         loss, m = wm.compute_loss(frames if wm.i_tokens else None, actions, tokens, rewards, ends, mask,
-                                                  weights)
+                                                  weights, motions if wm.motion else None)
                     m["grad_norm"] = self._optimize(name, loss)
                     agg.add(m, prefix=f"{name}/")
                 self.emit("world_model", step=i + 1, steps=n, loss=agg.mean("world_model/loss"))

@@ -75,3 +75,16 @@ def test_legacy_revival_switch_maps_to_the_one_setting():
     assert Config.from_dict(old).tokenizer.revival == "always"
     with pytest.raises(KeyError, match="image_size"):
         get_preset("tiny").override("env.image_size", "64")
+
+
+def test_auto_autocast_is_bf16_where_the_hardware_multiplies_bf16():
+    import torch
+
+    from model.device import autocast_dtype, cpu_has_bf16_matmul
+
+    cpu = torch.device("cpu")
+    assert autocast_dtype(cpu, "auto") == (torch.bfloat16 if cpu_has_bf16_matmul() else None)
+    assert autocast_dtype(torch.device("cuda"), "auto") == torch.bfloat16
+    assert autocast_dtype(cpu, "off") is None and autocast_dtype(cpu, "bf16") == torch.bfloat16
+    with pytest.raises(ValueError, match="unknown autocast mode"):
+        autocast_dtype(cpu, "fp8")

@@ -382,3 +382,53 @@ def test_digit_head_gives_normalised_log_probabilities_and_generates():
     assert torch.allclose(wm.head_tokens[-1].weight[4 + 2], w[(torch.arange(1024) // 4) % 4 == 2].mean(0))
     with pytest.raises(ValueError, match="FSQ"):
         WorldModel(cfg, tokens_per_frame=4, vocab_size=1024, num_actions=A)
+
+
+def _motion_model(seed=0):
+    from model.data.view_motion import geometry_for
+
+    torch.manual_seed(seed)
+    c = tiny()
+    cfg = dataclasses.replace(c.world_model, motion_input=True)
+    return WorldModel(cfg, tokens_per_frame=4, vocab_size=c.tokenizer.vocab_size, num_actions=A,
+                      view=geometry_for("crafter")).eval()
+
+
+def test_motion_input_starts_as_the_model_it_warm_starts_from_and_generates_exactly():
+    """A warm start from a model without the input adds a motion head and a zero motion table, so its logits are the
+    old model's; its motions go into the action token; cached generation stays exact (teacher-forced tokens get
+    the likeliest motion, as forward does); loss needs labels and adds the classifier's term."""
+    old = make("delta", True)
+    wm = _motion_model(seed=5)
+    wm.load_state_dict(wm.adapt_state_dict(old.state_dict()))
+    frames, actions, tokens = batch(wm, b=2, t=4)
+    with torch.no_grad():
+        assert torch.equal(old(frames, actions, tokens).token_logits, wm(frames, actions, tokens).token_logits)
+        wm.motion_emb.weight.normal_()
+        assert not torch.allclose(old(frames, actions, tokens).token_logits, wm(frames, actions, tokens).token_logits)
+        out = wm(frames, actions, tokens)
+    assert out.motion_logits.shape == (2, 4, 5)
+    assert _check_generation(wm, t0=1, t_total=wm.cfg.max_steps + 3) < 1e-4
+    with pytest.raises(ValueError, match="motion input"):
+        wm.compute_loss(frames, actions, tokens, torch.zeros(2, 4), torch.zeros(2, 4))
+    motions = torch.randint(0, 5, (2, 4))
+    _, m = wm.compute_loss(frames, actions, tokens, torch.zeros(2, 4), torch.zeros(2, 4), motions=motions)
+    assert m["loss_motion"] > 0 and 0 <= m["motion_acc"] <= 1
+    cache = wm.new_cache(2)
+    wm.prime(cache, frames[:, :2], actions[:, :2], tokens[:, :2])
+    given = torch.tensor([3, 0])
+    wm.generate_step(cache, frames[:, 2], actions[:, 2], motions=given, score_actions=True)
+    assert torch.equal(cache.motion, given) and cache.outcomes[0].shape == (2, A)
+
+
+def test_motion_input_is_only_for_models_with_i_tokens():
+    from model.data.view_motion import geometry_for
+
+    c = tiny()
+    cfg = dataclasses.replace(c.world_model, motion_input=True, i_tokens=False)
+    wm = WorldModel(cfg, tokens_per_frame=4, vocab_size=c.tokenizer.vocab_size, num_actions=A,
+                    view=geometry_for("crafter"))
+    assert not wm.motion and not hasattr(wm, "motion_head")  # the ablation stays blind to the frame
+    with pytest.raises(ValueError, match="scrolling view"):
+        WorldModel(dataclasses.replace(cfg, i_tokens=True), tokens_per_frame=4, vocab_size=c.tokenizer.vocab_size,
+                   num_actions=A)

@@ -162,6 +162,20 @@ def test_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "run" / ".lock").exists()
 
 
+def test_motion_input_trains_on_crafter_and_is_refused_without_a_scrolling_view(tmp_path, tiny_cfg):
+    cfg = quick(tiny_cfg)
+    cfg.env.name = "crafter"
+    cfg.world_model.motion_input = True
+    cfg.train.test_episodes = 0
+    assert _run(cfg, tmp_path / "run")["status"] == "finished"
+    (rec,) = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert rec["world_model/loss_motion"] > 0 and 0 <= rec["world_model/motion_acc"] <= 1
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last").models["world_model"].motion
+    cfg.env.name = "gridworld"
+    with pytest.raises(ConfigError, match="motion_input reads a scrolling view"):
+        prepare_config(cfg)
+
+
 def test_prepare_config_rejects_unknown_env(tiny_cfg):
     tiny_cfg.env.name = "atari:"
     with pytest.raises(ConfigError, match="atari needs a game name"):
@@ -291,6 +305,7 @@ def test_closed_loop_pairs_chain_the_tokenizers_own_frames(tiny_cfg):
     from model.train.phases import Phases
 
     torch.manual_seed(0)
+    tiny_cfg.train.autocast = "off"  # the reference below runs in float32
     tok = build_model("tokenizer", tiny_cfg).eval()
     phases = Phases(tiny_cfg, {"tokenizer": tok}, {}, {}, None, SimpleNamespace(device=torch.device("cpu")),
                     emit=lambda *a, **k: None, should_stop=lambda: False)

@@ -1,0 +1,34 @@
+"""The world model's motion input: which way will the view scroll when action a_t is taken in frame x_t?
+
+Why: in Crafter a move key scrolls the whole view by one tile unless the tile it leads to is a wall (tree,
+water, stone, table, a cow). The rule is local and easy to read from pixels (a linear probe on the target
+tile's pixels gets 96-99%), yet a transformer that must learn it through the Δ-tokens' cross-entropy learns it
+slowly (the model card, "why the dream keeps still"). So a small classifier reads the frame and the action and
+says which of the view's motions (:data:`model.data.view_motion.MOTIONS`) will happen; its answer is embedded and added to the action
+token, and the Δ-tokens only have to follow it. Trained on labels read off the data's frame pairs
+(:func:`model.data.view_motion.motion_labels`); in a dream the classifier's own draw takes their place.
+
+The first layer is a convolution with the tile as kernel and stride, so each output cell sees one tile.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class MotionHead(nn.Module):
+    def __init__(self, num_actions: int, num_motions: int, tile: int, image_size: int, channels: int = 32,
+                 hidden: int = 256) -> None:
+        super().__init__()
+        self.tiles = nn.Conv2d(3, channels, kernel_size=tile, stride=tile)
+        cells = (image_size - tile) // tile + 1
+        self.mlp = nn.Sequential(nn.Linear(channels * cells * cells + num_actions, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, num_motions))
+        self.num_actions = num_actions
+
+    def forward(self, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """frames (N, 3, H, W) in [0, 1], actions (N,) -> logits (N, num_motions)."""
+        x = F.relu(self.tiles(frames)).flatten(1)
+        a = F.one_hot(actions.long(), self.num_actions).to(x.dtype)
+        return self.mlp(torch.cat([x, a], dim=1))
