@@ -226,10 +226,11 @@ class WorldModel(nn.Module):
         """I-tokens: frames (N, 3, H, W) -> (N, D)."""
         return self.frame_norm(self.frame_proj(self.frame_cnn.features(frames)))
 
-    def _motions(self, frames: torch.Tensor, actions: torch.Tensor, temperature: float = 0.0) -> torch.Tensor:
-        """The motion head's pick for (N, 3, H, W) frames and (N,) actions: sampled, or the likeliest at
-        ``temperature`` 0 (a context given without labels)."""
-        return sample_tokens(self.motion_head(frames.float(), actions), temperature)
+    def _motions(self, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The motion head's pick for (N, 3, H, W) frames and (N,) actions: the likeliest motion, not a draw
+        (whether a move scrolls is a rule of the game, and a draw from a classifier that is 90% sure would break
+        that rule one step in ten)."""
+        return self.motion_head(frames.float(), actions).argmax(-1)
 
     def _action_embedding(self, actions: torch.Tensor, motions: torch.Tensor | None) -> torch.Tensor:
         a = self.action_emb(actions)
@@ -487,8 +488,8 @@ class WorldModel(nn.Module):
         ``tokens`` (B,K) teacher-forces the tokens instead of sampling them (evaluation, tests). The
         step's logits are left in ``cache.last`` (shaped like ``forward``'s output with T=1). With
         ``score_actions``, ``cache.outcomes`` gets the reward and end probability (B, A) of every action
-        from x_t (:meth:`_score_actions`). With a motion input, the step's motion is drawn from the motion head
-        at ``temperature`` (or given as ``motions`` (B,)) and left in ``cache.motion``."""
+        from x_t (:meth:`_score_actions`). With a motion input, the step's motion is the motion head's pick (or
+        ``motions`` (B,)), left in ``cache.motion``."""
         parts = [] if cache.pending is None else [cache.pending]
         i = None
         if self.i_tokens:
@@ -496,9 +497,7 @@ class WorldModel(nn.Module):
                 raise ValueError("this world model uses I-tokens: generate_step needs the current frame")
             i = self.embed_frames(frame).unsqueeze(1)
             if self.motion:
-                if motions is None:  # teacher-forced tokens get the likeliest motion, as forward() does
-                    motions = self._motions(frame, action, 0.0 if tokens is not None else temperature)
-                cache.motion = motions
+                cache.motion = self._motions(frame, action) if motions is None else motions
             a = self._action_embedding(action, cache.motion if self.motion else None)
             parts.extend(self._step_head(i, a.unsqueeze(1)))
         else:
