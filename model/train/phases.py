@@ -57,11 +57,15 @@ def dream_autocast(cfg: Config, device: torch.device) -> str | None:
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW; decay only on tensors with >= 2 dims (weights, embeddings), not on biases or norms."""
+    """AdamW; decay only on tensors with >= 2 dims (weights, embeddings), not on biases or norms. A submodule
+    with an ``lr_scale`` attribute (the world model's motion head) gets its own groups at ``lr * lr_scale``."""
+    scaled = {id(p): m.lr_scale for m in model.modules() if hasattr(m, "lr_scale") for p in m.parameters()}
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    rest = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    groups = []
+    for scale in [1.0] + sorted(set(scaled.values())):
+        mine = [p for p in params if scaled.get(id(p), 1.0) == scale]
+        groups += [{"params": [p for p in mine if p.dim() >= 2], "weight_decay": weight_decay, "lr": lr * scale},
+                   {"params": [p for p in mine if p.dim() < 2], "weight_decay": 0.0, "lr": lr * scale}]
     return torch.optim.AdamW(groups, lr=lr)
 
 

@@ -432,3 +432,17 @@ def test_motion_input_is_only_for_models_with_i_tokens():
     with pytest.raises(ValueError, match="scrolling view"):
         WorldModel(dataclasses.replace(cfg, i_tokens=True), tokens_per_frame=4, vocab_size=c.tokenizer.vocab_size,
                    num_actions=A)
+
+
+def test_the_motion_head_trains_at_its_own_learning_rate():
+    from model.train.phases import make_optimizer
+
+    wm = _motion_model()
+    opt = make_optimizer(wm, 3e-4, 0.01)
+    head = {id(p) for p in wm.motion_head.parameters()}
+    for g in opt.param_groups:
+        ids = {id(p) for p in g["params"]}
+        assert ids <= head or not ids & head  # a group is all head or no head
+        assert g["lr"] == pytest.approx(3e-4 * (wm.motion_head.lr_scale if ids & head else 1.0))
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(wm.parameters()))
+    assert len(make_optimizer(make("delta", True), 3e-4, 0.01).param_groups) == 2  # as before: resumable
