@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -52,8 +53,12 @@ class LoadedCheckpoint:
 
 def iris_tokenizer_config(cfg: Config):
     """The IRIS-style baseline tokenizer trained beside Δ (``train.baselines``): same conv widths,
-    frames alone, ``train.iris_tokens`` tokens per frame."""
-    return dataclasses.replace(cfg.tokenizer, kind="iris", tokens_per_frame=cfg.train.iris_tokens)
+    frames alone, ``train.iris_tokens`` tokens per frame, ``train.iris_fsq_levels`` when set."""
+    tok = dataclasses.replace(cfg.tokenizer, kind="iris", tokens_per_frame=cfg.train.iris_tokens)
+    levels = tuple(cfg.train.iris_fsq_levels)
+    if levels:
+        tok = dataclasses.replace(tok, fsq_levels=levels, vocab_size=math.prod(levels))
+    return tok
 
 
 def build_model(name: str, cfg: Config) -> nn.Module:

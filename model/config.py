@@ -181,6 +181,8 @@ class TrainConfig:
     # (the paper's ablation) and an IRIS-style tokenizer with iris_tokens tokens per frame.
     baselines: bool = False
     iris_tokens: int = 16
+    # The IRIS-style tokenizer's FSQ levels; empty = the Δ-tokenizer's (its code then changes with the Δ code's).
+    iris_fsq_levels: tuple[int, ...] = ()
     # Warm start: model name -> checkpoint folder ("folder" or "folder:stored_name") whose weights the
     # model starts from instead of a random init (e.g. tokenizers from `deltaplay eval tokenizers`). Kept
     # in the config, so every checkpoint of the run says where its weights began.

@@ -78,6 +78,8 @@ def prepare_config(cfg: Config) -> Config:
     if tr.baselines and (t.kind != "delta" or not w.i_tokens):
         p.append("train.baselines trains the no-I-token and IRIS comparisons beside a Δ model with "
                  "I-tokens: use it with --tokenizer delta and without --no-i-tokens")
+    if tr.iris_fsq_levels and min(tr.iris_fsq_levels) < 2:
+        p.append(f"train.iris_fsq_levels must all be >= 2, got {tr.iris_fsq_levels}")
     if w.motion_input:
         from model.data.view_motion import VIEWS
 

@@ -88,3 +88,14 @@ def test_auto_autocast_is_bf16_where_the_hardware_multiplies_bf16():
     assert autocast_dtype(cpu, "off") is None and autocast_dtype(cpu, "bf16") == torch.bfloat16
     with pytest.raises(ValueError, match="unknown autocast mode"):
         autocast_dtype(cpu, "fp8")
+
+
+def test_the_iris_baseline_keeps_its_own_code_when_the_delta_code_changes():
+    from model.checkpoint import build_model, iris_tokenizer_config
+
+    cfg = get_preset("cpu")
+    cfg = cfg.override("tokenizer.fsq_levels", "[4,4,4]").override("tokenizer.vocab_size", "64")
+    assert iris_tokenizer_config(cfg).vocab_size == 64  # by default it follows the Δ code
+    cfg = cfg.override("train.iris_fsq_levels", "[4,4,4,4,4]")
+    assert iris_tokenizer_config(cfg).vocab_size == 1024 and tuple(iris_tokenizer_config(cfg).fsq_levels) == (4,) * 5
+    assert build_model("iris_tokenizer", cfg).vocab_size == 1024

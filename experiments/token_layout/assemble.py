@@ -1,0 +1,56 @@
+"""A bundle from parts trained in separate runs: each model from its own checkpoint folder, one config.
+
+    python -m experiments.token_layout.assemble runs/bundle-k16 --config runs/motion/checkpoints/last \
+        --part world_model=runs/motion/checkpoints/last --part world_model_no_itok=runs/twin/checkpoints/last:world_model \
+        --part tokenizer=experiments/token_layout/state --part iris_tokenizer=checkpoints/crafter \
+        --part actor_critic=checkpoints/crafter --set train.baselines=true
+
+The config is the one of ``--config`` with the ``--set`` overrides; every part must fit it (shapes are checked as by
+``deltaplay train --init``). The folder written is a full-precision checkpoint with no optimiser state; export it
+with ``model.checkpoint.export_checkpoint`` (fp16, play-only) to make it a bundle.
+"""
+from __future__ import annotations
+
+import argparse
+
+from experiments.command import run_command
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out", help="folder to write")
+    p.add_argument("--config", required=True, help="checkpoint folder whose config the bundle takes")
+    p.add_argument("--part", action="append", default=[], metavar="NAME=FOLDER[:STORED]", required=True,
+                   help="a model of the bundle and where its weights are (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+
+
+def run(args: argparse.Namespace) -> int:
+    from app.cli import UserError
+    from model.checkpoint import CheckpointError, build_model, load_config, load_init_weights, save_checkpoint
+
+    cfg = load_config(args.config)
+    for kv in args.set:
+        key, _, value = kv.partition("=")
+        cfg = cfg.override(key, value)
+    models = {}
+    for spec in args.part:
+        name, _, source = spec.partition("=")
+        if not source:
+            raise UserError(f"--part {spec!r}: expected NAME=FOLDER[:STORED]")
+        models[name] = build_model(name, cfg)
+        try:
+            print(load_init_weights(name, source, cfg, models[name]))
+        except CheckpointError as e:
+            raise UserError(str(e)) from None
+    save_checkpoint(args.out, models, cfg)
+    print(f"wrote {args.out}: {', '.join(models)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("python -m experiments.token_layout.assemble", __doc__.split("\n\n")[0], add_arguments, run,
+                       argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
