@@ -110,6 +110,18 @@ def motion_errors_batch(prev: torch.Tensor, frame: torch.Tensor, view: ViewGeome
     return torch.stack(out, dim=1)
 
 
+def new_strip(motions: torch.Tensor, view: ViewGeometry, size: int) -> torch.Tensor:
+    """(N,) indices into ``MOTIONS`` -> (N, 1, size, size) bool: the pixels a scroll brings into view (the tile-wide
+    strip on the side the content moved away from; nothing for "none")."""
+    t, h, w = view.tile, view.height, view.width
+    out = torch.zeros(motions.size(0), 1, size, size, dtype=torch.bool, device=motions.device)
+    strips = {"left": (slice(0, h), slice(w - t, w)), "right": (slice(0, h), slice(0, t)),
+              "up": (slice(h - t, h), slice(0, w)), "down": (slice(0, t), slice(0, w))}
+    for name, (rows, cols) in strips.items():
+        out[motions == MOTIONS.index(name), :, rows, cols] = True
+    return out
+
+
 def key_motions(actions: Sequence[str]) -> list[int]:
     """Per action of an env (its names): the index into ``MOTIONS`` of the scroll its key makes when the
     way is free, 0 (none) for an action that does not move."""

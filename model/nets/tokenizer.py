@@ -125,9 +125,11 @@ class Tokenizer(nn.Module):
         tokens = self.encode(prev, actions, frames)
         return self.decode(prev, actions, tokens), tokens  # exactly what decode(tokens) gives
 
-    def compute_loss(self, prev, actions, frames, token_swap: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    def compute_loss(self, prev, actions, frames, token_swap: float = 0.0,
+                     pixel_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """One training loss; updates the codebook (EMA, revival) when in train mode. A ``token_swap`` share of
         the pairs is decoded from another pair's quantized tokens (``train.tokenizer_token_swap``).
+        ``pixel_weights`` (N, 1, H, W) scale each pixel's L1 and L2 terms (``cfg.strip_weight``).
 
         In train mode with autograd on and more than ``cfg.grad_chunk`` pairs, the gradients are
         computed a few pairs at a time (:func:`model.nets.fastpath.loss_in_chunks`), as in
@@ -141,12 +143,13 @@ class Tokenizer(nn.Module):
         params = [p for p in self.parameters() if p.requires_grad]
         if not (chunk and n > chunk and params and self.training and torch.is_grad_enabled()):
             out = self.quantize(prev, actions, frames, update=self.training)
-            loss, stats = self._loss_terms(prev, actions, frames, out, n, token_swap)
+            loss, stats = self._loss_terms(prev, actions, frames, out, n, token_swap, pixel_weights)
             return loss, self._metrics(stats, out.metrics)
 
         def terms(part: slice):
             out = self.quantize(prev[part], actions[part], frames[part], update=False)
-            share, stats = self._loss_terms(prev[part], actions[part], frames[part], out, n, token_swap)
+            w = None if pixel_weights is None else pixel_weights[part]
+            share, stats = self._loss_terms(prev[part], actions[part], frames[part], out, n, token_swap, w)
             return share, (stats, out.normalized, out.tokens)
 
         loss, extras = fastpath.loss_in_chunks(params, n, chunk, terms)
@@ -159,14 +162,14 @@ class Tokenizer(nn.Module):
                     "codebook_entropy_bits": q.entropy_bits()}
         return loss, self._metrics(stats, qmetrics)
 
-    def _loss_terms(self, prev, actions, frames, out: QuantizerOutput, n: int,
-                    token_swap: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    def _loss_terms(self, prev, actions, frames, out: QuantizerOutput, n: int, token_swap: float = 0.0,
+                    pixel_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The loss of these pairs (quantized as ``out``) as their share of a batch of ``n`` pairs:
         sums divided by the batch's counts (pixels, frames; the commitment, a mean over this part's
         tokens, is scaled by its share of the pairs). Also the detached shares of
         [l1, l2, max_pixel, commitment, mse], which add up over the parts of a batch."""
         recon = self.image(prev, actions, self.from_patches(swap_tokens(out.q, token_swap))).float()
-        loss, (l1, l2, max_pixel) = self.reconstruction_loss(frames, recon, n)
+        loss, (l1, l2, max_pixel) = self.reconstruction_loss(frames, recon, n, pixel_weights)
         commitment = out.commitment * (frames.size(0) / n)
         loss = loss + commitment
         with torch.no_grad():
@@ -174,15 +177,17 @@ class Tokenizer(nn.Module):
             stats = torch.stack([l1.detach(), l2.detach(), max_pixel.detach(), commitment.detach().float(), mse])
         return loss, stats
 
-    def reconstruction_loss(self, frames: torch.Tensor, recon: torch.Tensor,
-                            n: int | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    def reconstruction_loss(self, frames: torch.Tensor, recon: torch.Tensor, n: int | None = None,
+                            pixel_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """The pixel part of the loss, L1 + L2 + max-pixel L2 (weights ``cfg.*_weight``), as sums divided
-        by a batch of ``n`` frames (default: these) -> (loss, (l1, l2, max_pixel))."""
+        by a batch of ``n`` frames (default: these) -> (loss, (l1, l2, max_pixel)). ``pixel_weights`` (N, 1, H, W)
+        scale the L1 and L2 terms per pixel."""
         n = frames.size(0) if n is None else n
         delta = frames.float() - recon.float()
         pixels = n * delta[0].numel()
-        l1 = delta.abs().sum() / pixels
-        l2 = delta.pow(2).sum() / pixels
+        w = 1.0 if pixel_weights is None else pixel_weights.float()
+        l1 = (w * delta.abs()).sum() / pixels
+        l2 = (w * delta.pow(2)).sum() / pixels
         max_pixel = delta.pow(2).flatten(1).max(dim=1).values.sum() / n
         c = self.cfg
         return c.l1_weight * l1 + c.l2_weight * l2 + c.max_pixel_weight * max_pixel, (l1, l2, max_pixel)

@@ -80,6 +80,11 @@ def prepare_config(cfg: Config) -> Config:
                  "I-tokens: use it with --tokenizer delta and without --no-i-tokens")
     if tr.iris_fsq_levels and min(tr.iris_fsq_levels) < 2:
         p.append(f"train.iris_fsq_levels must all be >= 2, got {tr.iris_fsq_levels}")
+    if t.strip_weight != 1.0 and (cfg.env.scroll_view is None or t.kind != "delta"):
+        p.append(f"tokenizer.strip_weight weighs the strip a scroll brings into view: it needs a Δ tokenizer and an "
+                 f"env with a scrolling view, not {cfg.env.name} with --tokenizer {t.kind}")
+    if t.strip_weight <= 0:
+        p.append(f"tokenizer.strip_weight must be > 0, got {t.strip_weight}")
     if w.motion_input:
         from model.data.view_motion import VIEWS
 

@@ -21,7 +21,7 @@ from model.config import Config
 from model.data.envs import action_names
 from model.data.sampler import SegmentSampler, to_torch
 from model.data.token_cache import TokenCache
-from model.data.view_motion import key_motions, motion_labels
+from model.data.view_motion import key_motions, motion_labels, new_strip
 from model.device import autocast
 from model.nets.imagination import DreamEnv
 from model.train.dist import Dist
@@ -171,6 +171,15 @@ class Phases:
         return (b.frames[:, :-1], b.actions[:, :-1], tokens, b.rewards[:, :-1], b.ends[:, :-1], b.action_mask[:, :-1],
                 weights, motions)
 
+    def _strip_weights(self, prev: torch.Tensor, actions: torch.Tensor, nxt: torch.Tensor) -> torch.Tensor | None:
+        """Per-pixel loss weights of tokenizer pairs: ``tokenizer.strip_weight`` on the strip each pair's scroll
+        brought into view, 1 elsewhere; None at weight 1."""
+        w = self.cfg.tokenizer.strip_weight
+        if w == 1.0:
+            return None
+        motions = self._motion_labels(torch.stack([prev, nxt], dim=1), actions[:, None])[:, 0]
+        return 1.0 + (w - 1.0) * new_strip(motions, self.cfg.env.scroll_view, prev.size(-1)).float()
+
     def _motion_labels(self, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """(B, L+1, 3, H, W) frames, (B, L) actions -> (B, L): which way the view moved at each step, the labels
         of the world model's motion input."""
@@ -189,9 +198,11 @@ class Phases:
             for i, n in self._steps("tokenizer", epoch):
                 prev, act, nxt = self.pairs()
                 swap = {"tokenizer": self.cfg.train.tokenizer_token_swap}
+                weights = {"tokenizer": self._strip_weights(prev, act, nxt)}
                 for name in names:
                     with self._autocast():
-                        loss, m = self.models[name].compute_loss(prev, act, nxt, token_swap=swap.get(name, 0.0))
+                        loss, m = self.models[name].compute_loss(prev, act, nxt, token_swap=swap.get(name, 0.0),
+                                                                 pixel_weights=weights.get(name))
                     m["loss"] = loss.item()
                     m["grad_norm"] = self._optimize(name, loss)
                     agg.add(m, prefix=f"{name}/")

@@ -41,3 +41,29 @@ def test_key_motions_name_each_move_keys_scroll():
     names = action_names("crafter")
     km = key_motions(names)
     assert MOTIONS[km[names.index("move_right")]] == "left" and MOTIONS[km[names.index("noop")]] == "none"
+
+
+def test_the_new_strip_is_the_tile_wide_edge_the_content_moved_away_from():
+    from model.data.view_motion import new_strip
+
+    view = geometry_for("crafter")
+    m = new_strip(torch.tensor([MOTIONS.index(n) for n in MOTIONS]), view, 64)[:, 0]
+    assert not m[0].any()  # none
+    assert m[1, :49, 56:63].all() and m[1].sum() == 49 * 7  # content moved left: new tiles on the right
+    assert m[2, :49, :7].all() and m[3, 42:49, :63].all() and m[4, :7, :63].all()
+    assert not m[:, 49:].any()  # the inventory never scrolls
+
+
+def test_pixel_weights_scale_the_tokenizer_loss_where_they_are_set():
+    from model.checkpoint import build_model
+    from model.config import get_preset
+
+    torch.manual_seed(0)
+    tok = build_model("tokenizer", get_preset("tiny")).eval()
+    prev, nxt = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    act = torch.tensor([1, 2])
+    with torch.no_grad():
+        plain, _ = tok.compute_loss(prev, act, nxt)
+        same, _ = tok.compute_loss(prev, act, nxt, pixel_weights=torch.ones(2, 1, 64, 64))
+        heavier, _ = tok.compute_loss(prev, act, nxt, pixel_weights=torch.full((2, 1, 64, 64), 2.0))
+    assert torch.allclose(plain, same) and heavier > plain

@@ -162,10 +162,11 @@ def test_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "run" / ".lock").exists()
 
 
-def test_motion_input_trains_on_crafter_and_is_refused_without_a_scrolling_view(tmp_path, tiny_cfg):
+def test_motion_input_and_strip_weight_train_on_crafter_and_are_refused_without_a_scrolling_view(tmp_path, tiny_cfg):
     cfg = quick(tiny_cfg)
     cfg.env.name = "crafter"
     cfg.world_model.motion_input = True
+    cfg.tokenizer.strip_weight = 10.0
     cfg.train.test_episodes = 0
     assert _run(cfg, tmp_path / "run")["status"] == "finished"
     (rec,) = read_metrics(tmp_path / "run" / "metrics.jsonl")
@@ -173,6 +174,9 @@ def test_motion_input_trains_on_crafter_and_is_refused_without_a_scrolling_view(
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last").models["world_model"].motion
     cfg.env.name = "gridworld"
     with pytest.raises(ConfigError, match="motion_input reads a scrolling view"):
+        prepare_config(cfg)
+    cfg.world_model.motion_input = False
+    with pytest.raises(ConfigError, match="strip_weight weighs the strip"):
         prepare_config(cfg)
 
 
