@@ -4,7 +4,8 @@
 
 For each checkpoint, on straight walks of move keys from held-out seeds (the keys part's walks):
 
-* the Δ-tokenizer's reconstruction PSNR (median, of the mean MSE, worst 5%) of the real transitions;
+* the Δ-tokenizer's reconstruction PSNR (median, of the mean MSE, worst 5%) of the real transitions, and on the steps
+  that scroll, of the strip that comes into view alone (``model.data.view_motion.new_strip``);
 * how many distinct codes each token position takes on the steps that scroll (near one per step: a code of the
   encoder's choosing that the world model cannot learn from repeats);
 * the world model's teacher-forced negative log-likelihood of the real tokens, in nats per token, on scroll steps
@@ -53,17 +54,24 @@ def real_walks(seed: int, walks: int, keys: int) -> list[dict[str, Any]]:
 def measure(path: str, walks: list[dict[str, Any]]) -> dict[str, Any]:
     from app.bundle import ModelBundle
     from model.data.frames import to_tensor
+    from model.data.view_motion import geometry_for, new_strip
     from model.eval.parts import teacher_forced
 
     bundle = ModelBundle.load(path, device="cpu")
     tok, wm = bundle.tokenizer.eval(), bundle.world_models[True].eval()
-    psnr, scroll_codes, nll = [], [], {"scroll": [], "still": []}
+    psnr, scroll_codes, nll, strip_mse = [], [], {"scroll": [], "still": []}, []
+    view = geometry_for("crafter")
     for w in walks:
         x = to_tensor(w["frames"], "cpu")
         a = torch.tensor(w["actions"])
         recon, _ = tok.reconstruct(x[:-1], a, x[1:])
         mse = (recon - x[1:]).pow(2).flatten(1).mean(1).clamp_min(1e-10)
         psnr += (10 * torch.log10(1 / mse)).tolist()
+        scrolls = [t for t, m in enumerate(w["motion"]) if m]
+        if scrolls:
+            strip = new_strip(torch.tensor([w["motion"][t] for t in scrolls]), view, x.size(-1)).expand(-1, 3, -1, -1)
+            err = (recon[scrolls] - x[1:][scrolls]).pow(2)
+            strip_mse += ((err * strip).flatten(1).sum(1) / strip.flatten(1).sum(1)).tolist()
         out, tokens = teacher_forced(tok, wm, x[None], a[None])
         per_token = torch.nn.functional.cross_entropy(out.token_logits[0].float().flatten(0, 1),
                                                       tokens[0].flatten(), reduction="none").view(tokens.shape[1:])
@@ -80,6 +88,7 @@ def measure(path: str, walks: list[dict[str, Any]]) -> dict[str, Any]:
             "recon_psnr_median": float(np.median(p)),
             "recon_psnr_of_mean_mse": float(10 * np.log10(1 / np.mean(10 ** (-p / 10)))),
             "recon_psnr_worst5pct": float(np.percentile(p, 5)),
+            "new_strip_psnr_of_mean_mse": float(10 * np.log10(1 / max(np.mean(strip_mse), 1e-10))),
             "scroll_steps": len(codes), "distinct_codes_per_position": [len(set(codes[:, k])) for k in range(codes.shape[1])],
             "nll_scroll": float(np.mean(nll["scroll"])), "nll_still": float(np.mean(nll["still"])),
             "nll_uniform": math.log(tok.vocab_size)}
@@ -91,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     results = [measure(path, walks) for path in args.checkpoints]
     for r in results:
         print(f"{r['checkpoint']} ({r['decoder']}): recon median {r['recon_psnr_median']:.2f} dB, of mean MSE "
-              f"{r['recon_psnr_of_mean_mse']:.2f}, worst 5% {r['recon_psnr_worst5pct']:.2f}; {r['scroll_steps']} "
+              f"{r['recon_psnr_of_mean_mse']:.2f}, worst 5% {r['recon_psnr_worst5pct']:.2f}, the strip a scroll brings "
+              f"into view {r['new_strip_psnr_of_mean_mse']:.2f}; {r['scroll_steps']} "
               f"scroll steps, distinct codes per position {r['distinct_codes_per_position']}; NLL nats/token "
               f"scroll {r['nll_scroll']:.2f}, still {r['nll_still']:.2f} (uniform {r['nll_uniform']:.2f})")
     if args.json:
