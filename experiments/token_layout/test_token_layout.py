@@ -23,3 +23,19 @@ def test_a_sixteen_token_start_keeps_the_conv_nets_and_the_transformer_body(run_
     cfg = Config.from_dict(new.cfg.to_dict())
     model = build_model("tokenizer", cfg)
     assert "tokenizer starts from" in load_init_weights("tokenizer", str(out), cfg, model)
+
+
+def test_a_bundle_is_assembled_from_parts_of_other_checkpoints_and_refuses_misfits(run_dir, tmp_path, capsys):
+    from experiments.token_layout.assemble import main as assemble
+
+    last = str(run_dir / "checkpoints" / "last")
+    out = tmp_path / "bundle"
+    # A world model with I-tokens cannot be the no-I-token twin: the shapes differ, and nothing is written.
+    assert assemble([str(out), "--config", last, "--part", f"tokenizer={last}", "--part", f"world_model={last}",
+                     "--part", f"world_model_no_itok={last}:world_model", "--set", "train.baselines=true"]) == 2
+    assert "does not fit" in capsys.readouterr().err and not out.exists()
+    assert assemble([str(out), "--config", last, "--part", f"tokenizer={last}", "--part", f"world_model={last}"]) == 0
+    ck, src = load_checkpoint(out), load_checkpoint(last)
+    assert set(ck.models) == {"tokenizer", "world_model"} and ck.state == {}
+    own = src.models["world_model"].state_dict()
+    assert all(v.equal(own[k]) for k, v in ck.models["world_model"].state_dict().items())
