@@ -34,8 +34,8 @@ def cpu_has_bf16_matmul() -> bool:
 
 def autocast_dtype(device: torch.device, mode: str = "auto") -> torch.dtype | None:
     """``auto``: bf16 on CUDA and on CPUs with bf16 matrix units (the published code trains the tokenizer and
-    world model under bf16 autocast on any device; on such a CPU the steps are about 1.5x faster with the same
-    loss curve, docs/benchmarks.md), float32 elsewhere; ``bf16``: bf16 everywhere; ``off``."""
+    world model under bf16 autocast on any device; on such a CPU the steps are faster with the same loss curve,
+    docs/benchmarks.md), float32 elsewhere; ``bf16``: bf16 everywhere; ``off``."""
     if mode == "off":
         return None
     if mode == "bf16":

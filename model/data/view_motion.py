@@ -136,8 +136,8 @@ def motion_labels(prev: torch.Tensor, frame: torch.Tensor, actions: torch.Tensor
     A pair whose candidates fit within ``margin`` of the best (plain grass) is labelled with the action's own
     scroll when that is among them, else with "none" when that is, else with the best fit: what the env most
     likely did (grass is walkable). The margin is tighter than the keys check's: at night Crafter draws noise
-    over the view, and a wide margin called 21% of blocked moves scrolls (against the env's own record of where
-    the player went, 1,628 moves; 4% at this margin, tests/model/data/test_view_motion.py)."""
+    over the view, and with the wide margin many blocked moves at night passed for scrolls (the model card,
+    session 26; tests/model/data/test_view_motion.py checks the labels against where the player went)."""
     err = motion_errors_batch(prev, frame, view, tight=True)
     near = err <= margin * err.min(1, keepdim=True).values + floor
     key = moves.to(err.device)[actions.long()]

@@ -7,7 +7,9 @@ Layouts (``S`` = tokens per step, ``K`` = tokens per frame):
   paper's ablation). The I-token is a CNN summary of the whole frame x_t (FrameCNN -> linear ->
   LayerNorm; the linear only where the CNN's 8x8 map is not already ``embed_dim`` wide, as in the
   paper preset), trained end to end with the transformer: it is what lets the Δ-tokens describe only
-  the *change* while the model still sees where things are.
+  the *change* while the model still sees where things are. With ``motion_input`` (envs with a scrolling
+  view) the action token also carries which way x_t's view will scroll under a_t: a label read off the
+  frames in training, the motion head's pick in a dream (``model/nets/motion_head.py``).
 * ``iris`` (baseline), step t: ``tok(x_t)^0 .. tok(x_t)^{K-1} [a_t]``; S = K + 1.
 
 Heads (Linear-ReLU-Linear) read the transformer's output at: the action token (reward r_t as
