@@ -70,7 +70,7 @@ class TokenizerConfig:
     fsq_levels: tuple[int, ...] = (4, 4, 4, 4, 4)  # fsq: prod(fsq_levels) must equal vocab_size
     # Loss weight of the pixels a scroll brings into view (the new strip; envs with a scrolling view, Crafter),
     # against 1 for the rest: the strip is 8% of a Crafter frame, and at weight 1 the tokenizer draws it far
-    # blurrier than the rest of the view (model card, session 26). 1 = the published loss.
+    # blurrier than the rest of the view. 1 = the published loss.
     strip_weight: float = 1.0
     frame_cnn_channels: int = 64  # width of the decoder's CNN over x_{t-1}
     frame_latent: int = 8  # channels of that CNN's 8x8 output

@@ -56,19 +56,10 @@ def geometry_for(env_name: str) -> ViewGeometry:
 def motion_errors(prev: np.ndarray, frame: np.ndarray, view: ViewGeometry) -> np.ndarray:
     """uint8 (H, W, 3) frames -> the mean squared difference (0..1 pixel units) for each of ``MOTIONS``:
     entry k is small when ``frame`` is ``prev`` with its content moved by ``view.shifts()[k]``."""
-    h, w = view.height, view.width
-    a = prev[:h, :w].astype(np.float32) / 255
-    b = frame[:h, :w].astype(np.float32) / 255
-    keep = np.ones((h, w), bool)
-    top, bottom, left, right = view.player
-    keep[top:bottom, left:right] = False
-    out = []
-    for dy, dx in view.shifts():
-        to_y, to_x = slice(max(0, dy), h + min(0, dy)), slice(max(0, dx), w + min(0, dx))
-        from_y, from_x = slice(max(0, -dy), h + min(0, -dy)), slice(max(0, -dx), w + min(0, -dx))
-        diff = (b[to_y, to_x] - a[from_y, from_x]) ** 2  # frame[y] == prev[y - dy] when the content moved by dy
-        out.append(float(diff[keep[to_y, to_x]].mean()))
-    return np.asarray(out)
+    def chw(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].float() / 255
+
+    return motion_errors_batch(chw(prev), chw(frame), view)[0].numpy().astype(np.float64)
 
 
 def classify(errors: np.ndarray, margin: float = 3.0, floor: float = 1e-3) -> int | None:
@@ -136,8 +127,8 @@ def motion_labels(prev: torch.Tensor, frame: torch.Tensor, actions: torch.Tensor
     A pair whose candidates fit within ``margin`` of the best (plain grass) is labelled with the action's own
     scroll when that is among them, else with "none" when that is, else with the best fit: what the env most
     likely did (grass is walkable). The margin is tighter than the keys check's: at night Crafter draws noise
-    over the view, and with the wide margin many blocked moves at night passed for scrolls (the model card,
-    session 26; tests/model/data/test_view_motion.py checks the labels against where the player went)."""
+    over the view, and with the wide margin many blocked moves at night passed for scrolls
+    (tests/model/data/test_view_motion.py checks the labels against where the player went)."""
     err = motion_errors_batch(prev, frame, view, tight=True)
     near = err <= margin * err.min(1, keepdim=True).values + floor
     key = moves.to(err.device)[actions.long()]

@@ -37,7 +37,11 @@ class MotionHead(nn.Module):
                                  nn.Linear(hidden, num_actions * num_motions))
         self.num_motions = num_motions
 
+    def rows(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames (N, 3, H, W) in [0, 1] -> logits (N, num_actions, num_motions): every action's row at once."""
+        return self.mlp(F.relu(self.tiles(frames)).flatten(1)).view(frames.size(0), -1, self.num_motions)
+
     def forward(self, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """frames (N, 3, H, W) in [0, 1], actions (N,) -> logits (N, num_motions)."""
-        rows = self.mlp(F.relu(self.tiles(frames)).flatten(1)).view(frames.size(0), -1, self.num_motions)
+        rows = self.rows(frames)
         return rows.gather(1, actions.long().view(-1, 1, 1).expand(-1, 1, self.num_motions))[:, 0]

@@ -509,11 +509,8 @@ class WorldModel(nn.Module):
                          reserve=self.tokens_per_frame - 1)[:, -1]
         if score_actions:
             every = self.action_emb.weight.unsqueeze(0).expand(h.size(0), -1, -1)
-            if self.motion:  # each action with the motion it most likely makes from x_t
-                n, a_all = frame.size(0), self.num_actions
-                acts = torch.arange(a_all, device=frame.device).repeat(n)
-                picks = self._motions(frame.repeat_interleave(a_all, 0), acts).view(n, a_all)
-                every = every + self.motion_emb(picks)
+            if self.motion:  # each action with the motion it most likely makes from x_t (one pass of the head)
+                every = every + self.motion_emb(self.motion_head.rows(frame.float()).argmax(-1))
             cache.outcomes = self._score_actions(cache, every if i is None else self._step_head(i, every)[1])
         reward_logits, end_logits = self.head_reward(h), self.head_end(h)
         all_logits, sampled = [], []
