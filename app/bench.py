@@ -54,7 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None, help="load weights from a checkpoint folder instead of a preset")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="float32", choices=("float32", "bf16"),
-                   help="bf16 = autocast; float32 = the plain reference path")
+                   help="bf16: autocast for training steps, and for the conv nets of dreams (model.device.image_autocast); "
+                        "float32: no autocast")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--path", default="fast", choices=("fast", "plain"),
                    help="fast = channels-last inference and split batch-1 linears, same results (model/nets/fastpath.py); plain = straightforward NCHW float32")
@@ -391,17 +392,16 @@ def bench_profile(ctx: BenchContext) -> list[dict[str, Any]]:
         for i, (x0, x1) in enumerate(zip(t0, now())):
             acc["total"][i] += x1 - x0
 
-    try:
-        with ctx.autocast():
-            agent.start(1)
-            steps(a.warmup + 1)
-            with FlopCounterMode(display=False) as counter[0]:
-                steps(1)
-            flops = {k: v[2] for k, v in acc.items()}  # of that one step
-            counter[0] = None
-            for v in acc.values():
-                v[:] = [0.0, 0.0, 0]
-            steps(a.steps)
+    try:  # the dream runs at the benchmark's dtype (its conv nets, as in play), the actor in float32
+        agent.start(1)
+        steps(a.warmup + 1)
+        with FlopCounterMode(display=False) as counter[0]:
+            steps(1)
+        flops = {k: v[2] for k, v in acc.items()}  # of that one step
+        counter[0] = None
+        for v in acc.values():
+            v[:] = [0.0, 0.0, 0]
+        steps(a.steps)
     finally:
         for h in hooks:
             h.remove()
@@ -418,13 +418,14 @@ def bench_profile(ctx: BenchContext) -> list[dict[str, Any]]:
 
 
 def _conv_roof(ctx: BenchContext) -> dict[str, Any]:
-    """GFLOP/s of one 128->128 3x3 conv at 16x16, batch 16, channels-last: what a well-shaped conv reaches."""
+    """GFLOP/s of one 128->128 3x3 conv at 16x16, batch 16, channels-last, at the benchmark's dtype: what a
+    well-shaped conv reaches (with ``--dtype bf16``, the bf16 matrix units where the CPU has them)."""
     conv = torch.nn.Conv2d(128, 128, 3, padding=1).to(ctx.device)
     x = torch.rand(16, 128, 16, 16, device=ctx.device).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
+    with torch.inference_mode(), ctx.autocast():
         secs = timed(lambda: conv(x), 10, 3, ctx.sync)
     gflop = 2 * 128 * 128 * 9 * 16 * 16 * 16 / 1e9
-    return {"workload": "profile", "what": "roof: 3x3 conv 128->128, 16x16, batch 16, NHWC",
+    return {"workload": "profile", "what": f"roof: 3x3 conv 128->128, 16x16, batch 16, NHWC, {ctx.args.dtype}",
             "wall_ms": round(1000 * median(secs), 2), "cpu_ms": round(1000 * median(secs.cpu), 2),
             "gflop": round(gflop, 3), "gflop_per_s": round(gflop / median(secs), 1)}
 

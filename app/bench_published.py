@@ -122,7 +122,8 @@ class Published:
     Built as its trainer builds them (what ``hydra.utils.instantiate`` does with the ``_target_`` entries);
     importing needs ``src/`` on the path, so this happens inside the child only."""
 
-    def __init__(self, reference: Path, threads: int, seed: int = 0) -> None:
+    def __init__(self, reference: Path, threads: int, seed: int = 0, mixed_precision: bool = False) -> None:
+        self.mixed_precision = mixed_precision
         import crafter  # noqa: F401  (before the gym stand-in, so crafter takes its own no-gym path)
 
         self.stubbed = _install_stubs()
@@ -186,8 +187,9 @@ class Published:
         return env, (past, first)
 
     def optimiser_step(self, part: str, loss: Callable[[], Any]) -> Callable[[], None]:
-        """One step as the published ``Trainer.train_component`` takes it: loss, backward, gradient clipping,
-        then its optimiser (AdamW with its weight-decay groups; Adam for the actor-critic)."""
+        """One step as the published ``Trainer.train_component`` takes it: loss (under its bf16 autocast with
+        ``mixed_precision``), backward, gradient clipping, then its optimiser (AdamW with its weight-decay groups;
+        Adam for the actor-critic)."""
         import torch
         from utils import configure_optimizer
 
@@ -196,9 +198,13 @@ class Published:
         opt = (torch.optim.Adam(module.parameters(), lr=lr) if part == "actor_critic"
                else configure_optimizer(module, lr, tp["weight_decay"]))
 
+        # its trainer: bf16 autocast for the tokenizer and world model when asked, never for the actor-critic
+        mixed = self.mixed_precision and part != "actor_critic"
+
         def step() -> None:
             module.train()
-            losses, _ = loss()
+            with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=mixed):
+                losses, _ = loss()
             losses.loss_total.backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), tp["max_grad_norm"])
             opt.step()
@@ -345,19 +351,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=1, help="timed runs (median)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed runs first")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--mixed-precision", action="store_true",
+                    help="training steps under bf16 autocast, as its trainer runs the tokenizer and world model")
     ap.add_argument("--json", required=True, type=Path, help="write the result here")
     a = ap.parse_args(argv)
     reference = a.reference.resolve()
     if missing_parts(reference):
         ap.error(f"{reference} is not the published Δ-IRIS code (missing {', '.join(missing_parts(reference))})")
     t0 = time.perf_counter()
-    m = Published(reference, a.threads)
+    m = Published(reference, a.threads, mixed_precision=a.mixed_precision)
     build_s = time.perf_counter() - t0
     out = BENCHES[a.workload](m, a)
     import torch
 
-    out.update(side="reference", workload=a.workload, batch=a.batch, threads=torch.get_num_threads(),
-               torch=torch.__version__, dtype="float32", device="cpu", build_s=build_s, stubbed=m.stubbed,
+    mixed = a.mixed_precision and a.workload in ("tokenizer", "world_model")
+    out.update(dtype="bf16 autocast" if mixed else "float32", side="reference", workload=a.workload, batch=a.batch, threads=torch.get_num_threads(),
+               torch=torch.__version__, device="cpu", build_s=build_s, stubbed=m.stubbed,
                peak_rss_gib=peak_rss_gib(), reference=str(reference))
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps(out, indent=2))

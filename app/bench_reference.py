@@ -9,8 +9,11 @@ reference time / our time (above 1: ours is faster), for wall and for CPU time.
 * Reference: ``python -m app.bench_published`` imports the published code (GPL-3.0) from an extracted
   copy outside this repository at run time; nothing of it lives here.
 
-Both sides: CPU, float32, the same thread count (1 by default), random weights and inputs, and the same
-counts of untimed (``--warmup``) and timed (``--repeats``) runs inside each child. The published code
+Both sides: CPU, the same thread count (1 by default), random weights and inputs, and the same counts of
+untimed (``--warmup``) and timed (``--repeats``) runs inside each child. Float32 by default; with
+``--dtype bf16`` each side uses mixed precision as its own code does: the published trainer's bf16 autocast
+for the tokenizer and world model steps (its dream and actor-critic stay float32), and ours ``--dtype bf16``
+(training under autocast, the dream's conv nets in bf16). The published code
 always runs its own Crafter configuration; ours runs ``--preset`` (``paper`` is the same model).
 """
 from __future__ import annotations
@@ -137,11 +140,12 @@ class Ours:
     timing: Timing
     preset: str = "paper"
     path: str = "fast"
+    dtype: str = "float32"
     name: str = "ours"
 
     def argv(self, case: Case, out: Path) -> list[str]:
         t = self.timing
-        common = ["--preset", self.preset, "--device", "cpu", "--dtype", "float32", "--path", self.path,
+        common = ["--preset", self.preset, "--device", "cpu", "--dtype", self.dtype, "--path", self.path,
                   "--threads", str(t.threads), "--repeats", str(t.repeats), "--warmup", str(t.warmup),
                   "--json", str(out)]
         if case.kind == "dream":
@@ -167,6 +171,7 @@ class Reference:
 
     timing: Timing
     reference: Path
+    mixed_precision: bool = False
     name: str = "reference"
 
     def argv(self, case: Case, out: Path) -> list[str]:
@@ -174,7 +179,7 @@ class Reference:
         return [sys.executable, "-m", "app.bench_published", "--reference", str(self.reference),
                 "--workload", case.kind, "--batch", str(case.batch), "--steps", str(t.steps),
                 "--horizon", str(t.horizon), "--repeats", str(t.repeats), "--warmup", str(t.warmup),
-                "--threads", str(t.threads), "--json", str(out)]
+                "--threads", str(t.threads), "--json", str(out)] + (["--mixed-precision"] if self.mixed_precision else [])
 
     def read(self, case: Case, out: Path) -> dict[str, float]:
         r = json.loads(out.read_text())
@@ -305,16 +310,20 @@ def run(args: argparse.Namespace) -> int:
     """`deltaplay bench side-by-side`: check the reference, alternate the children, print and write JSON."""
     if [w for w in args.workloads if w != NAME]:
         raise UserError(f"{NAME} runs alone: choose its workloads with --compare, not {' '.join(args.workloads)}")
-    if args.checkpoint or args.dtype != "float32" or args.device not in ("auto", "cpu") or args.compile:
-        raise UserError(f"{NAME} compares both sides on the CPU in float32 with random weights: "
-                        "drop --checkpoint, --dtype bf16, --device and --compile")
+    if args.checkpoint or args.device not in ("auto", "cpu") or args.compile:
+        raise UserError(f"{NAME} compares both sides on the CPU with random weights: "
+                        "drop --checkpoint, --device and --compile")
     if args.rounds < 1 or args.repeats < 1:
         raise UserError("--rounds and --repeats must be at least 1")
     reference = check_reference(args.reference)
     timing = Timing(threads=args.threads or 1, steps=args.steps, horizon=args.horizon, repeats=args.repeats,
                     warmup=args.warmup)
     todo = cases(args.compare, args.imagine_batch, args.train_batch, args.horizon)
-    sides: list[Side] = [Reference(timing, reference), Ours(timing, preset=args.preset, path=args.path)]
+    # --dtype bf16: each side's mixed precision as its own code uses it. The published trainer runs the tokenizer
+    # and world model under bf16 autocast (its dream and actor-critic in float32); ours `--dtype bf16`.
+    bf16 = args.dtype == "bf16"
+    sides: list[Side] = [Reference(timing, reference, mixed_precision=bf16),
+                         Ours(timing, preset=args.preset, path=args.path, dtype=args.dtype)]
     if args.preset != "paper":
         print(f"note: ours runs the {args.preset!r} preset, the published code its own (paper) configuration: "
               "the ratios are not like for like", file=sys.stderr)
@@ -329,13 +338,13 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     meta = {"command": "deltaplay bench " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:]),
-            "reference": str(reference), "preset": args.preset, "path": args.path, "dtype": "float32", "device": "cpu",
+            "reference": str(reference), "preset": args.preset, "path": args.path, "dtype": args.dtype, "device": "cpu",
             "threads": timing.threads, "timing": asdict(timing), "rounds": args.rounds, "torch": torch.__version__,
             "python": platform.python_version(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
             "load_avg_1min": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
             "started": started, "wall_min": round((time.perf_counter() - t0) / 60, 1),
             "ratio": "reference time / our time (above 1: ours is faster)"}
-    print(f"\n{NAME}: published Δ-IRIS ({reference}) vs ours ({args.preset}, {args.path} path), CPU float32, "
+    print(f"\n{NAME}: published Δ-IRIS ({reference}) vs ours ({args.preset}, {args.path} path), CPU {args.dtype}, "
           f"{timing.threads} thread(s), {args.rounds} alternating rounds; medians; ratio = reference / ours")
     print(format_table(rows))
     from model.train.run_dir import write_json

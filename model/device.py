@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+from contextvars import ContextVar
+from typing import Iterator
 
 import torch
 
@@ -51,3 +53,41 @@ def autocast(device: torch.device, mode: str = "auto"):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# The conv nets' precision inside :func:`image_autocast` (read by model.nets.blocks Encoder/Decoder).
+_IMAGE_AUTOCAST: ContextVar[tuple[str, torch.dtype] | None] = ContextVar("image_autocast", default=None)
+
+
+def image_autocast_dtype(device: torch.device, mode: str | None) -> torch.dtype | None:
+    """The dtype :func:`image_autocast` gives the conv nets (None: float32)."""
+    if mode == "auto":
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16_matmul() else None
+    return autocast_dtype(device, mode) if mode is not None else None
+
+
+@contextlib.contextmanager
+def image_autocast(device: torch.device, mode: str | None) -> Iterator[None]:
+    """The dream's precision: the conv nets (tokenizer encoder and decoder, I-token CNN, motion head) under
+    ``mode``'s autocast, everything else (the transformer, its heads) in float32. Why: on a CPU with bf16 matrix
+    units bf16 convs run several times faster, while the transformer's batch-1 products read their weights once per
+    token, and autocast would cast every weight again at every call (slower than float32). ``auto`` is bf16 only
+    on such a CPU: on a GPU a dream at these sizes is bound by kernel launches, and float32 is faster there.
+    ``mode`` None or ``off``: all float32."""
+    dtype = image_autocast_dtype(device, mode)
+    token = _IMAGE_AUTOCAST.set((device.type, dtype) if dtype is not None else None)
+    try:
+        yield
+    finally:
+        _IMAGE_AUTOCAST.reset(token)
+
+
+@contextlib.contextmanager
+def image_region() -> Iterator[bool]:
+    """Inside a conv net's forward: autocast as :func:`image_autocast` asked (yields True), else nothing."""
+    setting = _IMAGE_AUTOCAST.get()
+    if setting is None:
+        yield False
+        return
+    with torch.autocast(device_type=setting[0], dtype=setting[1]):
+        yield True

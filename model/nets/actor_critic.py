@@ -73,7 +73,8 @@ class CnnLstm(nn.Module):
         nn.init.zeros_(self.critic.bias)
 
     def forward(self, frame: torch.Tensor, state: State) -> tuple[torch.Tensor, torch.Tensor, State]:
-        h, c = self.lstm(self.cnn.features(frame), state)
+        # the LSTM cell has no autocast rule on CPU: its input follows the state's dtype
+        h, c = self.lstm(self.cnn.features(frame).to(state[0].dtype), state)
         return self.actor(h), self.critic(h), (h, c)
 
     def read(self, frames: torch.Tensor, state: State) -> State:
@@ -81,7 +82,7 @@ class CnnLstm(nn.Module):
         b, t = frames.shape[:2]
         if t == 0:
             return state
-        feats = self.cnn.features(frames.flatten(0, 1)).view(b, t, -1)
+        feats = self.cnn.features(frames.flatten(0, 1)).view(b, t, -1).to(state[0].dtype)
         for i in range(t):
             state = self.lstm(feats[:, i], state)
         return state

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from model.device import image_region
 from model.nets import fastpath
 
 
@@ -124,13 +125,15 @@ class Encoder(nn.Module):
         self.out = nn.Sequential(group_norm(ch), nn.SiLU(), nn.Conv2d(ch, latent, 3, padding=1))
 
     def forward(self, x: torch.Tensor, return_skips: bool = False):
-        x = self.stem(fastpath.channels_last(x))
-        skips = []
-        for level, down in zip(self.levels, self.downs):
-            x = level(x)
-            skips.append(x)
-            x = down(x)
-        z = self.out(x)
+        with image_region() as reduced:
+            x = self.stem(fastpath.channels_last(x))
+            skips = []
+            for level, down in zip(self.levels, self.downs):
+                x = level(x)
+                skips.append(x)
+                x = down(x)
+            z = self.out(x)
+        z = z.float() if reduced else z  # the float32 layers after it take it as it is
         return (z, skips) if return_skips else z
 
 
@@ -165,15 +168,17 @@ class Decoder(nn.Module):
         self.out = nn.Sequential(group_norm(ch), nn.SiLU(), nn.Conv2d(ch, out_ch, 3, padding=1))
 
     def forward(self, z: torch.Tensor, skips: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
-        x = self.inp(fastpath.channels_last(z))
-        n = len(self.levels)
-        for j, (up, level) in enumerate(zip(self.ups, self.levels)):
-            i = n - 1 - j
-            x = up(x)
-            if self.skip_channels[i]:
-                x = torch.cat([x, skips[i]], dim=1)
-            x = level(x)
-        return self.out(x)
+        with image_region() as reduced:
+            x = self.inp(fastpath.channels_last(z))
+            n = len(self.levels)
+            for j, (up, level) in enumerate(zip(self.ups, self.levels)):
+                i = n - 1 - j
+                x = up(x)
+                if self.skip_channels[i]:
+                    x = torch.cat([x, skips[i].to(x.dtype)], dim=1)
+                x = level(x)
+            out = self.out(x)
+        return out.float() if reduced else out
 
 
 class FrameCNN(nn.Module):

@@ -14,7 +14,6 @@ ordinary tensors (the actor-critic feeds dreamed frames into networks it trains)
 """
 from __future__ import annotations
 
-import contextlib
 from collections import deque
 
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from model.device import autocast
+from model.device import image_autocast
 from model.nets.world_model import WorldModel
 
 
@@ -40,7 +39,8 @@ class Branches:
 class DreamEnv:
     def __init__(self, tokenizer, world_model: WorldModel, temperature: float = 1.0,
                  autocast_mode: str | None = None, probe_actions: bool = False) -> None:
-        """``autocast_mode``: None (no autocast) or a :func:`model.device.autocast` mode. ``probe_actions``:
+        """``autocast_mode``: None (float32) or a :func:`model.device.autocast` mode for the conv nets only
+        (:func:`model.device.image_autocast`: the transformer stays float32). ``probe_actions``:
         each ``step`` also sets ``outcomes``, the world model's reward and end probability (B, A) for every
         action from the state before the step (the actor-critic's lookahead term)."""
         self.tokenizer = tokenizer
@@ -74,7 +74,7 @@ class DreamEnv:
         return 0 if self.frame is None else self.frame.size(0)
 
     def _autocast(self):
-        return contextlib.nullcontext() if self.autocast_mode is None else autocast(self.device, self.autocast_mode)
+        return image_autocast(self.device, self.autocast_mode)
 
     def _encode(self, frames: torch.Tensor, actions: torch.Tensor) -> list[torch.Tensor]:
         """Tokens of a context, as a list of (B, K): Δ one per transition, IRIS one per frame."""

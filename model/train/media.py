@@ -10,7 +10,7 @@ from model.data.frames import to_uint8
 from model.data.policies import Agent
 from model.data.sampler import to_torch
 from model.nets.imagination import DreamEnv
-from model.train.phases import Phases, dream_autocast
+from model.train.phases import Phases
 
 STRIP_FRAMES = 8
 GIF_SCALE = 4  # nearest-neighbour upscaling of the 64x64 frames
@@ -33,7 +33,7 @@ def write_media(phases: Phases, folder: Path, epoch: int) -> dict[str, str]:
     iio.imwrite(png, strip)
 
     b = to_torch(phases.samplers["actor_critic"].sample_burn_in(1), device)
-    dream = DreamEnv(tok, models["world_model"], temperature=1.0, autocast_mode=dream_autocast(cfg, device))
+    dream = DreamEnv(tok, models["world_model"], temperature=1.0, autocast_mode=cfg.train.autocast)
     agent = Agent(models["actor_critic"])
     for t in range(b.frames.size(1) - 1):
         agent.observe(b.frames[:, t])

@@ -51,11 +51,6 @@ class Mean:
         return {k: self.sum[k] / self.n[k] for k in self.sum}
 
 
-def dream_autocast(cfg: Config, device: torch.device) -> str | None:
-    """The dream's autocast mode: the run's setting on CUDA, none elsewhere."""
-    return cfg.train.autocast if device.type == "cuda" else None
-
-
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """AdamW; decay only on tensors with >= 2 dims (weights, embeddings), not on biases or norms. A submodule
     with an ``lr_scale`` attribute (the world model's motion head) gets its own groups at ``lr * lr_scale``."""
@@ -232,7 +227,7 @@ class Phases:
     def actor_critic(self, epoch: int) -> dict[str, float]:
         ac = self.models["actor_critic"]
         dream = DreamEnv(self.models["tokenizer"], self.models["world_model"], temperature=1.0,
-                         autocast_mode=dream_autocast(self.cfg, self.device),
+                         autocast_mode=self.cfg.train.autocast,  # for its conv nets only
                          probe_actions=self.cfg.actor_critic.lookahead_weight > 0)
         agg = Mean()
         with self._training(["actor_critic"]):

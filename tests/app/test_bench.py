@@ -41,6 +41,19 @@ def test_bench_cli_dream_branches_train_and_profile_on_the_tiny_preset(tmp_path,
     assert "wrote" in capsys.readouterr().out
 
 
+def test_bench_bf16_profiles_the_dream_with_bf16_conv_nets(tmp_path):
+    """--dtype bf16: the dream's conv nets under bf16 (the actor stays float32, as in imagination), and the roof
+    conv at bf16."""
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "profile", "dream", "--preset", "tiny", "--device", "cpu", "--threads", "1", "--dtype", "bf16",
+               "--steps", "2", "--repeats", "1", "--warmup", "0", "--json", str(out)])
+    assert rc == 0
+    rows = json.loads(out.read_text())["results"]
+    roof = next(row for row in rows if row["what"].startswith("roof"))
+    assert roof["what"].endswith("bf16") and roof["gflop_per_s"] > 0
+    assert next(row for row in rows if row["workload"] == "dream")["ms_per_step"] > 0
+
+
 
 @pytest.mark.skipif(not __import__("pathlib").Path("/usr/bin/chromium").exists(), reason="no Chromium")
 def test_bench_page_plays_through_a_real_page(run_dir, tmp_path, capsys):

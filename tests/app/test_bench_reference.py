@@ -107,3 +107,26 @@ def test_side_by_side_against_the_published_code(tmp_path, capsys):
     assert imagine["reference_frames_per_s"] > 0 and imagine["ours_frames_per_s"] > 0
     assert wm["reference_tokens_given_wall_ms"] > 0  # the published step also timed without its encoding
     assert "imagine batch 2 horizon 2" in printed and "wrote" in printed
+
+
+@pytest.mark.skipif(_reference_dir() is None,
+                    reason=f"needs the published Δ-IRIS code extracted at ${ENV_VAR} or /work/ref/delta-iris")
+@pytest.mark.skipif(bool(missing_packages()), reason="the published code needs einops and omegaconf")
+def test_bf16_runs_each_sides_own_mixed_precision(tmp_path):
+    """--dtype bf16: the published training step under its trainer's bf16 autocast, ours at --dtype bf16; the
+    published dream has no mixed precision, so its children stay float32."""
+    from app.bench_published import main as published_main
+
+    for workload, expected in (("world_model", "bf16 autocast"), ("dream", "float32")):
+        out = tmp_path / f"{workload}.json"
+        assert published_main(["--reference", str(_reference_dir()), "--workload", workload, "--batch", "1",
+                               "--steps", "2", "--repeats", "1", "--warmup", "0", "--mixed-precision",
+                               "--json", str(out)]) == 0
+        r = json.loads(out.read_text())
+        assert r["dtype"] == expected and r["wall_ms"] > 0
+    out = tmp_path / "sbs.json"
+    assert main(["bench", "side-by-side", "--reference", str(_reference_dir()), "--preset", "tiny", "--dtype", "bf16",
+                 "--compare", "world_model", "--train-batch", "1", "--repeats", "1", "--warmup", "0",
+                 "--rounds", "1", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["meta"]["dtype"] == "bf16" and r["results"][0]["ratio_wall"] > 0

@@ -90,6 +90,34 @@ def test_auto_autocast_is_bf16_where_the_hardware_multiplies_bf16():
         autocast_dtype(cpu, "fp8")
 
 
+def test_a_dreams_conv_nets_take_bf16_only_where_it_is_faster():
+    """image_autocast: ``auto`` is bf16 on a CPU with bf16 matrix units and float32 on a GPU (a batch-1 dream is
+    launch-bound there); an explicit mode holds anywhere; outside the block every conv net is float32 again."""
+    import torch
+
+    from model.device import cpu_has_bf16_matmul, image_autocast, image_autocast_dtype
+    from model.nets.blocks import Encoder
+
+    assert image_autocast_dtype(torch.device("cuda"), "auto") is None
+    assert image_autocast_dtype(torch.device("cuda"), "bf16") == torch.bfloat16
+
+    enc = Encoder(3, 8, (1, 2), (1, 0), latent=4).eval()
+    seen: list[torch.dtype] = []
+    enc.stem.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    x = torch.rand(1, 3, 16, 16)
+    cpu = torch.device("cpu")
+    with torch.inference_mode():
+        for device, mode, inside in ((cpu, "auto", torch.bfloat16 if cpu_has_bf16_matmul() else torch.float32),
+                                     (cpu, "bf16", torch.bfloat16), (cpu, "off", torch.float32),
+                                     (cpu, None, torch.float32)):
+            seen.clear()
+            with image_autocast(device, mode):
+                out = enc(x)
+            assert out.dtype == torch.float32 and seen == [inside], mode
+            enc(x)
+            assert seen[-1] == torch.float32
+
+
 def test_the_iris_baseline_keeps_its_own_code_when_the_delta_code_changes():
     from model.checkpoint import build_model, iris_tokenizer_config
 

@@ -18,6 +18,7 @@ import torch
 from helpers import REPO
 from model.nets import fastpath
 from model.checkpoint import load_checkpoint
+from model.device import image_autocast
 from model.config import tiny
 from model.data.envs import make_env
 from model.data.frames import to_tensor
@@ -195,15 +196,17 @@ def test_dream_rollouts_agree(data, trained):
 
 
 def test_bundled_checkpoint_agrees(data):
-    """The same checks on the bundled, trained Crafter checkpoint (cpu preset), with bf16 measured too."""
+    """The same checks on the bundled, trained Crafter checkpoint (cpu preset), and the dream's bf16 conv nets
+    (``image_autocast``, what a dream runs on a CPU with bf16 matrix units) against float32, with the bounds of
+    :func:`test_bf16_autocast_accuracy`."""
     ck = load_checkpoint(REPO / "checkpoints" / "crafter", device="cpu",
                          with_state=False)
     tok, wm = ck.models["tokenizer"].eval(), ck.models["world_model"].eval()
     prev, act, nxt = held_out(data)
     z_fast, x_fast, z_plain, x_plain = encode_decode_both_paths(tok, prev, act, nxt)
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.inference_mode(), image_autocast(torch.device("cpu"), "bf16"):
         z16 = tok.encode(prev, act, nxt)
-        x16 = tok.decode(prev, act, z_fast).float()
+        x16 = tok.decode(prev, act, z_fast)
     fast, plain = greedy_rollouts(tok, wm, data, steps=8)
     print(f"\nbundled checkpoint, fast vs plain: tokens {agreement(z_fast, z_plain):.2%} equal, frames "
           f"{psnr(x_fast, x_plain):.1f} dB apart, reconstruction {psnr(x_fast, nxt):.3f} vs {psnr(x_plain, nxt):.3f} dB;"
@@ -214,6 +217,8 @@ def test_bundled_checkpoint_agrees(data):
     assert agreement(z_fast, z_plain) >= 0.99 and agreement(fast[1], plain[1]) >= 0.99
     assert psnr(x_fast, x_plain) >= 60.0 and one_step_decodes_psnr(tok, fast) >= 60.0
     assert abs(psnr(x_fast, nxt) - psnr(x_plain, nxt)) < 0.01
+    assert x16.dtype == torch.float32 and agreement(z16, z_fast) >= 0.95
+    assert psnr(x16, x_fast) >= 45.0 and psnr(x16, nxt) >= psnr(x_fast, nxt) - 0.5
 
 
 def test_training_is_unchanged(data, trained):

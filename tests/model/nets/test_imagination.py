@@ -126,17 +126,28 @@ def test_iris_dream():
     assert torch.allclose(r, wm.reward_codec.decode(out.reward_logits[:, -2]), atol=1e-4)
 
 
-def test_single_frame_context_and_bf16_autocast():
+def test_single_frame_context_and_bf16_conv_nets():
+    """autocast_mode="bf16": the conv nets run in bf16, the transformer, its cache and every output stay float32."""
     tok, wm = models()
     frames, actions = context(b=2, t0=1)
     assert actions.shape == (2, 0)
     dream = DreamEnv(tok, wm, autocast_mode="bf16")
-    x = dream.reset(frames, actions)
-    assert torch.equal(x, frames[:, 0]) and dream.cache.k[0].dtype == torch.bfloat16
-    for _ in range(wm.cfg.max_steps + 1):
-        x, r, d = dream.step(torch.tensor([1, 2]))
+    seen: dict[str, set] = {"decoder": set(), "i_token_cnn": set(), "token_head": set()}
+    mods = {"decoder": tok.decoder.inp, "i_token_cnn": wm.frame_cnn.net.stem, "token_head": wm.head_tokens}
+    hooks = [m.register_forward_hook(lambda _m, _i, out, k=k: seen[k].add(out.dtype)) for k, m in mods.items()]
+    try:
+        x = dream.reset(frames, actions)
+        assert torch.equal(x, frames[:, 0]) and dream.cache.k[0].dtype == torch.float32
+        for _ in range(wm.cfg.max_steps + 1):
+            x, r, d = dream.step(torch.tensor([1, 2]))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert seen == {"decoder": {torch.bfloat16}, "i_token_cnn": {torch.bfloat16}, "token_head": {torch.float32}}
     assert x.dtype == r.dtype == d.dtype == torch.float32
     assert torch.isfinite(x).all() and torch.isfinite(r).all() and ((d >= 0) & (d <= 1)).all()
+    with torch.inference_mode():  # outside a dream every net is float32 again
+        assert tok.decode(frames[:, 0], torch.tensor([1, 2]), dream.last_tokens).dtype == torch.float32
 
 
 @pytest.mark.parametrize("kind,i_tokens,sees_frame", [("delta", True, False), ("delta", True, True),
