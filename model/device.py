@@ -68,12 +68,12 @@ def image_autocast_dtype(device: torch.device, mode: str | None) -> torch.dtype 
 
 @contextlib.contextmanager
 def image_autocast(device: torch.device, mode: str | None) -> Iterator[None]:
-    """The dream's precision: the conv nets (tokenizer encoder and decoder, I-token CNN, motion head) under
-    ``mode``'s autocast, everything else (the transformer, its heads) in float32. Why: on a CPU with bf16 matrix
-    units bf16 convs run several times faster, while the transformer's batch-1 products read their weights once per
-    token, and autocast would cast every weight again at every call (slower than float32). ``auto`` is bf16 only
-    on such a CPU: on a GPU a dream at these sizes is bound by kernel launches, and float32 is faster there.
-    ``mode`` None or ``off``: all float32."""
+    """The dream's precision: the conv nets (``model.nets.blocks`` Encoder and Decoder: the tokenizer's encoder,
+    decoder and its view of x_{t-1}, the I-token CNN) under ``mode``'s autocast, everything else (the transformer,
+    its heads, the motion head) in float32. Why: on a CPU with bf16 matrix units bf16 convs run several times
+    faster, while the transformer's batch-1 products read their weights once per token, and autocast would cast
+    every weight again at every call (slower than float32). ``auto`` is bf16 only on such a CPU: on a GPU a dream
+    at these sizes is bound by kernel launches, and float32 is faster there. ``mode`` None or ``off``: float32."""
     dtype = image_autocast_dtype(device, mode)
     token = _IMAGE_AUTOCAST.set((device.type, dtype) if dtype is not None else None)
     try:
