@@ -33,6 +33,9 @@ NUM_ACTIONS = 17  # crafter.Env().action_space.n, as the published trainer passe
 WORKLOADS = ("dream", "imagine", "world_model", "tokenizer", "actor_critic")
 
 
+# what its trainer runs under bf16 autocast (use_mixed_precision); never the actor-critic
+MIXED_PARTS = ("tokenizer", "world_model")
+
 def missing_parts(reference: Path) -> list[str]:
     """The files of the published repository that ``reference`` lacks (empty: it looks like the real thing)."""
     return [part for part in REQUIRED_PARTS if not (reference / part).is_file()]
@@ -198,8 +201,7 @@ class Published:
         opt = (torch.optim.Adam(module.parameters(), lr=lr) if part == "actor_critic"
                else configure_optimizer(module, lr, tp["weight_decay"]))
 
-        # its trainer: bf16 autocast for the tokenizer and world model when asked, never for the actor-critic
-        mixed = self.mixed_precision and part != "actor_critic"
+        mixed = self.mixed_precision and part in MIXED_PARTS
 
         def step() -> None:
             module.train()
@@ -364,8 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     out = BENCHES[a.workload](m, a)
     import torch
 
-    mixed = a.mixed_precision and a.workload in ("tokenizer", "world_model")
-    out.update(dtype="bf16 autocast" if mixed else "float32", side="reference", workload=a.workload, batch=a.batch, threads=torch.get_num_threads(),
+    mixed = a.mixed_precision and a.workload in MIXED_PARTS
+    out.update(dtype="bf16 autocast" if mixed else "float32", side="reference", workload=a.workload, batch=a.batch,
+               threads=torch.get_num_threads(),
                torch=torch.__version__, device="cpu", build_s=build_s, stubbed=m.stubbed,
                peak_rss_gib=peak_rss_gib(), reference=str(reference))
     a.json.parent.mkdir(parents=True, exist_ok=True)
