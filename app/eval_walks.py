@@ -28,10 +28,16 @@ def _dream_walks(bundle, i_tokens: bool, seeds: list[int], keys: dict[int, list[
     return walks
 
 
-def _real_token_walk(bundle, real: list, keys: list[str], from_decoded: bool | None = False) -> list:
-    """A perfect world model's dream of one walk: its real tokens, each decoded from the previous decoded frame
-    (with ``from_decoded``, encoded from it too: :func:`model.eval.keys.closed_loop`); with ``from_decoded=None``,
-    uniformly random tokens instead (:func:`model.eval.keys.random_loop`)."""
+# Tokens decoded without a world model, each a yardstick for the dream: the real pairs' tokens decoded in a closed
+# loop (a perfect world model), the tokens from each decoded frame to the real next one (a perfect world model of the
+# dream), uniformly random tokens (one that knows nothing), and the real pairs' tokens each decoded from the real
+# previous frame (no loop at all: what the tokenizer draws one frame at a time).
+TOKEN_WALKS = ("real_tokens", "best_tokens", "random_tokens", "teacher_forced")
+
+
+def _token_walk(bundle, real: list, keys: list[str], kind: str) -> list:
+    """One walk decoded from tokens of ``kind`` (:data:`TOKEN_WALKS`; :func:`model.eval.keys.closed_loop`,
+    :func:`model.eval.keys.random_loop`), its first frame the real one."""
     import numpy as np
     import torch
 
@@ -42,16 +48,22 @@ def _real_token_walk(bundle, real: list, keys: list[str], from_decoded: bool | N
     names = action_names(bundle.env_name)
     acts = torch.tensor([[names.index(k) for k in keys]], device=bundle.device)
     frames = to_tensor(np.stack(real), bundle.device)[None]
-    if from_decoded is None:
-        return [real[0]] + list(to_uint8(random_loop(bundle.tokenizer, frames[:, 0], acts)[0]))
-    return [real[0]] + list(to_uint8(closed_loop(bundle.tokenizer, frames, acts, from_decoded)[0]))
+    tok = bundle.tokenizer
+    if kind == "random_tokens":
+        out = random_loop(tok, frames[:, 0], acts)
+    elif kind == "teacher_forced":
+        prev, nxt = frames[0, :-1], frames[0, 1:]
+        with torch.no_grad():
+            out = tok.reconstruct(prev, acts[0], nxt)[0][None]
+    else:
+        out = closed_loop(tok, frames, acts, from_decoded=kind == "best_tokens")
+    return [real[0]] + list(to_uint8(out[0]))
 
 
 def key_walks(ev: EvalRun, bundle) -> dict[str, Any]:
     """The key walks, dreamed once by each world model and shared by the keys and terrain parts: seeds, keys and
-    (real frames, dreamed frames) per variant, plus tokens decoded in a closed loop (Δ only): the real pairs' tokens
-    (``real_tokens``), the tokens from each decoded frame to the real next one (``best_tokens``) and uniformly
-    random tokens (``random_tokens``)."""
+    (real frames, dreamed frames) per variant, plus, for a Δ-tokenizer, the walks decoded from tokens alone
+    (:data:`TOKEN_WALKS`)."""
     from model.eval.keys import walk_keys
     from model.eval.parts import heldout_seeds
 
@@ -64,9 +76,8 @@ def key_walks(ev: EvalRun, bundle) -> dict[str, Any]:
                   for on in sorted(bundle.world_models, reverse=True)}
         if getattr(bundle.tokenizer, "kind", None) == "delta":
             reals = [real for real, _ in next(iter(dreams.values()))]  # the same in every variant
-            for name, from_decoded in (("real_tokens", False), ("best_tokens", True), ("random_tokens", None)):
-                dreams[name] = [(real, _real_token_walk(bundle, real, keys[seed], from_decoded))
-                                for seed, real in zip(seeds, reals)]
+            for name in TOKEN_WALKS:
+                dreams[name] = [(real, _token_walk(bundle, real, keys[seed], name)) for seed, real in zip(seeds, reals)]
         ev.walks = {"seeds": seeds, "keys": keys, "dreams": dreams}
     return ev.walks
 

@@ -151,6 +151,10 @@ class TrainConfig:
     # reconstruction of it, chained from the segment's first real frame (what a dream's decoder starts from),
     # not the real one. 0 = the published training on real pairs only.
     tokenizer_closed_loop: float = 0.0
+    # What those closed-loop pairs encode from: "decoded" (the encoder sees the reconstruction too, so its tokens
+    # correct the drift) or "real" (the real pair's tokens, decoded from the reconstruction: what a dream's
+    # decoder gets from a world model trained on real pairs, so the decoder learns to stay sharp on its own drift).
+    tokenizer_closed_loop_tokens: str = "decoded"
     # Share of tokenizer pairs decoded from another pair's tokens (drawn from the same batch, no gradient to the
     # encoder through them): the decoder meets codes that do not fit the pair, as it does from a world model that
     # is unsure, and learns what x_{t-1} and the action tell on their own (a move, a wall). 0 = published.

@@ -39,7 +39,7 @@ python3 -m app train "${COMMON[@]}" --seed "$SEED" --run-dir "$RUNS/main" \
   --init tokenizer=$STATE --init world_model=$STATE --set world_model.motion_input=true \
   --set tokenizer.strip_weight=10 --set train.tokenizer_seq=5 --set train.tokenizer_batch=8 \
   --set train.first_epoch_tokenizer_steps="$TOK_STEPS" --set train.first_epoch_world_model_steps="$WM_STEPS" \
-  > "$OUT/main.log" 2>&1
+  ${TOK_EXTRA:-} > "$OUT/main.log" 2>&1
 
 echo "$(date) 2/3 the world model without I-tokens ($TWIN_STEPS steps)"
 if python3 -c "from model.checkpoint import load_checkpoint as l; import sys; \

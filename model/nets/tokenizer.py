@@ -126,10 +126,13 @@ class Tokenizer(nn.Module):
         return self.decode(prev, actions, tokens), tokens  # exactly what decode(tokens) gives
 
     def compute_loss(self, prev, actions, frames, token_swap: float = 0.0,
-                     pixel_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                     pixel_weights: torch.Tensor | None = None,
+                     decoder_prev: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """One training loss; updates the codebook (EMA, revival) when in train mode. A ``token_swap`` share of
         the pairs is decoded from another pair's quantized tokens (``train.tokenizer_token_swap``).
         ``pixel_weights`` (N, 1, H, W) scale each pixel's L1 and L2 terms (``cfg.strip_weight``).
+        ``decoder_prev`` (default ``prev``) is the frame the decoder rebuilds from, e.g. a closed loop's
+        reconstruction while the encoder reads the real pair.
 
         In train mode with autograd on and more than ``cfg.grad_chunk`` pairs, the gradients are
         computed a few pairs at a time (:func:`model.nets.fastpath.loss_in_chunks`), as in
@@ -139,17 +142,18 @@ class Tokenizer(nn.Module):
         once with the whole batch's encodings and tokens, as in one pass (where the update also
         comes after quantizing and does not touch the step's gradients)."""
         n = frames.size(0)
+        decoder_prev = prev if decoder_prev is None else decoder_prev
         chunk = fastpath.grad_chunk(self.cfg.grad_chunk, self.quantizer.codebook.device, cpu=16, other=128)
         params = [p for p in self.parameters() if p.requires_grad]
         if not (chunk and n > chunk and params and self.training and torch.is_grad_enabled()):
             out = self.quantize(prev, actions, frames, update=self.training)
-            loss, stats = self._loss_terms(prev, actions, frames, out, n, token_swap, pixel_weights)
+            loss, stats = self._loss_terms(decoder_prev, actions, frames, out, n, token_swap, pixel_weights)
             return loss, self._metrics(stats, out.metrics)
 
         def terms(part: slice):
             out = self.quantize(prev[part], actions[part], frames[part], update=False)
             w = None if pixel_weights is None else pixel_weights[part]
-            share, stats = self._loss_terms(prev[part], actions[part], frames[part], out, n, token_swap, w)
+            share, stats = self._loss_terms(decoder_prev[part], actions[part], frames[part], out, n, token_swap, w)
             return share, (stats, out.normalized, out.tokens)
 
         loss, extras = fastpath.loss_in_chunks(params, n, chunk, terms)

@@ -24,7 +24,7 @@ def write_media(phases: Phases, folder: Path, epoch: int) -> dict[str, str]:
 
     cfg, models, device = phases.cfg, phases.models, phases.device
     tok = models["tokenizer"]
-    prev, act, nxt = phases.pairs()
+    prev, act, nxt, _ = phases.pairs()
     k = min(STRIP_FRAMES, nxt.size(0))
     recon, _ = tok.reconstruct(prev[:k], act[:k], nxt[:k])
     strip = np.concatenate([np.concatenate(list(to_uint8(nxt[:k])), axis=1),

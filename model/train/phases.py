@@ -13,6 +13,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -27,6 +28,16 @@ from model.nets.imagination import DreamEnv
 from model.train.dist import Dist
 from model.train.schedule import steps_for
 from model.train.stop import StopRequested
+
+
+class Pairs(NamedTuple):
+    """One tokenizer batch: the encoder reads (prev, actions, next); the decoder rebuilds next from decoder_prev
+    (prev itself, or a reconstruction chained in a closed loop, ``train.tokenizer_closed_loop``)."""
+
+    prev: torch.Tensor
+    actions: torch.Tensor
+    next: torch.Tensor
+    decoder_prev: torch.Tensor
 
 Emit = Callable[..., None]  # emit(phase, step=..., steps=..., loss=...)
 
@@ -120,23 +131,28 @@ class Phases:
 
     # ---------------------------------------------------------------- batches
 
-    def pairs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(prev, actions, next) frame pairs of one tokenizer batch (only real transitions)."""
+    def pairs(self) -> Pairs:
+        """Frame pairs of one tokenizer batch (only real transitions)."""
+        tr = self.cfg.train
         for _ in range(100):
-            raw = self.samplers["tokenizer"].sample(self.dist.share(self.cfg.train.tokenizer_batch))
+            raw = self.samplers["tokenizer"].sample(self.dist.share(tr.tokenizer_batch))
             b = to_torch(raw, self.device)
             valid = b.action_mask[:, :-1]
             if valid.any():
-                prev = self._closed_loop(b.frames, b.actions, b.action_mask, self.cfg.train.tokenizer_closed_loop)
-                return prev[:, :-1][valid], b.actions[:, :-1][valid], b.frames[:, 1:][valid]
+                real_tokens = tr.tokenizer_closed_loop_tokens == "real"
+                chained = self._closed_loop(b.frames, b.actions, b.action_mask, tr.tokenizer_closed_loop, real_tokens)
+                prev = b.frames if real_tokens else chained
+                return Pairs(prev[:, :-1][valid], b.actions[:, :-1][valid], b.frames[:, 1:][valid],
+                             chained[:, :-1][valid])
         raise RuntimeError("the store holds no transitions to train the tokenizer on")
 
     def _closed_loop(self, frames: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor,
-                     share: float) -> torch.Tensor:
+                     share: float, real_tokens: bool = False) -> torch.Tensor:
         """Frames (B, T) whose first ``share`` of segments are replaced, from the second frame on, by the tokenizer's
         own reconstructions chained from the first real frame: x^_t = D(x^_{t-1}, a_{t-1}, E(x^_{t-1}, a_{t-1}, x_t)),
-        the previous frames a dream's decoder meets; the chain restarts from the real frame after an episode's end.
-        No gradient flows through the chain."""
+        or with ``real_tokens`` E(x_{t-1}, a_{t-1}, x_t) (the tokens a world model learns): the previous frames a
+        dream's decoder meets. The chain restarts from the real frame after an episode's end. No gradient flows
+        through the chain."""
         n = round(share * frames.size(0))
         if n == 0:
             return frames
@@ -145,7 +161,8 @@ class Phases:
         with torch.no_grad(), self._autocast():
             for t in range(1, frames.size(1)):
                 prev, a = out[:n, t - 1], actions[:n, t - 1]
-                recon = tok.decode(prev, a, tok.encode(prev, a, frames[:n, t])).float().clamp(0, 1)
+                tokens = tok.encode(frames[:n, t - 1] if real_tokens else prev, a, frames[:n, t])
+                recon = tok.decode(prev, a, tokens).float().clamp(0, 1)
                 out[:n, t] = torch.where(mask[:n, t - 1, None, None, None], recon, frames[:n, t])
         return out
 
@@ -191,13 +208,14 @@ class Phases:
         agg = Mean()
         with self._training(names):
             for i, n in self._steps("tokenizer", epoch):
-                prev, act, nxt = self.pairs()
+                prev, act, nxt, decoder_prev = self.pairs()
                 swap = {"tokenizer": self.cfg.train.tokenizer_token_swap}
                 weights = {"tokenizer": self._strip_weights(prev, act, nxt)}
                 for name in names:
                     with self._autocast():
                         loss, m = self.models[name].compute_loss(prev, act, nxt, token_swap=swap.get(name, 0.0),
-                                                                 pixel_weights=weights.get(name))
+                                                                 pixel_weights=weights.get(name),
+                                                                 decoder_prev=decoder_prev)
                     m["loss"] = loss.item()
                     m["grad_norm"] = self._optimize(name, loss)
                     agg.add(m, prefix=f"{name}/")

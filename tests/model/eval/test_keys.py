@@ -76,16 +76,16 @@ def test_eval_keys_and_terrain_parts_on_the_crafter_bundle(tmp_path, capsys):
     result = json.loads(out.read_text())
     terrain = result["terrain"]
     assert terrain["steps"] == [1, 6]
-    for name in ("i_tokens", "no_i_tokens", "real_tokens", "best_tokens", "random_tokens"):  # the keys' walks
+    walks = ("i_tokens", "no_i_tokens", "real_tokens", "best_tokens", "random_tokens", "teacher_forced")
+    for name in walks:  # the keys' walks
         v = terrain[name]
         assert v["walks"] == 1 and 0 <= v["dream_share"] <= 1 and 0 <= v["unknown_share"] <= 1
         assert set(v["presence"]) == {"tree", "water", "stone", "sand"}
     r = result["keys"]
     assert r["walks"] == 1 and r["steps"] == 6
     # real_tokens: a perfect world model's dream (the real tokens decoded in a closed loop)
-    assert set(r) == {"walks", "steps", "seeds", "temperature", "i_tokens", "no_i_tokens", "real_tokens",
-                      "best_tokens", "random_tokens"}
-    for name in ("i_tokens", "no_i_tokens", "real_tokens", "best_tokens", "random_tokens"):
+    assert set(r) == {"walks", "steps", "seeds", "temperature", *walks}
+    for name in walks:
         v = r[name]
         assert v["pairs"] + v["ambiguous"] == 6
         if v["pairs"]:
@@ -149,3 +149,28 @@ def test_random_loop_decodes_seeded_random_tokens_from_its_own_last_frame():
     g = torch.Generator().manual_seed(1)
     t0 = torch.randint(0, tok.vocab_size, (1, tok.tokens_per_frame), generator=g)
     torch.testing.assert_close(out[:, 0], tok.decode(frames[:, 0], acts[:, 0], t0))
+
+
+def test_teacher_forced_walk_decodes_each_real_pair_from_the_real_previous_frame():
+    from types import SimpleNamespace
+
+    import torch
+
+    from app.eval_walks import _token_walk
+    from model.checkpoint import build_model
+    from model.config import tiny
+    from model.data.frames import to_tensor, to_uint8
+
+    torch.manual_seed(0)
+    tok = build_model("tokenizer", tiny()).eval()
+    keys = ["move_right", "move_right", "move_down"]
+    real = _real_walk(3, keys)
+    bundle = SimpleNamespace(env_name="crafter", device="cpu", tokenizer=tok)
+    walk = _token_walk(bundle, real, keys, "teacher_forced")
+    names = action_names("crafter")
+    frames = to_tensor(np.stack(real))
+    third = tok.reconstruct(frames[2:3], torch.tensor([names.index(keys[2])]), frames[3:4])[0]
+    assert len(walk) == 4 and np.array_equal(walk[0], real[0])
+    assert np.abs(walk[3].astype(int) - to_uint8(third)[0].astype(int)).max() <= 1  # from the real frame 2
+    loop = _token_walk(bundle, real, keys, "real_tokens")
+    assert not np.array_equal(loop[3], walk[3])  # the closed loop decodes from its own frame 2

@@ -324,3 +324,36 @@ def test_closed_loop_pairs_chain_the_tokenizers_own_frames(tiny_cfg):
     assert torch.equal(out[1, 2], frames[1, 2])  # the chain restarts from the real frame after an end
     assert not torch.equal(out[1, 3], frames[1, 3])
     assert phases._closed_loop(frames, actions, mask, share=0.0) is frames
+    real = phases._closed_loop(frames, actions, mask, share=0.5, real_tokens=True)  # the real pairs' tokens
+    y2 = tok.decode(x1, actions[:1, 1], tok.encode(frames[:1, 1], actions[:1, 1], frames[:1, 2]))
+    assert torch.allclose(real[0, 1], x1[0], atol=1e-4) and torch.allclose(real[0, 2], y2[0], atol=1e-3)
+    assert not torch.allclose(y2, x2, atol=1e-3)
+
+
+def test_real_token_closed_loop_pairs_encode_the_real_pair_and_decode_from_the_chain(tiny_cfg, monkeypatch):
+    from types import SimpleNamespace
+
+    import model.train.phases as ph
+    from model.checkpoint import build_model
+
+    torch.manual_seed(0)
+    tiny_cfg.train.autocast = "off"
+    tiny_cfg.train.tokenizer_closed_loop, tiny_cfg.train.tokenizer_closed_loop_tokens = 1.0, "real"
+    tiny_cfg.train.tokenizer_batch, tiny_cfg.train.tokenizer_seq = 2, 4
+    tok = build_model("tokenizer", tiny_cfg).eval()
+    frames, actions = torch.rand(2, 4, 3, 64, 64), torch.randint(0, 5, (2, 4))
+    batch = SimpleNamespace(frames=frames, actions=actions, action_mask=torch.ones(2, 4, dtype=torch.bool))
+    sampler = SimpleNamespace(sample=lambda n: batch)
+    monkeypatch.setattr(ph, "to_torch", lambda raw, device: raw)  # the batch is already tensors
+    phases = ph.Phases(tiny_cfg, {"tokenizer": tok}, {}, {"tokenizer": sampler}, None,
+                       SimpleNamespace(device=torch.device("cpu"), share=lambda n: n),
+                       emit=lambda *a, **k: None, should_stop=lambda: False)
+    pairs = phases.pairs()
+    assert torch.equal(pairs.prev, frames[:, :-1][torch.ones(2, 3, dtype=torch.bool)])  # the encoder reads real pairs
+    chained = phases._closed_loop(frames, actions, batch.action_mask, 1.0, real_tokens=True)
+    assert torch.allclose(pairs.decoder_prev, chained[:, :-1].flatten(0, 1), atol=1e-5)
+    assert not torch.allclose(pairs.decoder_prev, pairs.prev, atol=1e-3)
+    tok.train()
+    loss, _ = tok.compute_loss(pairs.prev, pairs.actions, pairs.next, decoder_prev=pairs.decoder_prev)
+    plain, _ = tok.compute_loss(pairs.prev, pairs.actions, pairs.next)
+    assert torch.isfinite(loss) and not torch.allclose(loss, plain)  # the decoder rebuilt from the chain
