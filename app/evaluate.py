@@ -15,7 +15,7 @@ PATH is a checkpoint folder or a run folder (default: the bundled ``checkpoints/
 * ``keys``     - does the dream's view scroll the way the real env's does under the same move keys
   (straight walks from held-out starts, through the play engine; :mod:`model.eval.keys`)? Also for the
   real tokens decoded in a closed loop (a perfect world model), which tells the tokenizer's share of a
-  miss from the world model's. Crafter only
+  miss from the world model's, and each decoded from the real previous frame (no loop). Crafter only
 * ``terrain``  - what the dream's world is made of (:mod:`model.eval.terrain`): on Crafter, the terrain mix
   of the key walks' last ten steps, dream vs real (a dream that fades into grass scores badly even if it
   scrolls); on GridWorld, the share of dream frames the real env could have drawn (one agent, nothing
