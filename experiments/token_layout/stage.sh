@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The next stage of the 16-token Crafter models, from the committed state/, on whatever device is at hand:
-#   1. one run: the tokenizer (new strip weighed 10x), then the world model with I-tokens and the motion input;
+#   1. one run: the tokenizer (the new strip weighed STRIP_WEIGHT, default 30), then the world model with I-tokens and the motion input;
 #   2. one run: the world model without I-tokens on that tokenizer's code (from state/'s when it holds one);
 #   3. a bundle of those three with the shipped bundle's IRIS baseline and agent (fp16), scored on the held-out
 #      key walks (keys and terrain, with and without I-tokens), and the new state/ (fp16, three models).
@@ -9,6 +9,7 @@
 #   OUT=/tmp/k16 DEVICE=cpu TOK_STEPS=1500 WM_STEPS=2400 TWIN_STEPS=1500 bash experiments/token_layout/stage.sh
 #   OUT=/tmp/k16dry DEVICE=cpu QUICK=1 bash experiments/token_layout/stage.sh     # dry run: a schedule of seconds
 #
+# TOK_EXTRA adds flags to the first run, e.g. TOK_EXTRA='--set train.tokenizer_closed_loop=0.5'.
 # $OUT gets: the logs, bundle-eval.json, and state/ (copy it over experiments/token_layout/state and put its
 # README back when the scores beat the state's: the model card lists each stage). The bundle stays in $RUNS.
 set -eu
@@ -22,6 +23,7 @@ if [ "$DEVICE" = cpu ]; then
 else  # about 30 steps a second on an H200: minutes, with fresh frames collected on every core
   TOK_STEPS=${TOK_STEPS:-4000}; WM_STEPS=${WM_STEPS:-8000}; TWIN_STEPS=${TWIN_STEPS:-5000}; FRAMES=${FRAMES:-40000}
 fi
+STRIP_WEIGHT=${STRIP_WEIGHT:-30}  # the new strip's weight in the tokenizer's loss (session 28: 30 learns it faster than 10)
 WALKS=16
 if [ "${QUICK:-0}" = 1 ]; then
   TOK_STEPS=3; WM_STEPS=3; TWIN_STEPS=3; FRAMES=300; WALKS=2
@@ -37,7 +39,7 @@ rm -rf "$RUNS/main" "$RUNS/twin" "$RUNS/bundle" "$RUNS/bundle-fp16" "$OUT/state"
 echo "$(date) 1/3 tokenizer ($TOK_STEPS steps) and world model ($WM_STEPS steps)"
 python3 -m app train "${COMMON[@]}" --seed "$SEED" --run-dir "$RUNS/main" \
   --init tokenizer=$STATE --init world_model=$STATE --set world_model.motion_input=true \
-  --set tokenizer.strip_weight=10 --set train.tokenizer_seq=5 --set train.tokenizer_batch=8 \
+  --set tokenizer.strip_weight="$STRIP_WEIGHT" --set train.tokenizer_seq=5 --set train.tokenizer_batch=8 \
   --set train.first_epoch_tokenizer_steps="$TOK_STEPS" --set train.first_epoch_world_model_steps="$WM_STEPS" \
   ${TOK_EXTRA:-} > "$OUT/main.log" 2>&1
 
