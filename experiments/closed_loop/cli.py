@@ -35,10 +35,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, help="write the results here")
 
 
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
-    return (-10 * torch.log10((a - b).pow(2).flatten(1).mean(1).clamp_min(1e-10))).numpy()
-
-
 def _strip_mse(tok, prev, actions, nxt, motions, view) -> dict[str, list[float]]:
     """Mean squared error on the new strip of scroll steps, from rounded and unrounded FSQ values."""
     from model.data.view_motion import new_strip
@@ -58,6 +54,7 @@ def measure(path: str, walks: list[dict[str, Any]], judge) -> dict[str, Any]:
     from app.bundle import ModelBundle
     from model.data.frames import to_tensor, to_uint8
     from model.eval.keys import agreement, closed_loop, geometry_for, score_walk
+    from model.eval.parts import frame_mse, psnr_from_mse
     from model.eval.terrain import UNKNOWN, terrain_share
 
     tok = ModelBundle.load(path, device="cpu").tokenizer.eval()
@@ -71,8 +68,8 @@ def measure(path: str, walks: list[dict[str, Any]], judge) -> dict[str, Any]:
         x, a = to_tensor(w["frames"], "cpu"), torch.tensor(w["actions"])
         recon = tok.reconstruct(x[:-1], a, x[1:])[0]
         loop = closed_loop(tok, x[None], a[None])[0]
-        teacher += _psnr(recon, x[1:]).tolist()
-        closed_psnr.append(_psnr(loop, x[1:]))
+        teacher += psnr_from_mse(frame_mse(recon, x[1:]).numpy()).tolist()
+        closed_psnr.append(psnr_from_mse(frame_mse(loop, x[1:]).numpy()))
         late = slice(20, None)  # steps 21-30 of a 30-key walk
         views = [judge.classify(f) for f in to_uint8(loop[late])]
         terrain["teacher"].append(terrain_share([judge.classify(f) for f in to_uint8(recon[late])]))
@@ -93,8 +90,8 @@ def measure(path: str, walks: list[dict[str, Any]], judge) -> dict[str, Any]:
             "closed_terrain_share": float(np.mean(terrain["closed"])),
             "closed_unknown_share": float(np.mean(terrain["closed_unknown"])),
             "strip_scroll_steps": len(strip["tokens"]),
-            "strip_psnr_tokens": float(10 * np.log10(1 / max(np.mean(strip["tokens"]), 1e-10))),
-            "strip_psnr_unrounded": float(10 * np.log10(1 / max(np.mean(strip["unrounded"]), 1e-10)))}
+            "strip_psnr_tokens": float(psnr_from_mse(np.mean(strip["tokens"]))),
+            "strip_psnr_unrounded": float(psnr_from_mse(np.mean(strip["unrounded"])))}
 
 
 def real_walks(seed: int, walks: int, keys: int) -> list[dict[str, Any]]:

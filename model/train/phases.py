@@ -141,9 +141,9 @@ class Phases:
             if valid.any():
                 real_tokens = tr.tokenizer_closed_loop_tokens == "real"
                 chained = self._closed_loop(b.frames, b.actions, b.action_mask, tr.tokenizer_closed_loop, real_tokens)
-                prev = b.frames if real_tokens else chained
-                return Pairs(prev[:, :-1][valid], b.actions[:, :-1][valid], b.frames[:, 1:][valid],
-                             chained[:, :-1][valid])
+                prev = (b.frames if real_tokens else chained)[:, :-1][valid]
+                decoder_prev = prev if chained is b.frames or not real_tokens else chained[:, :-1][valid]
+                return Pairs(prev, b.actions[:, :-1][valid], b.frames[:, 1:][valid], decoder_prev)
         raise RuntimeError("the store holds no transitions to train the tokenizer on")
 
     def _closed_loop(self, frames: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor,
