@@ -159,6 +159,11 @@ class TrainConfig:
     # encoder through them): the decoder meets codes that do not fit the pair, as it does from a world model that
     # is unsure, and learns what x_{t-1} and the action tell on their own (a move, a wall). 0 = published.
     tokenizer_token_swap: float = 0.0
+    # Largest std of the corruption of the decoder's previous frame (each pair: blended towards a 3x3 blur by a share
+    # drawn from U(0, 1), plus Gaussian noise of a std drawn from U(0, this)); the encoder still reads the real pair.
+    # A dream's decoder rebuilds from its own slightly blurred frames; trained on corrupted ones, it learns to restore
+    # the tiles instead of carrying the blur on (the noise augmentation of GameNGen and DIAMOND). 0 = published.
+    tokenizer_prev_noise: float = 0.0
     world_model_batch: int = 32
     world_model_seq: int = 21
     actor_critic_batch: int = 86
