@@ -164,6 +164,10 @@ class TrainConfig:
     # A dream's decoder rebuilds from its own slightly blurred frames; trained on corrupted ones, it learns to restore
     # the tiles instead of carrying the blur on (the noise augmentation of GameNGen and DIAMOND). 0 = published.
     tokenizer_prev_noise: float = 0.0
+    # Decay of an exponential moving average of the tokenizers' and world models' weights, which they take at the
+    # end of each phase (model/train/averaging.py): with small batches at a constant lr the last iterate is a
+    # noisy draw, its average a steadier model. 0 = off (the published last iterate).
+    weight_average: float = 0.0
     world_model_batch: int = 32
     world_model_seq: int = 21
     actor_critic_batch: int = 86

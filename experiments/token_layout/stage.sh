@@ -24,6 +24,7 @@ else  # about 30 steps a second on an H200: minutes, with fresh frames collected
   TOK_STEPS=${TOK_STEPS:-4000}; WM_STEPS=${WM_STEPS:-8000}; TWIN_STEPS=${TWIN_STEPS:-5000}; FRAMES=${FRAMES:-40000}
 fi
 STRIP_WEIGHT=${STRIP_WEIGHT:-30}  # the new strip's weight in the tokenizer's loss (session 28: 30 learns it faster than 10)
+AVERAGE=${AVERAGE:-0.998}  # each model ends its phase as its weights' average over about the last 500 steps (session 29)
 WALKS=16
 if [ "${QUICK:-0}" = 1 ]; then
   TOK_STEPS=3; WM_STEPS=3; TWIN_STEPS=3; FRAMES=300; WALKS=2
@@ -33,7 +34,8 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
 K16=(--set tokenizer.tokens_per_frame=16 --set tokenizer.vocab_size=64 --set "tokenizer.fsq_levels=[4,4,4]")
 COMMON=(--env crafter --preset cpu --epochs 1 --device "$DEVICE" --quiet "${K16[@]}" --init actor_critic=checkpoints/crafter
         --set train.baselines=false --set train.random_repeat=0.75 --set train.initial_random_frames="$FRAMES"
-        --set train.first_epoch_actor_critic_steps=0 --set train.test_episodes=0 --set train.checkpoint_every=200)
+        --set train.first_epoch_actor_critic_steps=0 --set train.test_episodes=0 --set train.checkpoint_every=200
+        --set train.weight_average="$AVERAGE")
 rm -rf "$RUNS/main" "$RUNS/twin" "$RUNS/bundle" "$RUNS/bundle-fp16" "$OUT/state"
 
 echo "$(date) 1/3 tokenizer ($TOK_STEPS steps) and world model ($WM_STEPS steps)"

@@ -39,3 +39,26 @@ def test_a_bundle_is_assembled_from_parts_of_other_checkpoints_and_refuses_misfi
     assert set(ck.models) == {"tokenizer", "world_model"} and ck.state == {}
     own = src.models["world_model"].state_dict()
     assert all(v.equal(own[k]) for k, v in ck.models["world_model"].state_dict().items())
+
+
+def test_a_part_named_twice_is_the_average_of_its_sources(run_dir, tmp_path, capsys):
+    import torch
+
+    from experiments.token_layout.assemble import main as assemble
+    from model.checkpoint import save_checkpoint
+
+    last = str(run_dir / "checkpoints" / "last")
+    src = load_checkpoint(last)
+    other = src.models["tokenizer"]
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(1.0)
+    save_checkpoint(tmp_path / "moved", {"tokenizer": other}, src.cfg)
+    out = tmp_path / "mean"
+    assert assemble([str(out), "--config", last, "--part", f"tokenizer={last}",
+                     "--part", f"tokenizer={tmp_path / 'moved'}", "--part", f"world_model={last}"]) == 0
+    assert "tokenizer: the average of 2 parts" in capsys.readouterr().out
+    mean, base = load_checkpoint(out).models["tokenizer"], load_checkpoint(last).models["tokenizer"]
+    moved = dict(other.named_parameters())
+    for n, p in mean.named_parameters():
+        assert torch.allclose(p, dict(base.named_parameters())[n] + 0.5, atol=1e-5) and not torch.equal(p, moved[n])

@@ -203,6 +203,9 @@ class Trainer:
         for name, opt in self.optims.items():
             if name in state.get("optimizers", {}):
                 opt.load_state_dict(state["optimizers"][name])
+        for name, avg in self.phases.averages.items():
+            if name in state.get("averages", {}):  # a checkpoint within a phase: its average so far
+                avg.load_state_dict(state["averages"][name])
         for name, s in self.samplers.items():
             key = f"{name}@{self.dist.rank}"
             if key in state.get("samplers", {}):
@@ -261,7 +264,8 @@ class Trainer:
         samplers = {f"{n}@{self.dist.rank}": s.state_dict() for n, s in self.samplers.items()}
         state = {"format": 1, "epoch": self.epoch, "env_frames": self.env_frames, "wall_time": self.wall_time,
                  "world_size": self.dist.world, "optimizers": {n: o.state_dict() for n, o in self.optims.items()},
-                 "samplers": {k: v for part in self.dist.all_gather(samplers) for k, v in part.items()}}
+                 "samplers": {k: v for part in self.dist.all_gather(samplers) for k, v in part.items()},
+                 "averages": {n: a.state_dict() for n, a in self.phases.averages.items()}}
         if self.dist.main:
             save_checkpoint(self.rd.last, self.models, self.cfg, state)
             if snapshot:

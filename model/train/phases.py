@@ -25,6 +25,7 @@ from model.data.token_cache import TokenCache
 from model.data.view_motion import key_motions, motion_labels, new_strip
 from model.device import autocast
 from model.nets.imagination import DreamEnv
+from model.train.averaging import WeightAverage
 from model.train.dist import Dist
 from model.train.schedule import steps_for
 from model.train.stop import StopRequested
@@ -53,6 +54,9 @@ class Pairs(NamedTuple):
     decoder_prev: torch.Tensor
 
 Emit = Callable[..., None]  # emit(phase, step=..., steps=..., loss=...)
+
+
+AVERAGED = ("tokenizer", "iris_tokenizer", "world_model", "world_model_no_itok")  # train.weight_average
 
 
 class Mean:
@@ -101,6 +105,8 @@ class Phases:
         self.emit, self.should_stop, self.checkpoint = emit, should_stop, checkpoint
         self.updated = False
         self._key_motions: torch.Tensor | None = None  # per action, the scroll of its key (motion labels)
+        decay = cfg.train.weight_average
+        self.averages = {name: WeightAverage(models[name], decay) for name in AVERAGED if decay > 0 and name in models}
 
     # ---------------------------------------------------------------- shared steps
 
@@ -117,6 +123,8 @@ class Phases:
         norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip)
         opt.step()
         self.dist.broadcast_module(model, buffers_only=True)
+        if name in self.averages:
+            self.averages[name].update(model)
         self.updated = True
         return float(norm)
 
@@ -133,7 +141,8 @@ class Phases:
 
     @contextmanager
     def _training(self, names: list[str]) -> Iterator[None]:
-        """Train mode for ``names`` while the phase runs, eval mode after (also on a stop)."""
+        """Train mode for ``names`` while the phase runs; eval mode and their weight averages after (also on a
+        stop, so that the checkpoint it leaves holds the averages)."""
         for name in names:
             self.models[name].train()
         try:
@@ -141,6 +150,8 @@ class Phases:
         finally:
             for name in names:
                 self.models[name].eval()
+                if name in self.averages:
+                    self.averages[name].copy_to(self.models[name])
 
     # ---------------------------------------------------------------- batches
 

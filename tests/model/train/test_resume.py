@@ -120,3 +120,33 @@ def test_checkpoint_within_an_epoch_keeps_the_training_so_far(tmp_path):
     final = load_checkpoint(tmp_path / "run" / "checkpoints" / "last")
     assert final.state["epoch"] == 1
     assert any(not torch.equal(mid[k], v) for k, v in final.models["world_model"].state_dict().items())
+
+
+def test_weight_averages_travel_in_the_checkpoint_and_come_back_on_resume(tmp_path):
+    """``train.weight_average``: a checkpoint within a phase carries each average so far (a resume continues it);
+    at the end of the epoch the saved weights are the averages themselves."""
+    import torch
+
+    from model.config import tiny
+    from model.train.loop import train
+
+    cfg = tiny()
+    cfg.env.name = "gridworld"
+    cfg.train.weight_average = 0.9
+    cfg.train.first_epoch_world_model_steps, cfg.train.checkpoint_every = 5, 2
+    seen = []
+
+    def progress(event):
+        if event["phase"] == "world_model" and event.get("step") == 3:  # after the checkpoint of step 2
+            seen.append(load_checkpoint(tmp_path / "run" / "checkpoints" / "last").state)
+
+    torch.manual_seed(0)
+    train(cfg, tmp_path / "run", max_epochs=1, console=False, progress=progress)
+    (mid,) = seen
+    assert set(mid["averages"]) == {"tokenizer", "world_model"}
+    final = load_checkpoint(tmp_path / "run" / "checkpoints" / "last")
+    weights = dict(final.models["world_model"].named_parameters())
+    assert all(torch.equal(weights[n], t) for n, t in final.state["averages"]["world_model"].items())
+    assert any(not torch.equal(t, mid["averages"]["world_model"][n]) for n, t in weights.items())
+    train(cfg, tmp_path / "run", resume=True, max_epochs=2, console=False)  # the averages load back
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last").state["epoch"] == 2

@@ -388,3 +388,48 @@ def test_prev_noise_corrupts_only_the_decoders_previous_frame(tiny_cfg, monkeypa
     tiny_cfg.train.tokenizer_prev_noise = -1.0
     with pytest.raises(ConfigError, match="tokenizer_prev_noise"):
         prepare_config(tiny_cfg)
+
+
+def test_weight_average_is_the_ema_of_the_iterates_and_the_model_takes_it_when_the_phase_ends(tiny_cfg, monkeypatch):
+    from types import SimpleNamespace
+
+    import model.train.phases as ph
+    from model.checkpoint import build_model
+    from model.train.averaging import WeightAverage
+
+    torch.manual_seed(0)
+    tiny_cfg.train.autocast = "off"
+    tiny_cfg.train.weight_average, tiny_cfg.train.first_epoch_tokenizer_steps = 0.5, 3
+    tok = build_model("tokenizer", tiny_cfg).eval()
+    opt = ph.make_optimizer(tok, 1e-2, 0.0)
+    frames, actions = torch.rand(2, 3, 3, 64, 64), torch.randint(0, 5, (2, 3))
+    batch = SimpleNamespace(frames=frames, actions=actions, action_mask=torch.ones(2, 3, dtype=torch.bool))
+    monkeypatch.setattr(ph, "to_torch", lambda raw, device: raw)  # the batch is already tensors
+    phases = ph.Phases(tiny_cfg, {"tokenizer": tok}, {"tokenizer": opt}, {"tokenizer": SimpleNamespace(sample=lambda n: batch)},
+                       None, SimpleNamespace(device=torch.device("cpu"), share=lambda n: n, average_grads=lambda p: None,
+                                             broadcast_module=lambda m, buffers_only=False: None),
+                       emit=lambda *a, **k: None, should_stop=lambda: False)
+    name = next(n for n, p in tok.named_parameters() if p.dim() >= 2)
+    expected = dict(tok.named_parameters())[name].detach().clone()
+    iterates, step = [], opt.step
+
+    def recorded_step(*a, **k):
+        out = step(*a, **k)
+        iterates.append(dict(tok.named_parameters())[name].detach().clone())
+        return out
+
+    monkeypatch.setattr(opt, "step", recorded_step)
+    phases.tokenizer(1)
+    assert len(iterates) == 3 and not torch.allclose(iterates[-1], iterates[0])
+    for w in iterates:
+        expected = 0.5 * expected + 0.5 * w
+    assert torch.allclose(dict(tok.named_parameters())[name], expected, atol=1e-6)  # the average, not the last
+    assert not torch.allclose(expected, iterates[-1], atol=1e-6)
+    saved = WeightAverage(tok, 0.5).state_dict()
+    fresh = WeightAverage(build_model("tokenizer", tiny_cfg), 0.5)
+    fresh.load_state_dict(saved)
+    assert torch.allclose(fresh.shadow[name], expected, atol=1e-6)
+    with pytest.raises(KeyError, match="lacks"):
+        fresh.load_state_dict({})
+    assert ph.Phases(tiny_cfg, {"world_model_no_itok": tok}, {}, {}, None, SimpleNamespace(device=None),
+                     emit=None, should_stop=None).averages.keys() == {"world_model_no_itok"}
