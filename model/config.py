@@ -159,11 +159,6 @@ class TrainConfig:
     # encoder through them): the decoder meets codes that do not fit the pair, as it does from a world model that
     # is unsure, and learns what x_{t-1} and the action tell on their own (a move, a wall). 0 = published.
     tokenizer_token_swap: float = 0.0
-    # Largest std of the corruption of the decoder's previous frame (each pair: blended towards a 3x3 blur by a share
-    # drawn from U(0, 1), plus Gaussian noise of a std drawn from U(0, this)); the encoder still reads the real pair.
-    # A dream's decoder rebuilds from its own slightly blurred frames; trained on corrupted ones, it learns to restore
-    # the tiles instead of carrying the blur on (the noise augmentation of GameNGen and DIAMOND). 0 = published.
-    tokenizer_prev_noise: float = 0.0
     # Decay of an exponential moving average of the tokenizers' and world models' weights, which they take at the
     # end of each phase (model/train/averaging.py): with small batches at a constant lr the last iterate is a
     # noisy draw, its average a steadier model. 0 = off (the published last iterate).

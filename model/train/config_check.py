@@ -52,8 +52,6 @@ def prepare_config(cfg: Config) -> Config:
         p.append(f"train.tokenizer_closed_loop_tokens must be decoded or real, got {tr.tokenizer_closed_loop_tokens!r}")
     if not 0.0 <= tr.weight_average < 1.0:
         p.append(f"train.weight_average is an EMA decay, 0 (off) up to below 1, got {tr.weight_average}")
-    if not 0.0 <= tr.tokenizer_prev_noise <= 1.0:
-        p.append(f"train.tokenizer_prev_noise is a pixel std, 0..1, got {tr.tokenizer_prev_noise}")
     if not 0.0 <= tr.tokenizer_token_swap <= 1.0:
         p.append(f"train.tokenizer_token_swap is a share of pairs, 0..1, got {tr.tokenizer_token_swap}")
     if not 0.0 <= tr.random_moves <= 1.0:

@@ -31,22 +31,9 @@ from model.train.schedule import steps_for
 from model.train.stop import StopRequested
 
 
-def corrupt_frames(frames: torch.Tensor, max_noise: float) -> torch.Tensor:
-    """(N, C, H, W) in [0, 1] -> each frame blended towards a 3x3 blur by a share from U(0, 1), plus Gaussian noise
-    of a std from U(0, max_noise), clamped: the drift a decoder meets in its own closed loop."""
-    n, c = frames.shape[:2]
-    k = torch.tensor([1.0, 2.0, 1.0], device=frames.device)
-    kernel = (k[:, None] * k[None, :] / 16).to(frames.dtype).expand(c, 1, 3, 3)
-    blurred = nn.functional.conv2d(nn.functional.pad(frames, (1, 1, 1, 1), mode="replicate"), kernel, groups=c)
-    share = torch.rand(n, 1, 1, 1, device=frames.device, dtype=frames.dtype)
-    std = max_noise * torch.rand(n, 1, 1, 1, device=frames.device, dtype=frames.dtype)
-    return (torch.lerp(frames, blurred, share) + std * torch.randn_like(frames)).clamp(0, 1)
-
-
 class Pairs(NamedTuple):
     """One tokenizer batch: the encoder reads (prev, actions, next); the decoder rebuilds next from decoder_prev
-    (prev itself, a reconstruction chained in a closed loop, ``train.tokenizer_closed_loop``, and/or prev corrupted,
-    ``train.tokenizer_prev_noise``)."""
+    (prev itself, or a reconstruction chained in a closed loop, ``train.tokenizer_closed_loop``)."""
 
     prev: torch.Tensor
     actions: torch.Tensor
@@ -167,8 +154,6 @@ class Phases:
                 chained = self._closed_loop(b.frames, b.actions, b.action_mask, tr.tokenizer_closed_loop, real_tokens)
                 prev = (b.frames if real_tokens else chained)[:, :-1][valid]
                 decoder_prev = prev if chained is b.frames or not real_tokens else chained[:, :-1][valid]
-                if tr.tokenizer_prev_noise > 0:
-                    decoder_prev = corrupt_frames(decoder_prev, tr.tokenizer_prev_noise)
                 return Pairs(prev, b.actions[:, :-1][valid], b.frames[:, 1:][valid], decoder_prev)
         raise RuntimeError("the store holds no transitions to train the tokenizer on")
 

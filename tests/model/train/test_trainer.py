@@ -359,37 +359,6 @@ def test_real_token_closed_loop_pairs_encode_the_real_pair_and_decode_from_the_c
     assert torch.isfinite(loss) and not torch.allclose(loss, plain)  # the decoder rebuilt from the chain
 
 
-def test_prev_noise_corrupts_only_the_decoders_previous_frame(tiny_cfg, monkeypatch):
-    from types import SimpleNamespace
-
-    import model.train.phases as ph
-
-    torch.manual_seed(0)
-    tiny_cfg.train.tokenizer_prev_noise = 0.05
-    frames, actions = torch.rand(2, 4, 3, 64, 64), torch.randint(0, 5, (2, 4))
-    batch = SimpleNamespace(frames=frames, actions=actions, action_mask=torch.ones(2, 4, dtype=torch.bool))
-    monkeypatch.setattr(ph, "to_torch", lambda raw, device: raw)  # the batch is already tensors
-    phases = ph.Phases(tiny_cfg, {}, {}, {"tokenizer": SimpleNamespace(sample=lambda n: batch)}, None,
-                       SimpleNamespace(device=torch.device("cpu"), share=lambda n: n),
-                       emit=lambda *a, **k: None, should_stop=lambda: False)
-    pairs = phases.pairs()
-    assert torch.equal(pairs.prev, frames[:, :-1].flatten(0, 1))  # the encoder reads the real pair
-    diff = (pairs.decoder_prev - pairs.prev).abs()
-    assert pairs.decoder_prev.min() >= 0 and pairs.decoder_prev.max() <= 1
-    assert diff.amax(dim=(1, 2, 3)).gt(0).all() and diff.mean() < 0.2  # every frame changed, none replaced
-    flat = torch.full((3, 3, 8, 8), 0.5)
-    assert torch.allclose(ph.corrupt_frames(flat, 0.0), flat)  # a blur of a flat frame is the frame
-    edge = torch.zeros(1, 1, 8, 8)
-    edge[..., 4:] = 1.0
-    torch.manual_seed(1)
-    out = ph.corrupt_frames(edge, 0.0)
-    assert out[..., :3].eq(0).all() and out[..., 5:].eq(1).all()  # a 3x3 blur touches only the edge's neighbours
-    from model.train.config_check import ConfigError, prepare_config
-    tiny_cfg.train.tokenizer_prev_noise = -1.0
-    with pytest.raises(ConfigError, match="tokenizer_prev_noise"):
-        prepare_config(tiny_cfg)
-
-
 def test_weight_average_is_the_ema_of_the_iterates_and_the_model_takes_it_when_the_phase_ends(tiny_cfg, monkeypatch):
     from types import SimpleNamespace
 
