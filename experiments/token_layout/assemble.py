@@ -8,8 +8,9 @@
 The config is the one of ``--config`` with the ``--set`` overrides; every part must fit it (shapes are checked as by
 ``deltaplay train --init``). A name given several parts gets their uniform average (floating-point tensors; the
 others from the last part): snapshots of one run averaged over its last few hundred steps make a steadier model
-than its last iterate (``train.weight_average`` does the same inside a run). The folder written is a full-precision checkpoint with no optimiser state; export it
-with ``model.checkpoint.export_checkpoint`` (fp16, play-only) to make it a bundle.
+than its last iterate (``train.weight_average`` does the same inside a run). The folder written is a full-precision
+checkpoint with no optimiser state; export it with ``model.checkpoint.export_checkpoint`` (fp16, play-only) to make
+it a bundle.
 """
 from __future__ import annotations
 
@@ -44,18 +45,18 @@ def run(args: argparse.Namespace) -> int:
         sources.setdefault(name, []).append(source)
     models = {}
     for name, folders in sources.items():
+        models[name] = model = build_model(name, cfg)
         states = []
         for source in folders:
-            models[name] = build_model(name, cfg)
             try:
-                print(load_init_weights(name, source, cfg, models[name]))
+                print(load_init_weights(name, source, cfg, model))
             except CheckpointError as e:
                 raise UserError(str(e)) from None
-            states.append(models[name].state_dict())
-        if len(states) > 1:
-            models[name].load_state_dict({k: torch.stack([s[k].double() for s in states]).mean(0).to(v.dtype)
-                                          if v.is_floating_point() else v for k, v in states[-1].items()})
-            print(f"{name}: the average of {len(states)} parts")
+            states.append({k: v.clone() for k, v in model.state_dict().items()})
+        if len(folders) > 1:
+            model.load_state_dict({k: torch.stack([s[k].double() for s in states]).mean(0).to(v.dtype)
+                                   if v.is_floating_point() else v for k, v in states[-1].items()})
+            print(f"{name}: the average of {len(folders)} parts")
     save_checkpoint(args.out, models, cfg)
     print(f"wrote {args.out}: {', '.join(models)}")
     return 0
