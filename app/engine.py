@@ -65,6 +65,7 @@ class StepInfo:
     real_return: float | None = None
     real_done: bool = False
     action: int | None = None  # index of action_name
+    real_pos: tuple[int, int] | None = None  # the shadow env's player position in its world (Crafter), if it says
 
 
 class PlaySession:
@@ -462,13 +463,14 @@ class PlaySession:
                 ach = {k: int(v) for k, v in raw.items() if int(v) > 0}
         times = self._step_times
         fps = len(times) / sum(times) if times and sum(times) > 0 else 0.0
+        pos = self._real_info.get("player_pos") if self._env is not None and real is not None else None
         self._info = StepInfo(
             step=self._step, action_name=action_name, reward=reward, end_prob=end_prob, return_=self._return,
             dream_frame=dream, real_frame=None if real is None else np.asarray(real, np.uint8).copy(),
             pixel_error=err, achievements=ach, fps=fps, i_tokens=self.i_tokens, controller=self.controller,
             message=message, horizon=self.horizon, steps_since_flush=self._since_flush,
             real_return=self._real_return if real is not None else None, real_done=self._real_done,
-            action=action)
+            action=action, real_pos=None if pos is None else (int(pos[0]), int(pos[1])))
         self._record(self._info)
         return self._info
 

@@ -88,13 +88,14 @@ def _keys(k: dict[str, Any]) -> list[str]:
         return [f"Dream under the move keys: {k['error']}"]
     rows = [[name, v["agreement"], v["pairs"], v["ambiguous"], v["still_baseline"], v["key_baseline"]]
             + [v["per_motion"].get(m, {}).get("same") for m in ("left", "right", "up", "down", "none")]
+            + [v.get(part, {}).get("agreement") for part in ("first_view", "unseen")]
             for name, v in k.items() if isinstance(v, dict) and "agreement" in v]
     return [f"Dream under the move keys: does the view scroll as the real one does? ({k['walks']} walks of "
             f"{k['steps']} keys, temperature {k['temperature']}; real_tokens: the real pairs' tokens decoded in a "
             "closed loop; best_tokens: the tokens from each decoded frame to the real next one, a perfect world "
-            "model of the dream; random_tokens: uniformly random tokens, a world model that knows nothing; teacher_forced: the real tokens, each decoded from the real previous frame, no loop; baselines: a dream that never scrolls, one that always follows the key)",
+            "model of the dream; random_tokens: uniformly random tokens, a world model that knows nothing; teacher_forced: the real tokens, each decoded from the real previous frame, no loop; baselines: a dream that never scrolls, one that always follows the key; first view / unseen: the agreement on moves into tiles of the walk's first view and on the rest, whose walls the world model never saw)",
             table(["world model", "agreement", "pairs", "ambiguous", "never", "always", "left", "right", "up",
-                   "down", "none"], rows)]
+                   "down", "none", "first view", "unseen"], rows)]
 
 
 def _terrain(t: dict[str, Any]) -> list[str]:

@@ -11,8 +11,9 @@ if TYPE_CHECKING:
 
 
 def _dream_walks(bundle, i_tokens: bool, seeds: list[int], keys: dict[int, list[str]], temperature: float,
-                 progress: ProgressLine) -> list[tuple[list, list]]:
-    """(real frames, dreamed frames) of each walk through the play engine, the real env as its shadow."""
+                 progress: ProgressLine) -> list[tuple[list, list, list]]:
+    """(real frames, dreamed frames, the real player's positions) of each walk through the play engine, the real
+    env as its shadow."""
     from app.engine import PlaySession
 
     name = "i_tokens" if i_tokens else "no_i_tokens"
@@ -23,7 +24,7 @@ def _dream_walks(bundle, i_tokens: bool, seeds: list[int], keys: dict[int, list[
             infos = [session.reset(seed)] + [session.step(session.action_names.index(k)) for k in keys[seed]]
         finally:
             session.close()
-        walks.append(([i.real_frame for i in infos], [i.dream_frame for i in infos]))
+        walks.append(([i.real_frame for i in infos], [i.dream_frame for i in infos], [i.real_pos for i in infos]))
         progress(f"keys ({name})", w + 1, len(seeds))
     return walks
 
@@ -71,14 +72,17 @@ def key_walks(ev: EvalRun, bundle) -> dict[str, Any]:
         args = ev.args
         seeds = heldout_seeds(args.seed, args.walks, ev.exclude)
         keys = {seed: walk_keys(seed, args.walk_steps) for seed in seeds}
-        dreams = {("i_tokens" if on else "no_i_tokens"): _dream_walks(bundle, on, seeds, keys, args.temperature,
+        walked = {("i_tokens" if on else "no_i_tokens"): _dream_walks(bundle, on, seeds, keys, args.temperature,
                                                                       ev.progress)
                   for on in sorted(bundle.world_models, reverse=True)}
+        dreams = {name: [(real, dream) for real, dream, _ in w] for name, w in walked.items()}
+        first = next(iter(walked.values()))  # the real walks are the same in every variant
+        positions = {seed: pos for seed, (_, _, pos) in zip(seeds, first)}
         if getattr(bundle.tokenizer, "kind", None) == "delta":
-            reals = [real for real, _ in next(iter(dreams.values()))]  # the same in every variant
             for name in TOKEN_WALKS:
-                dreams[name] = [(real, _token_walk(bundle, real, keys[seed], name)) for seed, real in zip(seeds, reals)]
-        ev.walks = {"seeds": seeds, "keys": keys, "dreams": dreams}
+                dreams[name] = [(real, _token_walk(bundle, real, keys[seed], name)) for seed, (real, _, _)
+                                in zip(seeds, first)]
+        ev.walks = {"seeds": seeds, "keys": keys, "dreams": dreams, "positions": positions}
     return ev.walks
 
 
@@ -86,7 +90,7 @@ def part_keys(ev: EvalRun) -> dict[str, Any]:
     """Walk the dream with move keys beside the real env (the play engine's shadow, same start and keys)
     and score each step's view motion (:mod:`model.eval.keys`), for each world model of the checkpoint."""
     from app.bundle import ModelBundle
-    from model.eval.keys import agreement, geometry_for, score_walk
+    from model.eval.keys import agreement, first_view_steps, geometry_for, score_walk
 
     args = ev.args
     bundle = ModelBundle.load(ev.path, device=str(ev.device))
@@ -98,10 +102,20 @@ def part_keys(ev: EvalRun) -> dict[str, Any]:
     seeds, keys = walks["seeds"], walks["keys"]
     out: dict[str, Any] = {"walks": len(seeds), "steps": args.walk_steps, "seeds": [seeds[0], seeds[-1]],
                            "temperature": args.temperature}
+    positions = walks["positions"]
+    seen = ({seed: set(first_view_steps(positions[seed], keys[seed], view)) for seed in seeds}
+            if all(None not in positions[seed] for seed in seeds) else None)
     for name, pairs in walks["dreams"].items():
         scored = [score_walk(real, dream, keys[seed], view) for seed, (real, dream) in zip(seeds, pairs)]
         out[name] = {**agreement([t for triples, _ in scored for t in triples]),
                      "ambiguous": sum(n for _, n in scored)}
+        if seen is not None:  # moves into tiles of the first view (the real world's walls were in sight) and the rest
+            split = [(score_walk(real, dream, keys[seed], view, seen[seed])[0],
+                      score_walk(real, dream, keys[seed], view, set(range(len(keys[seed]))) - seen[seed])[0])
+                     for seed, (real, dream) in zip(seeds, pairs)]
+            for i, part in enumerate(("first_view", "unseen")):
+                a = agreement([t for s in split for t in s[i]])
+                out[name][part] = {"pairs": a["pairs"], "agreement": a["agreement"]}
     return out
 
 

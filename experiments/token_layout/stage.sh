@@ -28,11 +28,12 @@ else  # about 30 steps a second on an H200: minutes, with fresh frames collected
   TOK_STEPS=${TOK_STEPS:-4000}; WM_STEPS=${WM_STEPS:-8000}; TWIN_STEPS=${TWIN_STEPS:-5000}; FRAMES=${FRAMES:-400000}
   ENVS=${ENVS:-16}
 fi
+TWIN_FRAMES=${TWIN_FRAMES:-$FRAMES}  # the twin reads fewer frames when it trains fewer steps
 STRIP_WEIGHT=${STRIP_WEIGHT:-30}  # the new strip's weight in the tokenizer's loss (session 28: 30 learns it faster than 10)
 AVERAGE=${AVERAGE:-0.998}  # each model ends its phase as its weights' average over about the last 500 steps (session 29)
 WALKS=16
 if [ "${QUICK:-0}" = 1 ]; then
-  TOK_STEPS=3; WM_STEPS=3; TWIN_STEPS=3; FRAMES=300; WALKS=2
+  TOK_STEPS=3; WM_STEPS=3; TWIN_STEPS=3; FRAMES=300; TWIN_FRAMES=300; WALKS=2
 fi
 mkdir -p "$OUT" "$RUNS"
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
@@ -61,7 +62,7 @@ fi
 python3 -m app train "${COMMON[@]}" --seed $((SEED + 1)) --run-dir "$RUNS/twin" --no-i-tokens \
   --init tokenizer="$RUNS/main/checkpoints/last" --init world_model="$TWIN_INIT" \
   --set train.first_epoch_tokenizer_steps=0 --set train.first_epoch_world_model_steps="$TWIN_STEPS" \
-  > "$OUT/twin.log" 2>&1
+  --set train.initial_random_frames="$TWIN_FRAMES" > "$OUT/twin.log" 2>&1
 
 echo "$(date) 3/3 the bundle, its scores and the new state"
 M=$RUNS/main/checkpoints/last

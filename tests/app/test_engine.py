@@ -207,8 +207,13 @@ def test_crafter_session_reports_achievements_and_keymap():
     assert s.keymap["w"] == s.action_names.index("move_up") and s.keymap["space"] == s.action_names.index("do")
     info = s.reset(seed=1)
     assert info.achievements == {}  # nothing unlocked yet (GridWorld has none at all: None)
+    assert info.real_pos == (32, 32)  # Crafter starts its player in the middle of its 64 x 64 world
     for _ in range(3):
         info = s.step(s.keymap["space"])
     assert isinstance(info.achievements, dict) and set(info.achievements) <= set(ACHIEVEMENTS)
     assert info.real_frame.shape == (64, 64, 3) and info.pixel_error is not None
+    moved = [s.step(s.keymap["d"]).real_pos for _ in range(3)]  # move_right: x grows unless a wall is in the way
+    assert all(b[0] - a[0] in (0, 1) and b[1] == a[1] for a, b in zip([info.real_pos] + moved, moved))
+    s.set_shadow(False)
+    assert s.step(s.keymap["d"]).real_pos is None  # no shadow env: nothing to report
     s.close()

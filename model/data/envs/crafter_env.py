@@ -67,7 +67,8 @@ class CrafterEnv(gym.Env):
             # Unseeded first reset: draw the world seed from np_random (itself seeded from the OS).
             self._build(seed if seed is not None else int(self.np_random.integers(2**31 - 1)))
         self._obs = self._env.reset()
-        info = {"achievements": {name: 0 for name in ACHIEVEMENTS}, "discount": 1.0}
+        info = {"achievements": {name: 0 for name in ACHIEVEMENTS}, "discount": 1.0,
+                "player_pos": np.array(self._env._player.pos)}
         return self._obs, info
 
     def step(self, action):

@@ -6,8 +6,8 @@ import pytest
 
 from app.cli import main
 from model.data.envs import action_names, make_env
-from model.eval.keys import (KEY_MOTION, MOTIONS, agreement, classify, closed_loop, geometry_for, motion_errors,
-                             random_loop, score_walk, walk_keys)
+from model.eval.keys import (KEY_MOTION, MOTIONS, agreement, classify, closed_loop, first_view_steps, geometry_for,
+                             motion_errors, random_loop, score_walk, walk_keys)
 
 VIEW = geometry_for("crafter")
 
@@ -88,6 +88,7 @@ def test_eval_keys_and_terrain_parts_on_the_crafter_bundle(tmp_path, capsys):
     for name in walks:
         v = r[name]
         assert v["pairs"] + v["ambiguous"] == 6
+        assert v["first_view"]["pairs"] + v["unseen"]["pairs"] == v["pairs"]  # the real player's positions split them
         if v["pairs"]:
             assert 0.0 <= v["agreement"] <= 1.0
 
@@ -102,6 +103,27 @@ def test_score_walk_of_a_perfect_a_frozen_and_a_late_dream():
     assert all(d == none for _, d, _ in frozen)
     late, _ = score_walk(real, [real[0]] + real[:-1], keys, VIEW)  # a step behind the real walk: it still moves
     assert any(d != none for _, d, _ in late)
+
+
+def test_first_view_steps_follow_the_real_player_out_of_its_first_view():
+    """Crafter's view is 9 tiles wide and 7 high around the player: from the start, the 5th move right leads into
+    the first tile it never showed, and a blocked move (no change of position) stays where it was."""
+    keys = ["move_right"] * 6 + ["move_up"] * 2
+    positions = [(32, 32), (33, 32), (34, 32), (35, 32), (36, 32), (37, 32), (37, 32), (37, 31)]
+    assert first_view_steps(positions, keys, VIEW) == [0, 1, 2, 3]
+    assert first_view_steps([(32, 32)] * 4, ["move_up"] * 4, VIEW) == [0, 1, 2, 3]  # walled in: never leaves it
+    # the real env says where the player went; scoring only some steps leaves the others out, not ambiguous
+    env, names = make_env("crafter"), action_names("crafter")
+    obs, info = env.reset(seed=3)
+    frames, pos = [obs], [tuple(info["player_pos"])]
+    for k in ["move_right"] * 6:
+        obs, _, _, _, info = env.step(names.index(k))
+        frames.append(obs), pos.append(tuple(info["player_pos"]))
+    env.close()
+    steps = first_view_steps(pos, ["move_right"] * 6, VIEW)
+    assert pos[0] == (32, 32) and len(steps) in range(4, 7)
+    some, ambiguous = score_walk(frames, frames, ["move_right"] * 6, VIEW, steps=steps[:1])
+    assert len(some) + ambiguous == 1
 
 
 def test_closed_loop_decodes_the_real_tokens_from_its_own_last_frame():
