@@ -6,7 +6,7 @@ Crafter keeps the old gym API and seeds only through its constructor, so this wr
   to Crafter's next world for that seed (Crafter derives each world from ``(seed, episode number)``),
   so a seeded sequence of episodes is reproducible;
 * splits ``done`` into ``terminated`` (death: ``info["discount"] == 0``) and ``truncated`` (length);
-* copies ``info["player_pos"]`` (Crafter hands out its live array) and drops ``info["semantic"]``
+* copies ``info["player_pos"]`` (Crafter hands out its live array; reset's info has it too) and drops ``info["semantic"]``
   (a 64x64 map per step that nothing here uses and that would cross process pipes every step);
 * makes steps reproducible: Crafter keeps each chunk's objects in a ``set``, whose order follows
   memory addresses, and picks the creature to despawn by position in that order, so the same seed
