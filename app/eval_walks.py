@@ -90,7 +90,7 @@ def part_keys(ev: EvalRun) -> dict[str, Any]:
     """Walk the dream with move keys beside the real env (the play engine's shadow, same start and keys)
     and score each step's view motion (:mod:`model.eval.keys`), for each world model of the checkpoint."""
     from app.bundle import ModelBundle
-    from model.eval.keys import agreement, first_view_steps, geometry_for, score_walk
+    from model.eval.keys import agreement, first_view_steps, geometry_for, score_split
 
     args = ev.args
     bundle = ModelBundle.load(ev.path, device=str(ev.device))
@@ -106,13 +106,13 @@ def part_keys(ev: EvalRun) -> dict[str, Any]:
     seen = ({seed: set(first_view_steps(positions[seed], keys[seed], view)) for seed in seeds}
             if all(None not in positions[seed] for seed in seeds) else None)
     for name, pairs in walks["dreams"].items():
-        scored = [score_walk(real, dream, keys[seed], view) for seed, (real, dream) in zip(seeds, pairs)]
-        out[name] = {**agreement([t for triples, _ in scored for t in triples]),
-                     "ambiguous": sum(n for _, n in scored)}
-        if seen is not None:  # moves into tiles of the first view (the real world's walls were in sight) and the rest
-            split = [(score_walk(real, dream, keys[seed], view, seen[seed])[0],
-                      score_walk(real, dream, keys[seed], view, set(range(len(keys[seed]))) - seen[seed])[0])
-                     for seed, (real, dream) in zip(seeds, pairs)]
+        # moves into tiles of the first view (the real world's walls were in sight) and the rest; without the real
+        # player's positions, every step counts as the rest
+        split = [score_split(real, dream, keys[seed], view, seen[seed] if seen else ())
+                 for seed, (real, dream) in zip(seeds, pairs)]
+        out[name] = {**agreement([t for first, rest, _ in split for t in first + rest]),
+                     "ambiguous": sum(n for _, _, n in split)}
+        if seen is not None:
             for i, part in enumerate(("first_view", "unseen")):
                 a = agreement([t for s in split for t in s[i]])
                 out[name][part] = {"pairs": a["pairs"], "agreement": a["agreement"]}

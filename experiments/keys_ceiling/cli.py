@@ -34,8 +34,7 @@ def glued_env(seed: int, donor_seed: int):
     from model.data.envs.crafter_env import CrafterEnv
     from model.eval.keys import geometry_for
 
-    view = geometry_for("crafter")
-    half_x, half_y = view.width // view.tile // 2, view.height // view.tile // 2
+    half_x, half_y = geometry_for("crafter").reach
     env, donor = CrafterEnv(), CrafterEnv()
     first, info = env.reset(seed=seed)
     donor.reset(seed=donor_seed)
@@ -93,17 +92,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from model.eval.keys import agreement, first_view_steps, geometry_for, score_walk, walk_keys
+    from model.eval.keys import agreement, first_view_steps, geometry_for, score_split, walk_keys
 
     view = geometry_for("crafter")
     every, first, unseen = [], [], []
     for seed in range(args.seed, args.seed + args.walks):
         keys = walk_keys(seed, args.keys)
         real, glued, positions = walk_pair(seed, seed + args.donor_offset, keys)
-        seen = set(first_view_steps(positions, keys, view))
-        every += score_walk(real, glued, keys, view)[0]
-        first += score_walk(real, glued, keys, view, seen)[0]
-        unseen += score_walk(real, glued, keys, view, set(range(len(keys))) - seen)[0]
+        inside, rest, _ = score_split(real, glued, keys, view, first_view_steps(positions, keys, view))
+        every += inside + rest
+        first += inside
+        unseen += rest
     out: dict[str, Any] = {"walks": args.walks, "seed": args.seed, "keys": args.keys,
                            "donor_offset": args.donor_offset, "all": agreement(every),
                            "first_view": agreement(first), "unseen": agreement(unseen)}

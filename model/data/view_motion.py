@@ -36,6 +36,11 @@ class ViewGeometry:
         """How many motions a pair can show (``MOTIONS``)."""
         return len(MOTIONS)
 
+    @property
+    def reach(self) -> tuple[int, int]:
+        """How many tiles the view shows on each side of the player (across, down): the player is its middle tile."""
+        return self.width // self.tile // 2, self.height // self.tile // 2
+
     def shifts(self) -> list[tuple[int, int]]:
         t = self.tile
         return [(0, 0), (0, -t), (0, t), (-t, 0), (t, 0)]

@@ -46,10 +46,19 @@ def first_view_steps(positions: Sequence[Sequence[int]], keys: Sequence[str], vi
     other tile it drew itself, and where it drew grass the real world may hold a tree. Even the game's own
     simulator, drawing the unseen terrain anew, agrees with the real walk on only about three of four such moves
     (``experiments/keys_ceiling``)."""
-    half_x, half_y = view.width // view.tile // 2, view.height // view.tile // 2
+    half_x, half_y = view.reach
     x0, y0 = positions[0]
     return [t for t, ((x, y), key) in enumerate(zip(positions, keys))
             if abs(x + KEY_STEP[key][0] - x0) <= half_x and abs(y + KEY_STEP[key][1] - y0) <= half_y]
+
+
+def score_split(real: list[np.ndarray], dream: list[np.ndarray], keys: list[str], view: ViewGeometry,
+                steps: Collection[int]) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]], int]:
+    """:func:`score_walk` in one pass, its triples split: those of ``steps``, those of the other steps, and the
+    number of ambiguous steps in all."""
+    inside, ambiguous_in = score_walk(real, dream, keys, view, steps)
+    rest, ambiguous_out = score_walk(real, dream, keys, view, set(range(len(keys))) - set(steps))
+    return inside, rest, ambiguous_in + ambiguous_out
 
 
 def agreement(pairs: list[tuple[int, int, int]]) -> dict[str, object]:
