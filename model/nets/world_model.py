@@ -51,7 +51,6 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from einops import rearrange
 
 from model.nets import fastpath
 from model.nets.fastpath import Linear
@@ -87,9 +86,17 @@ class CausalSelfAttention(nn.Module):
         self.resid_drop = nn.Dropout(dropout)
 
     def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(B, n, D) -> queries, keys and values, each (B, heads, n, D / heads)."""
-        qkv = self.qkv(x).split(x.size(-1), dim=-1)
-        return tuple(rearrange(t, "b n (h e) -> b h n e", h=self.heads) for t in qkv)
+        """(B, n, D) -> queries, keys and values, each (B, heads, n, D / heads). Views, not einops: batch-1
+        generation runs this per token, where einops' parsing cost as much as the attention."""
+        b, n, d = x.shape
+        qkv = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        return qkv[0], qkv[1], qkv[2]
+
+    @staticmethod
+    def _merge(y: torch.Tensor) -> torch.Tensor:
+        """(B, heads, n, E) -> (B, n, heads * E)."""
+        b, h, n, e = y.shape
+        return y.transpose(1, 2).reshape(b, n, h * e)
 
     def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor] | None = None,
                 start: int = 0) -> torch.Tensor:
@@ -106,7 +113,7 @@ class CausalSelfAttention(nn.Module):
             # Query i sits at absolute position start + i and sees keys 0..start + i.
             mask = None if n == 1 else torch.ones(n, start + n, dtype=torch.bool, device=x.device).tril(start)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-        return self.resid_drop(self.proj(rearrange(y, "b h n e -> b n (h e)")))
+        return self.resid_drop(self.proj(self._merge(y)))
 
     def alternatives(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], start: int) -> torch.Tensor:
         """n alternative tokens x (B, n, D) for the one position ``start``: each sees the cached keys before
@@ -119,7 +126,7 @@ class CausalSelfAttention(nn.Module):
         mask = torch.cat([torch.ones(n, start, dtype=torch.bool, device=x.device),
                           torch.eye(n, dtype=torch.bool, device=x.device)], dim=1)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.proj(rearrange(y, "b h n e -> b n (h e)"))
+        return self.proj(self._merge(y))
 
 
 class Block(nn.Module):

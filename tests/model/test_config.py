@@ -50,11 +50,11 @@ def test_defaults_are_the_published_crafter_setup():
     assert "num_actions" not in cfg.to_dict()["env"]
 
 
-@pytest.mark.parametrize("env, path", [("crafter", "checkpoints/crafter/config.json"),
+@pytest.mark.parametrize("env, path", [("crafter", "tests/model/legacy_crafter_config.json"),
                                        ("gridworld", "tests/model/legacy_gridworld_config.json")])
 def test_configs_of_older_checkpoints_load(env, path):
-    """Older configs (the Crafter bundle's, the GridWorld bundle's before session 22) carry fields this version
-    derives or dropped; they map, and the loaded config writes none of them back."""
+    """Older configs (the Crafter bundle's before session 31, the GridWorld bundle's before session 22) carry fields
+    this version derives or dropped; they map, and the loaded config writes none of them back."""
     from helpers import REPO
 
     d = json.loads((REPO / path).read_text())
