@@ -137,7 +137,7 @@ def bits_per_frame(tokens_per_frame: int, vocab_size: int) -> float:
 
 
 def token_grid(tokens: Sequence[int]) -> list[list[int]]:
-    """Token ids laid out as their spatial grid (Δ: 2x2 patches; IRIS: 4x4 or 8x8)."""
+    """Token ids laid out as their spatial grid (a square grid: 2x2 for 4 tokens, 4x4 for 16, 8x8 for 64)."""
     k = len(tokens)
     side = int(round(math.sqrt(k)))
     if side * side != k:

@@ -2,7 +2,7 @@
 
     python -m experiments.token_layout.assemble runs/bundle-k16 --config runs/motion/checkpoints/last \
         --part world_model=runs/motion/checkpoints/last --part world_model_no_itok=runs/twin/checkpoints/last:world_model \
-        --part tokenizer=experiments/token_layout/state --part iris_tokenizer=checkpoints/crafter \
+        --part tokenizer=checkpoints/crafter --part iris_tokenizer=checkpoints/crafter \
         --part actor_critic=checkpoints/crafter --set train.baselines=true
 
 The config is the one of ``--config`` with the ``--set`` overrides; every part must fit it (shapes are checked as by

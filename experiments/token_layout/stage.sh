@@ -1,23 +1,26 @@
 #!/usr/bin/env bash
-# The next stage of the 16-token Crafter models, from the committed state/, on whatever device is at hand:
+# A stage of the 16-token Crafter models from the bundle (checkpoints/crafter since session 31; STATE=folder for
+# another), training the two world models in separate runs, on whatever device is at hand. The product's stage
+# command is `deltaplay stage` (both world models on the same batches, the bundle's plan): this script is the
+# experiment's own, kept for the runs of the model card's sessions 27-30.
 #   1. one run: the tokenizer (the new strip weighed STRIP_WEIGHT, default 30), then the world model with I-tokens and the motion input;
-#   2. one run: the world model without I-tokens on that tokenizer's code (from state/'s when it holds one);
+#   2. one run: the world model without I-tokens on that tokenizer's code (from $STATE's when it holds one);
 #   3. a bundle of those three with the shipped bundle's IRIS baseline and agent (fp16), scored on the held-out
-#      key walks (keys and terrain, with and without I-tokens), and the new state/ (fp16, three models).
+#      key walks (keys and terrain, with and without I-tokens), and its three models again in $OUT/state.
 #
 #   OUT=/tmp/k16 DEVICE=cuda bash experiments/token_layout/stage.sh               # a lent GPU (about 10 minutes)
 #   OUT=/tmp/k16 DEVICE=cpu TOK_STEPS=1500 WM_STEPS=2400 TWIN_STEPS=1500 bash experiments/token_layout/stage.sh
 #   OUT=/tmp/k16dry DEVICE=cpu QUICK=1 bash experiments/token_layout/stage.sh     # dry run: a schedule of seconds
 #
 # TOK_EXTRA adds flags to the first run, e.g. TOK_EXTRA='--set train.tokenizer_closed_loop=0.5'.
-# $OUT gets: the logs, bundle-eval.json, and state/ (copy it over experiments/token_layout/state and put its
-# README back when the scores beat the state's: the model card lists each stage). The bundle stays in $RUNS.
+# $OUT gets: the logs, bundle-eval.json and state/. The fp16 bundle stays in $RUNS/bundle-fp16 (copy it over
+# checkpoints/crafter, keeping stage.json, when the scores beat the bundle's: the model card lists each stage).
 set -eu
 OUT=${OUT:-/tmp/k16-stage}
 DEVICE=${DEVICE:-cuda}
 RUNS=${RUNS:-/tmp/k16-runs}
 SEED=${SEED:-120}
-STATE=experiments/token_layout/state
+STATE=${STATE:-checkpoints/crafter}
 # Fresh frames for each run: a world model passed over the same frames more than about ten times overfits them (on
 # 24,000 frames its held-out NLL of scroll tokens rose from 2.30 at 300 steps to 3.04 at 1,700; session 29), so
 # FRAMES grows with the steps (a step reads 32 x 21 frames). Collection runs at about 300 frames/s per 2 envs.
