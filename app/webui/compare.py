@@ -132,10 +132,6 @@ def error_map(a: np.ndarray, b: np.ndarray, gain: float = 4.0) -> np.ndarray:
     return (rgb * 255).round().astype(np.uint8)
 
 
-def bits_per_frame(tokens_per_frame: int, vocab_size: int) -> float:
-    return tokens_per_frame * math.log2(vocab_size)
-
-
 def token_grid(tokens: Sequence[int]) -> list[list[int]]:
     """Token ids laid out as their spatial grid (a square grid: 2x2 for 4 tokens, 4x4 for 16, 8x8 for 64)."""
     k = len(tokens)
@@ -216,7 +212,7 @@ def compare_transition(tokenizers: Iterable[tuple[str, Any]], tr: Transition,
         mse, psnr = mse_psnr(recon[0], tr.frame)
         views.append(TokenizerView(label, recon[0], error_map(recon[0], tr.frame), tokens[0].tolist(),
                                    int(tok.tokens_per_frame), int(tok.vocab_size),
-                                   bits_per_frame(tok.tokens_per_frame, tok.vocab_size), mse, psnr))
+                                   tok.bits_per_frame, mse, psnr))
     cm, cp = mse_psnr(tr.prev, tr.frame)
     return PairComparison(tr.frame, tr.prev, views, cm, cp, list(notices or []))
 

@@ -247,7 +247,7 @@ def copy_errors(episodes: Sequence[Episode], max_count: int | None = None) -> np
 
 def tokenizer_facts(tokenizer) -> dict[str, Any]:
     k, v = int(tokenizer.tokens_per_frame), int(tokenizer.vocab_size)
-    return {"kind": tokenizer.kind, "tokens_per_frame": k, "vocab_size": v, "bits_per_frame": k * math.log2(v)}
+    return {"kind": tokenizer.kind, "tokens_per_frame": k, "vocab_size": v, "bits_per_frame": tokenizer.bits_per_frame}
 
 
 # ------------------------------------------------------------------------------------------ dynamics

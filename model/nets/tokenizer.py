@@ -79,6 +79,11 @@ class Tokenizer(nn.Module):
         self.vocab_size = cfg.vocab_size
         self.grid = grid_size(cfg.tokens_per_frame)
 
+    @property
+    def bits_per_frame(self) -> float:
+        """What a frame costs in this code: tokens x log2(vocabulary), the paper's comparison of tokenizers."""
+        return self.tokens_per_frame * math.log2(self.vocab_size)
+
     def _make_quantizer(self) -> Quantizer:
         if self.latent_res % self.grid:
             raise ValueError(f"a {self.latent_res}x{self.latent_res} latent cannot be cut into a {self.grid}x{self.grid} grid")
