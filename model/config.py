@@ -163,6 +163,10 @@ class TrainConfig:
     # end of each phase (model/train/averaging.py): with small batches at a constant lr the last iterate is a
     # noisy draw, its average a steadier model. 0 = off (the published last iterate).
     weight_average: float = 0.0
+    # Share of world-model segments whose I-tokens read the tokenizer's closed-loop frames (the real tokens decoded
+    # from its own previous output, chained from the segment's first real frame) instead of the real ones: a dream
+    # feeds the world model the decoder's frames, drift included. 0 = the published training on real frames.
+    world_model_closed_loop: float = 0.0
     world_model_batch: int = 32
     world_model_seq: int = 21
     actor_critic_batch: int = 86

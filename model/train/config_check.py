@@ -48,6 +48,8 @@ def prepare_config(cfg: Config) -> Config:
         p.append(f"train.world_model_seq ({tr.world_model_seq}) must be in 2..world_model.max_steps ({w.max_steps})")
     if not 0.0 <= tr.tokenizer_closed_loop <= 1.0:
         p.append(f"train.tokenizer_closed_loop is a share of segments, 0..1, got {tr.tokenizer_closed_loop}")
+    if not 0.0 <= tr.world_model_closed_loop <= 1.0:
+        p.append(f"train.world_model_closed_loop is a share of segments, 0..1, got {tr.world_model_closed_loop}")
     if tr.tokenizer_closed_loop_tokens not in ("decoded", "real"):
         p.append(f"train.tokenizer_closed_loop_tokens must be decoded or real, got {tr.tokenizer_closed_loop_tokens!r}")
     if not 0.0 <= tr.weight_average < 1.0:

@@ -158,12 +158,12 @@ class Phases:
         raise RuntimeError("the store holds no transitions to train the tokenizer on")
 
     def _closed_loop(self, frames: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor,
-                     share: float, real_tokens: bool = False) -> torch.Tensor:
+                     share: float, real_tokens: bool = False, tokens: torch.Tensor | None = None) -> torch.Tensor:
         """Frames (B, T) whose first ``share`` of segments are replaced, from the second frame on, by the tokenizer's
         own reconstructions chained from the first real frame: x^_t = D(x^_{t-1}, a_{t-1}, E(x^_{t-1}, a_{t-1}, x_t)),
         or with ``real_tokens`` E(x_{t-1}, a_{t-1}, x_t) (the tokens a world model learns): the previous frames a
         dream's decoder meets. The chain restarts from the real frame after an episode's end. No gradient flows
-        through the chain."""
+        through the chain. ``tokens`` (B, T-1, K): the real pairs' tokens, already encoded (the token cache)."""
         n = round(share * frames.size(0))
         if n == 0:
             return frames
@@ -172,8 +172,11 @@ class Phases:
         with torch.no_grad(), self._autocast():
             for t in range(1, frames.size(1)):
                 prev, a = out[:n, t - 1], actions[:n, t - 1]
-                tokens = tok.encode(frames[:n, t - 1] if real_tokens else prev, a, frames[:n, t])
-                recon = tok.decode(prev, a, tokens).float().clamp(0, 1)
+                if tokens is not None:
+                    z = tokens[:n, t - 1]
+                else:
+                    z = tok.encode(frames[:n, t - 1] if real_tokens else prev, a, frames[:n, t])
+                recon = tok.decode(prev, a, z).float().clamp(0, 1)
                 out[:n, t] = torch.where(mask[:n, t - 1, None, None, None], recon, frames[:n, t])
         return out
 
@@ -191,7 +194,13 @@ class Phases:
         wm = self.models["world_model"]
         weights = wm.step_weights(b.frames)
         motions = self._motion_labels(b.frames, b.actions[:, :-1]) if wm.motion else None
-        return (b.frames[:, :-1], b.actions[:, :-1], tokens, b.rewards[:, :-1], b.ends[:, :-1], b.action_mask[:, :-1],
+        # The frames the I-tokens read: in a dream they are the decoder's own, so a share of segments shows those
+        # (the real tokens decoded in a closed loop); the tokens to predict and the motion labels stay the real ones.
+        seen = b.frames[:, :-1]
+        if wm.i_tokens and self.cfg.train.world_model_closed_loop > 0:
+            seen = self._closed_loop(seen, b.actions, b.action_mask, self.cfg.train.world_model_closed_loop,
+                                     tokens=tokens)
+        return (seen, b.actions[:, :-1], tokens, b.rewards[:, :-1], b.ends[:, :-1], b.action_mask[:, :-1],
                 weights, motions)
 
     def _strip_weights(self, prev: torch.Tensor, actions: torch.Tensor, nxt: torch.Tensor) -> torch.Tensor | None:

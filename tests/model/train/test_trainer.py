@@ -359,6 +359,50 @@ def test_real_token_closed_loop_pairs_encode_the_real_pair_and_decode_from_the_c
     assert torch.isfinite(loss) and not torch.allclose(loss, plain)  # the decoder rebuilt from the chain
 
 
+def test_world_model_closed_loop_shows_the_i_tokens_the_decoders_own_frames(tiny_cfg, monkeypatch):
+    from types import SimpleNamespace
+
+    import model.train.phases as ph
+    from model.checkpoint import build_model
+
+    torch.manual_seed(0)
+    tiny_cfg.env.name = "gridworld"
+    tiny_cfg.train.autocast = "off"
+    tiny_cfg.train.world_model_closed_loop = 0.5
+    tok, wm = build_model("tokenizer", tiny_cfg).eval(), build_model("world_model", tiny_cfg)
+    frames, actions = torch.rand(2, 5, 3, 64, 64), torch.randint(0, 5, (2, 5))
+    k = tiny_cfg.tokenizer.tokens_per_frame
+    tokens = torch.randint(0, tiny_cfg.tokenizer.vocab_size, (2, 4, k))  # as the token cache gives them
+    ones = torch.ones(2, 5, dtype=torch.bool)
+    batch = SimpleNamespace(frames=frames, actions=actions, action_mask=ones, rewards=torch.zeros(2, 5),
+                            ends=torch.zeros(2, 5, dtype=torch.long))
+    monkeypatch.setattr(ph, "to_torch", lambda raw, device: raw)
+    phases = ph.Phases(tiny_cfg, {"tokenizer": tok, "world_model": wm}, {},
+                       {"world_model": SimpleNamespace(sample=lambda n: batch)}, None,
+                       SimpleNamespace(device=torch.device("cpu"), share=lambda n: n),
+                       emit=lambda *a, **k: None, should_stop=lambda: False)
+    phases.token_cache = SimpleNamespace(tokens=lambda raw, f, encode: tokens)
+    seen, acts, got, *_ = phases._world_model_batch()
+    assert got is tokens and torch.equal(acts, actions[:, :-1])  # the targets stay the real pairs' tokens
+    assert torch.equal(seen[1], frames[1, :-1]) and torch.equal(seen[0, 0], frames[0, 0])  # half: real frames
+    with torch.no_grad():
+        x1 = tok.decode(frames[:1, 0], actions[:1, 0], tokens[:1, 0])
+        x2 = tok.decode(x1, actions[:1, 1], tokens[:1, 1])
+    assert torch.allclose(seen[0, 1], x1[0].clamp(0, 1), atol=1e-5)
+    assert torch.allclose(seen[0, 2], x2[0].clamp(0, 1), atol=1e-5)  # chained from its own output
+    tiny_cfg.train.world_model_closed_loop = 0.0
+    assert torch.equal(phases._world_model_batch()[0], frames[:, :-1])
+
+
+def test_world_model_closed_loop_trains_end_to_end(tmp_path, tiny_cfg):
+    cfg = quick(tiny_cfg)
+    cfg.train.world_model_closed_loop = 1.0
+    assert _run(cfg, tmp_path / "run")["status"] == "finished"
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last").cfg.train.world_model_closed_loop == 1.0
+    with pytest.raises(ConfigError, match="world_model_closed_loop"):
+        prepare_config(quick(tiny_cfg).override("train.world_model_closed_loop", "2"))
+
+
 def test_weight_average_is_the_ema_of_the_iterates_and_the_model_takes_it_when_the_phase_ends(tiny_cfg, monkeypatch):
     from types import SimpleNamespace
 
