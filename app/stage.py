@@ -42,7 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the stage's run folder (default: runs/stage-<its data seed>); a stage stopped before it "
                         "was scored resumes there with the same command")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] | mps")
-    p.add_argument("--walks", type=int, default=16, help="held-out key walks of the score (same every stage)")
+    p.add_argument("--walks", type=int, default=64,
+                   help="held-out key walks of the score (same every stage); fewer are noisier than a stage's gain")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="one more config override for this stage only (recorded in the history)")
