@@ -46,18 +46,15 @@ def prepare_config(cfg: Config) -> Config:
         p.append(f"world_model.reward_encoding must be one of {', '.join(REWARD_ENCODINGS)}, got {w.reward_encoding!r}")
     if not 2 <= tr.world_model_seq <= w.max_steps:
         p.append(f"train.world_model_seq ({tr.world_model_seq}) must be in 2..world_model.max_steps ({w.max_steps})")
-    if not 0.0 <= tr.tokenizer_closed_loop <= 1.0:
-        p.append(f"train.tokenizer_closed_loop is a share of segments, 0..1, got {tr.tokenizer_closed_loop}")
-    if not 0.0 <= tr.world_model_closed_loop <= 1.0:
-        p.append(f"train.world_model_closed_loop is a share of segments, 0..1, got {tr.world_model_closed_loop}")
+    shares = {"tokenizer_closed_loop": "segments", "world_model_closed_loop": "segments",
+              "tokenizer_token_swap": "pairs", "random_moves": "random actions"}
+    for f, of in shares.items():
+        if not 0.0 <= getattr(tr, f) <= 1.0:
+            p.append(f"train.{f} is a share of {of}, 0..1, got {getattr(tr, f)}")
     if tr.tokenizer_closed_loop_tokens not in ("decoded", "real"):
         p.append(f"train.tokenizer_closed_loop_tokens must be decoded or real, got {tr.tokenizer_closed_loop_tokens!r}")
     if not 0.0 <= tr.weight_average < 1.0:
         p.append(f"train.weight_average is an EMA decay, 0 (off) up to below 1, got {tr.weight_average}")
-    if not 0.0 <= tr.tokenizer_token_swap <= 1.0:
-        p.append(f"train.tokenizer_token_swap is a share of pairs, 0..1, got {tr.tokenizer_token_swap}")
-    if not 0.0 <= tr.random_moves <= 1.0:
-        p.append(f"train.random_moves is a share of random actions, 0..1, got {tr.random_moves}")
     if tr.tokenizer_seq < 2:
         p.append(f"train.tokenizer_seq must be >= 2 (pairs of frames), got {tr.tokenizer_seq}")
     if a.burn_in < 1 or a.horizon < 1:

@@ -3,7 +3,6 @@ promises, and dreams: the app's first minute depends on it."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
