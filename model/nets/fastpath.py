@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 _enabled = True
 
@@ -117,6 +118,22 @@ def loss_in_chunks(params: list[torch.Tensor], n: int, chunk: int,
     return PrecomputedGrads.apply(total, grads, *params), extras
 
 
+def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+    """``layer(x)`` with the split rule of :class:`Linear`, without a module call (the world model's lean
+    single-token pass, ``WorldModel._trunk_token``, calls it directly)."""
+    rows, g = x.numel() // x.size(-1), torch.get_num_threads()
+    out = layer.out_features
+    if (rows <= 8 and g > 1 and out % g == 0 and x.device.type == "cpu"
+            and _enabled and not torch.is_grad_enabled()):
+        flat = x.reshape(rows, layer.in_features).t().unsqueeze(0).expand(g, -1, -1)
+        y = torch.bmm(layer.weight.view(g, out // g, layer.in_features), flat.to(layer.weight.dtype))
+        y = y.reshape(out, rows).t()
+        if layer.bias is not None:
+            y = y + layer.bias
+        return y.reshape(*x.shape[:-1], out)
+    return F.linear(x, layer.weight, layer.bias)
+
+
 class Linear(nn.Linear):
     """``nn.Linear`` (same parameters, same result up to float rounding) that spreads a product with
     a few rows over the CPU threads. Batch-1 generation multiplies 1-3 token vectors by each weight
@@ -126,13 +143,4 @@ class Linear(nn.Linear):
     Fast path, CPU, no autograd, more than one thread only."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows, g = x.numel() // x.size(-1), torch.get_num_threads()
-        if (rows <= 8 and g > 1 and self.out_features % g == 0 and x.device.type == "cpu"
-                and enabled() and not torch.is_grad_enabled()):
-            flat = x.reshape(rows, self.in_features).t().unsqueeze(0).expand(g, -1, -1)
-            y = torch.bmm(self.weight.view(g, self.out_features // g, self.in_features), flat.to(self.weight.dtype))
-            y = y.reshape(self.out_features, rows).t()
-            if self.bias is not None:
-                y = y + self.bias
-            return y.reshape(*x.shape[:-1], self.out_features)
-        return super().forward(x)
+        return linear(x, self)

@@ -314,6 +314,42 @@ def test_few_row_linear_split_over_threads_matches_linear():
         torch.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_lean_single_token_pass_matches_the_general_trunk_and_is_taken(threads):
+    """``_trunk_token`` (functional, one token) == ``_trunk`` on the same cache, keys and values included
+    (float32, 1e-5); generation takes it on the fast path and not under ``fastpath.plain()``."""
+    from model.nets import fastpath
+
+    wm = make("delta", True)
+    frames, actions, tokens = batch(wm, b=2, t=4)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            caches = [wm.new_cache(2), wm.new_cache(2)]
+            emb = wm._embed_steps(frames, actions, tokens)
+            for c in caches:
+                wm._trunk(emb, c, 0)
+            x = torch.randn(2, 1, wm.cfg.embed_dim)
+            pos = emb.size(1)
+            lean, general = wm._trunk_token(x, caches[0], pos), wm._trunk(x, caches[1], pos)
+            assert torch.allclose(lean, general, atol=1e-5)
+            for k0, k1 in zip(caches[0].k + caches[0].v, caches[1].k + caches[1].v):
+                assert torch.allclose(k0[:, :, :pos + 1], k1[:, :, :pos + 1], atol=1e-5)
+            calls = []
+            wm._trunk_token = lambda *a: calls.append(1) or WorldModel._trunk_token(wm, *a)
+            for plain in (False, True):
+                calls.clear()
+                cache = wm.new_cache(1)
+                wm.prime(cache, frames[:1, :2], actions[:1, :2], tokens[:1, :2])
+                with fastpath.plain() if plain else torch.no_grad():
+                    wm.generate_step(cache, frames[:1, 2], actions[:1, 2])
+                assert len(calls) == (0 if plain else wm.tokens_per_frame - 1)
+    finally:
+        torch.set_num_threads(before)
+        wm.__dict__.pop("_trunk_token", None)
+
+
 def test_unshuffled_frame_cnn_keeps_the_summary_shape_and_costs_less():
     """`frame_cnn_unshuffle` (cpu preset on GridWorld): same 8x8 summary from a 2x2 pixel-unshuffle, with
     the full-resolution level gone: it sees every pixel with about 40% fewer FLOPs."""
