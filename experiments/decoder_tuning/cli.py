@@ -34,6 +34,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(0.75: walks of 4 steps on average, as a person at the keys makes)")
     p.add_argument("--encoder", action="store_true",
                    help="also train the encode side (the tokens change: retrain the world models on them)")
+    p.add_argument("--strip-weight", type=float, default=1.0,
+                   help="weigh the strip each step's scroll brings into view this many times in the loss (the "
+                        "tokenizer's tokenizer.strip_weight; 1 = the whole frame alike)")
+    p.add_argument("--average", type=float, default=0.0,
+                   help="end on an exponential moving average of the weights with this decay (e.g. 0.998; 0 = the "
+                        "last iterate)")
     p.add_argument("--seed", type=int, default=900_000, help="first training env seed (far from eval's held-out seeds)")
     p.add_argument("--eval-seed", type=int, default=110_000,
                    help="first held-out env seed (the range `deltaplay eval checkpoint` takes its data from)")
@@ -53,11 +59,14 @@ def run(args: argparse.Namespace) -> int:
     from model.checkpoint import REBUILDABLE, CheckpointError, load_checkpoint, load_state, save_checkpoint
     from model.data.policies import RandomPolicy
     from experiments.decoder_tuning.tune import closed_loop_errors, decoder_parameters, tune_decoder
-    from model.data.envs import env_kwargs
+    from model.data.envs import action_names, env_kwargs
+    from model.data.view_motion import key_motions
     from model.eval.parts import heldout_seeds, psnr_from_mse, run_episodes
 
     if not 0.0 <= args.repeat < 1.0:
         raise UserError("--repeat must be in [0, 1)")
+    if args.strip_weight < 1.0 or not 0.0 <= args.average < 1.0:
+        raise UserError("--strip-weight must be at least 1 and --average in [0, 1)")
     if args.minutes <= 0 or args.unroll < 1 or args.batch < 1 or args.episodes < 1 or args.eval_episodes < 1:
         raise UserError("--minutes, --unroll, --batch, --episodes and --eval-episodes must be positive")
     out = Path(args.out)
@@ -75,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
         decoder_parameters(tok)
     except ValueError as e:
         raise UserError(f"{args.checkpoint}: {e}") from None
+    if args.strip_weight != 1.0 and cfg.env.scroll_view is None:
+        raise UserError(f"--strip-weight needs an env with a scrolling view; {cfg.env.name} has none")
+    moves = torch.tensor(key_motions(action_names(cfg.env.name))) if args.strip_weight != 1.0 else None
     progress = ProgressLine(args.quiet)
     kw = env_kwargs(cfg.env.name, cfg.env.max_episode_steps)
     policy = RandomPolicy(cfg.env.num_actions, seed=args.seed, repeat=args.repeat)
@@ -100,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
         progress(f"tuning (loss {m['loss']:.4f})", done, total or done + 1)
 
     facts = tune_decoder(tok, train_eps, unroll=args.unroll, batch=args.batch, lr=args.lr, steps=args.steps,
-                         seconds=60.0 * args.minutes, seed=args.seed, encoder=args.encoder, progress=tick)
+                         seconds=60.0 * args.minutes, seed=args.seed, encoder=args.encoder,
+                         strip_weight=args.strip_weight, view=cfg.env.scroll_view, average=args.average,
+                         moves=moves, progress=tick)
     after = score()
     progress.say(f"closed-loop PSNR after {facts['steps']} steps ({facts['seconds']:.0f} s): {line(after)}")
     facts.update(source=str(args.checkpoint), train_seeds=[args.seed, args.seed + args.episodes - 1],

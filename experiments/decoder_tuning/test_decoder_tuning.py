@@ -93,3 +93,33 @@ def test_cli_encoder_warns_that_the_world_models_are_stale(run_dir, tmp_path, ca
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("encoder"))  # the encode side moved
     assert json.loads(load_state(out)["decoder_tuning"])["encoder"] is True
     assert main([str(src), "--out", str(tmp_path / "x"), "--repeat", "1"]) == 2
+
+
+def test_strip_weights_mark_the_scrolled_in_strip_of_a_real_walk_and_the_average_ends_the_tuning():
+    from experiments.decoder_tuning.tune import strip_weights
+    from model.config import EnvConfig
+    from model.data.envs import action_names, make_env
+    from model.data.frames import to_tensor
+    from model.data.view_motion import key_motions
+
+    env = make_env("crafter", seed=3)
+    names = action_names("crafter")
+    obs, _ = env.reset()
+    frames, actions = [obs], []
+    for key in ["move_left"] * 3 + ["move_up"] * 3:
+        a = names.index(key)
+        obs, *_ = env.step(a)
+        frames.append(obs)
+        actions.append(a)
+    x = to_tensor(np.stack(frames))[None]
+    act = torch.tensor([actions])
+    view, moves = EnvConfig(name="crafter").scroll_view, torch.tensor(key_motions(names))
+    assert strip_weights(x, act, 1.0, view, moves) is None
+    w = strip_weights(x, act, 30.0, view, moves)
+    assert w.shape == (1, 6, 1, 64, 64)
+    assert set(w.unique().tolist()) <= {1.0, 30.0}
+    strip = (w == 30.0).flatten(2).sum(-1)[0]
+    assert (strip > 0).sum() >= 3  # most moves of the walk scrolled the view
+    assert (strip <= view.tile * max(view.width, view.height)).all()  # one tile-wide strip at most
+    with pytest.raises(ValueError, match="scrolling view"):
+        tune_decoder(build_tokenizer(tiny().tokenizer, 17), [], steps=1, strip_weight=30.0)

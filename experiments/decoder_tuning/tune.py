@@ -21,7 +21,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from model.data.view_motion import ViewGeometry, motion_labels, new_strip
 from model.eval.keys import closed_loop
+from model.train.averaging import WeightAverage
 from model.eval.parts import frame_mse
 from model.data.frames import to_tensor
 from model.data.store import Episode
@@ -90,14 +92,32 @@ def closed_loop_errors(tokenizer, episodes: Sequence[Episode], horizon: int, cou
     return torch.cat(rows).numpy()
 
 
+def strip_weights(frames: torch.Tensor, actions: torch.Tensor, weight: float, view: ViewGeometry,
+                  moves: torch.Tensor) -> torch.Tensor | None:
+    """(B, T+1, 3, H, W) real frames, (B, T) actions -> (B, T, 1, H, W) per-pixel loss weights: ``weight`` on the
+    strip each real step's scroll brought into view, 1 elsewhere (the tokenizer's ``strip_weight``); None at 1."""
+    if weight == 1.0:
+        return None
+    b, t = actions.shape
+    motions = motion_labels(frames[:, :-1].flatten(0, 1), frames[:, 1:].flatten(0, 1), actions.flatten(), moves, view)
+    strip = new_strip(motions, view, frames.size(-1)).float().view(b, t, 1, *frames.shape[-2:])
+    return 1.0 + (weight - 1.0) * strip
+
+
 def tune_decoder(tokenizer, episodes: Sequence[Episode], *, unroll: int = 4, batch: int = 8, lr: float = 1e-4,
                  weight_decay: float = 0.01, grad_clip: float = 10.0, steps: int | None = None,
                  seconds: float | None = None, seed: int = 0, encoder: bool = False,
+                 strip_weight: float = 1.0, view: ViewGeometry | None = None, moves: torch.Tensor | None = None,
+                 average: float = 0.0,
                  progress: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
     """Train the decoder side on closed-loop unrolls until ``steps`` steps or ``seconds`` of wall time
     (whichever comes first; at least one must be given). Returns facts for the model card.
     ``encoder=True`` trains the encode side too (plus the commitment loss): the tokens change meaning,
-    so world models trained on the old tokens must be trained again."""
+    so world models trained on the old tokens must be trained again. ``strip_weight`` (with the env's scrolling
+    ``view`` and its actions' ``moves``, :func:`model.data.view_motion.key_motions`) weighs the newly scrolled-in
+    strip as the tokenizer's training does; ``average`` > 0 ends on an EMA of the weights with that decay."""
+    if strip_weight != 1.0 and (view is None or moves is None):
+        raise ValueError("a strip weight needs the env's scrolling view and its actions' moves")
     if steps is None and seconds is None:
         raise ValueError("give steps, seconds or both")
     params = decoder_parameters(tokenizer)
@@ -110,22 +130,30 @@ def tune_decoder(tokenizer, episodes: Sequence[Episode], *, unroll: int = 4, bat
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     rng = np.random.default_rng(seed)
     tokenizer.train()
+    ema = WeightAverage(tokenizer, average) if average > 0 else None
     t0, done, loss_sum = time.perf_counter(), 0, 0.0
     while (steps is None or done < steps) and (seconds is None or time.perf_counter() - t0 < seconds):
         picks = [pool[i] for i in rng.integers(len(pool), size=batch)]
         frames, actions = _batch(episodes, picks, unroll, device)
         recons, commitment = _unroll(tokenizer, frames, actions, encoder)
-        loss = sum(tokenizer.reconstruction_loss(frames[:, t + 1], r)[0] for t, r in enumerate(recons)) / unroll
+        w = strip_weights(frames, actions, strip_weight, view, moves)
+        loss = sum(tokenizer.reconstruction_loss(frames[:, t + 1], r, pixel_weights=None if w is None else w[:, t])[0]
+                   for t, r in enumerate(recons)) / unroll
         loss = loss + commitment
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
         opt.step()
+        if ema is not None:
+            ema.update(tokenizer)
         done += 1
         value = loss.item()
         loss_sum += value
         if progress:
             progress(done, {"loss": value})
+    if ema is not None:
+        ema.copy_to(tokenizer)
     tokenizer.eval()
     return {"steps": done, "unroll": unroll, "batch": batch, "encoder": encoder, "lr": lr, "seconds": round(time.perf_counter() - t0, 1),
-            "mean_loss": loss_sum / max(done, 1), "windows": len(pool)}
+            "mean_loss": loss_sum / max(done, 1), "windows": len(pool), "strip_weight": strip_weight,
+            "average": average}
