@@ -95,8 +95,8 @@ def test_cli_encoder_warns_that_the_world_models_are_stale(run_dir, tmp_path, ca
     assert main([str(src), "--out", str(tmp_path / "x"), "--repeat", "1"]) == 2
 
 
-def test_strip_weights_mark_the_scrolled_in_strip_of_a_real_walk_and_the_average_ends_the_tuning():
-    from experiments.decoder_tuning.tune import strip_weights
+def test_strip_weights_mark_the_scrolled_in_strip_of_a_real_walk():
+    from experiments.decoder_tuning.tune import unroll_strip_weights
     from model.config import EnvConfig
     from model.data.envs import action_names, make_env
     from model.data.frames import to_tensor
@@ -114,8 +114,8 @@ def test_strip_weights_mark_the_scrolled_in_strip_of_a_real_walk_and_the_average
     x = to_tensor(np.stack(frames))[None]
     act = torch.tensor([actions])
     view, moves = EnvConfig(name="crafter").scroll_view, torch.tensor(key_motions(names))
-    assert strip_weights(x, act, 1.0, view, moves) is None
-    w = strip_weights(x, act, 30.0, view, moves)
+    assert unroll_strip_weights(x, act, 1.0, view, moves) is None
+    w = unroll_strip_weights(x, act, 30.0, view, moves)
     assert w.shape == (1, 6, 1, 64, 64)
     assert set(w.unique().tolist()) <= {1.0, 30.0}
     strip = (w == 30.0).flatten(2).sum(-1)[0]
@@ -123,3 +123,23 @@ def test_strip_weights_mark_the_scrolled_in_strip_of_a_real_walk_and_the_average
     assert (strip <= view.tile * max(view.width, view.height)).all()  # one tile-wide strip at most
     with pytest.raises(ValueError, match="scrolling view"):
         tune_decoder(build_tokenizer(tiny().tokenizer, 17), [], steps=1, strip_weight=30.0)
+
+
+def test_average_ends_the_tuning_on_the_weights_moving_average():
+    episodes = [gridworld_episode(seed) for seed in range(2)]
+    runs = []
+    for average in (0.0, 0.5):
+        torch.manual_seed(0)
+        tok = build_tokenizer(tiny().tokenizer, 5)
+        start = {n: p.detach().clone() for n, p in tok.named_parameters()}
+        facts = tune_decoder(tok, episodes, unroll=2, batch=2, lr=3e-3, steps=3, seed=0, average=average)
+        assert facts["average"] == average
+        runs.append((start, {n: p.detach().clone() for n, p in tok.named_parameters()}))
+    (start, last), (_, averaged) = runs
+    moved = [n for n in last if not torch.equal(last[n], start[n])]
+    assert moved
+    # The average lies between where the decoder started and where its last step took it, on every moved weight.
+    for n in moved:
+        assert not torch.equal(averaged[n], last[n])
+        lo, hi = torch.minimum(start[n], last[n]), torch.maximum(start[n], last[n])
+        assert ((averaged[n] >= lo - 1e-3) & (averaged[n] <= hi + 1e-3)).float().mean() > 0.9

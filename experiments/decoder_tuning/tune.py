@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from model.data.view_motion import ViewGeometry, motion_labels, new_strip
+from model.data.view_motion import ViewGeometry, motion_labels, strip_weights
 from model.eval.keys import closed_loop
 from model.train.averaging import WeightAverage
 from model.eval.parts import frame_mse
@@ -92,16 +92,15 @@ def closed_loop_errors(tokenizer, episodes: Sequence[Episode], horizon: int, cou
     return torch.cat(rows).numpy()
 
 
-def strip_weights(frames: torch.Tensor, actions: torch.Tensor, weight: float, view: ViewGeometry,
-                  moves: torch.Tensor) -> torch.Tensor | None:
+def unroll_strip_weights(frames: torch.Tensor, actions: torch.Tensor, weight: float, view: ViewGeometry,
+                         moves: torch.Tensor) -> torch.Tensor | None:
     """(B, T+1, 3, H, W) real frames, (B, T) actions -> (B, T, 1, H, W) per-pixel loss weights: ``weight`` on the
     strip each real step's scroll brought into view, 1 elsewhere (the tokenizer's ``strip_weight``); None at 1."""
     if weight == 1.0:
         return None
     b, t = actions.shape
     motions = motion_labels(frames[:, :-1].flatten(0, 1), frames[:, 1:].flatten(0, 1), actions.flatten(), moves, view)
-    strip = new_strip(motions, view, frames.size(-1)).float().view(b, t, 1, *frames.shape[-2:])
-    return 1.0 + (weight - 1.0) * strip
+    return strip_weights(motions, view, frames.size(-1), weight).view(b, t, 1, *frames.shape[-2:])
 
 
 def tune_decoder(tokenizer, episodes: Sequence[Episode], *, unroll: int = 4, batch: int = 8, lr: float = 1e-4,
@@ -136,7 +135,7 @@ def tune_decoder(tokenizer, episodes: Sequence[Episode], *, unroll: int = 4, bat
         picks = [pool[i] for i in rng.integers(len(pool), size=batch)]
         frames, actions = _batch(episodes, picks, unroll, device)
         recons, commitment = _unroll(tokenizer, frames, actions, encoder)
-        w = strip_weights(frames, actions, strip_weight, view, moves)
+        w = unroll_strip_weights(frames, actions, strip_weight, view, moves)
         loss = sum(tokenizer.reconstruction_loss(frames[:, t + 1], r, pixel_weights=None if w is None else w[:, t])[0]
                    for t, r in enumerate(recons)) / unroll
         loss = loss + commitment

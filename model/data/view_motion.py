@@ -118,6 +118,12 @@ def new_strip(motions: torch.Tensor, view: ViewGeometry, size: int) -> torch.Ten
     return out
 
 
+def strip_weights(motions: torch.Tensor, view: ViewGeometry, size: int, weight: float) -> torch.Tensor:
+    """(N,) indices into ``MOTIONS`` -> (N, 1, size, size) per-pixel loss weights: ``weight`` on the strip each
+    scroll brought into view, 1 elsewhere (``tokenizer.strip_weight``: the new strip is what a dream must draw)."""
+    return 1.0 + (weight - 1.0) * new_strip(motions, view, size).float()
+
+
 def key_motions(actions: Sequence[str]) -> list[int]:
     """Per action of an env (its names): the index into ``MOTIONS`` of the scroll its key makes when the
     way is free, 0 (none) for an action that does not move."""

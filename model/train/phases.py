@@ -22,7 +22,7 @@ from model.config import Config
 from model.data.envs import action_names
 from model.data.sampler import SegmentSampler, to_torch
 from model.data.token_cache import TokenCache
-from model.data.view_motion import key_motions, motion_labels, new_strip
+from model.data.view_motion import key_motions, motion_labels, strip_weights
 from model.device import autocast
 from model.nets.imagination import DreamEnv
 from model.train.averaging import WeightAverage
@@ -210,7 +210,7 @@ class Phases:
         if w == 1.0:
             return None
         motions = self._motion_labels(torch.stack([prev, nxt], dim=1), actions[:, None])[:, 0]
-        return 1.0 + (w - 1.0) * new_strip(motions, self.cfg.env.scroll_view, prev.size(-1)).float()
+        return strip_weights(motions, self.cfg.env.scroll_view, prev.size(-1), w)
 
     def _motion_labels(self, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """(B, L+1, 3, H, W) frames, (B, L) actions -> (B, L): which way the view moved at each step, the labels
