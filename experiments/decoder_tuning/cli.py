@@ -59,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
     from model.checkpoint import REBUILDABLE, CheckpointError, load_checkpoint, load_state, save_checkpoint
     from model.data.policies import RandomPolicy
     from experiments.decoder_tuning.tune import closed_loop_errors, decoder_parameters, tune_decoder
-    from model.data.envs import action_names, env_kwargs
-    from model.data.view_motion import key_motions
+    from model.data.envs import env_kwargs
+    from model.data.view_motion import env_key_motions
     from model.eval.parts import heldout_seeds, psnr_from_mse, run_episodes
 
     if not 0.0 <= args.repeat < 1.0:
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.checkpoint}: {e}") from None
     if args.strip_weight != 1.0 and cfg.env.scroll_view is None:
         raise UserError(f"--strip-weight needs an env with a scrolling view; {cfg.env.name} has none")
-    moves = torch.tensor(key_motions(action_names(cfg.env.name))) if args.strip_weight != 1.0 else None
+    moves = env_key_motions(cfg.env.name) if args.strip_weight != 1.0 else None
     progress = ProgressLine(args.quiet)
     kw = env_kwargs(cfg.env.name, cfg.env.max_episode_steps)
     policy = RandomPolicy(cfg.env.num_actions, seed=args.seed, repeat=args.repeat)

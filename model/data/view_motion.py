@@ -21,6 +21,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from model.data.envs import action_names
+
 MOTIONS = ("none", "left", "right", "up", "down")  # which way the view's content moved
 
 
@@ -128,6 +130,11 @@ def key_motions(actions: Sequence[str]) -> list[int]:
     """Per action of an env (its names): the index into ``MOTIONS`` of the scroll its key makes when the
     way is free, 0 (none) for an action that does not move."""
     return [MOTIONS.index(KEY_MOTION[a]) if a in KEY_MOTION else 0 for a in actions]
+
+
+def env_key_motions(env_name: str, device: torch.device | str | None = None) -> torch.Tensor:
+    """:func:`key_motions` of an env's actions as the tensor :func:`motion_labels` takes."""
+    return torch.tensor(key_motions(action_names(env_name)), device=device)
 
 
 def motion_labels(prev: torch.Tensor, frame: torch.Tensor, actions: torch.Tensor, moves: torch.Tensor,

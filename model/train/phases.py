@@ -19,10 +19,9 @@ import torch
 from torch import nn
 
 from model.config import Config
-from model.data.envs import action_names
 from model.data.sampler import SegmentSampler, to_torch
 from model.data.token_cache import TokenCache
-from model.data.view_motion import key_motions, motion_labels, strip_weights
+from model.data.view_motion import env_key_motions, motion_labels, strip_weights
 from model.device import autocast
 from model.nets.imagination import DreamEnv
 from model.train.averaging import WeightAverage
@@ -216,7 +215,7 @@ class Phases:
         """(B, L+1, 3, H, W) frames, (B, L) actions -> (B, L): which way the view moved at each step, the labels
         of the world model's motion input."""
         if self._key_motions is None:
-            self._key_motions = torch.tensor(key_motions(action_names(self.cfg.env.name)), device=frames.device)
+            self._key_motions = env_key_motions(self.cfg.env.name, frames.device)
         b, n = actions.shape
         return motion_labels(frames[:, :-1].flatten(0, 1), frames[:, 1:].flatten(0, 1), actions.flatten(),
                              self._key_motions, self.cfg.env.scroll_view).view(b, n)
