@@ -135,6 +135,15 @@ def score(checkpoint: Path, walks: int, threads: int, out: Path) -> dict[str, An
     return {"score": float(value), "walks": walks, "keys": result["keys"], "terrain": result.get("terrain")}
 
 
+def terrain_words(terrain: dict[str, Any] | None) -> str:
+    """The dream's terrain beside the real env's, for the stage's last line: the score is the keys alone, and a
+    dream can scroll well and still turn into an empty field."""
+    shares = (terrain or {}).get("i_tokens")
+    if not shares:
+        return ""
+    return f" (terrain: {shares['dream_share']:.0%} of the dream's tiles, {shares['real_share']:.0%} of the real ones)"
+
+
 def command_line(args: argparse.Namespace, run_dir: Path) -> str:
     """The command that ran this stage, for the history."""
     words = ["deltaplay", "stage", "--bundle", args.bundle, "--minutes", f"{args.minutes:g}", "--run-dir", str(run_dir),
@@ -195,5 +204,6 @@ def run(args: argparse.Namespace) -> int:
     plan["next_seed"] = int(plan["next_seed"]) + 1
     write_plan(bundle, plan)
     verdict = "exported over the bundle" if improved else "bundle kept"
-    print(f"score {result['score']:.3f} vs the bundle's {best:.3f}: {verdict}; plan: {bundle / PLAN}")
+    print(f"score {result['score']:.3f} vs the bundle's {best:.3f}: {verdict}{terrain_words(result['terrain'])}; "
+          f"plan: {bundle / PLAN}")
     return 0

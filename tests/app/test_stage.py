@@ -42,10 +42,12 @@ def _stage(bundle, run_dir, minutes="5"):
                  "--threads", "1", "--quiet"])
 
 
-def test_a_stage_that_does_not_beat_the_bundle_leaves_it_as_it_was(tiny_bundle, tmp_path):
+def test_a_stage_that_does_not_beat_the_bundle_leaves_it_as_it_was(tiny_bundle, tmp_path, capsys):
     bundle = _bundle_with_plan(tiny_bundle, tmp_path / "bundle", best=2.0)  # no dream scores above 1
     before = (bundle / WEIGHTS).read_bytes()
     assert _stage(bundle, tmp_path / "run") == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "bundle kept" in last and "of the dream's tiles" in last  # the terrain beside the keys score
     assert (bundle / WEIGHTS).read_bytes() == before
     plan = json.loads((bundle / "stage.json").read_text())
     (entry,) = plan["history"]
