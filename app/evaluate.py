@@ -323,6 +323,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def evaluate_words(*words: str) -> dict[str, Any]:
+    """``deltaplay eval`` in this process, from its command-line words: the one way the stage and the experiments
+    evaluate, so they take its defaults and checks."""
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    return evaluate(p.parse_args(list(words)))
+
+
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Measure, print the report, write ``--json``; the result (what the JSON holds)."""
     import torch

@@ -122,11 +122,8 @@ def score(checkpoint: Path, walks: int, threads: int, out: Path) -> dict[str, An
     """The dream under the move keys and its terrain, through the one evaluation path (``deltaplay eval``)."""
     from app import evaluate
 
-    p = argparse.ArgumentParser()
-    evaluate.add_arguments(p)
-    args = p.parse_args(["checkpoint", str(checkpoint), "--parts", "keys", "terrain", "--walks", str(walks),
-                         "--threads", str(threads), "--json", str(out), "--quiet"])
-    result = evaluate.evaluate(args)
+    result = evaluate.evaluate_words("checkpoint", str(checkpoint), "--parts", "keys", "terrain", "--walks", str(walks),
+                                     "--threads", str(threads), "--json", str(out), "--quiet")
     value = result
     for key in SCORE:
         value = value.get(key, {}) if isinstance(value, dict) else {}

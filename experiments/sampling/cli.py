@@ -39,13 +39,11 @@ def run(args: argparse.Namespace) -> int:
 
     results = {}
     for min_p in args.min_p:
-        p = argparse.ArgumentParser()
-        evaluate.add_arguments(p)
-        eval_args = p.parse_args(["checkpoint", args.checkpoint, "--parts", "keys", "terrain", "--walks",
-                                  str(args.walks), "--walk-steps", str(args.walk_steps), "--threads",
-                                  str(args.threads), "--temperature", str(args.temperature), "--quiet"])
         with min_p_sampling(min_p):
-            results[min_p] = evaluate.evaluate(eval_args)
+            results[min_p] = evaluate.evaluate_words(
+                "checkpoint", args.checkpoint, "--parts", "keys", "terrain", "--walks", str(args.walks),
+                "--walk-steps", str(args.walk_steps), "--threads", str(args.threads),
+                "--temperature", str(args.temperature), "--quiet")
     print("min-p   keys   first view  unseen  terrain (real)  unknown tiles")
     for min_p, result in results.items():
         s = summary(result)

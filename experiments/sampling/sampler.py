@@ -15,20 +15,17 @@ from typing import Iterator
 import torch
 
 import model.nets.world_model as world_model
+from model.nets.world_model import sample_tokens  # the product's sampler, bound before any swap
 
 
 def min_p_tokens(logits: torch.Tensor, temperature: float, min_p: float) -> torch.Tensor:
     """logits (B, V) -> (B,) tokens; ``min_p`` = 0 is plain sampling at ``temperature``, <= 0 temperature greedy."""
     if not 0 <= min_p <= 1:
         raise ValueError(f"min_p must be in [0, 1], got {min_p}")
-    if temperature <= 0:
-        return logits.argmax(-1)
-    z = logits.float() / temperature
-    if min_p > 0:
-        logp = z.log_softmax(-1)
-        z = z.masked_fill(logp < logp.max(-1, keepdim=True).values + math.log(min_p), float("-inf"))
-    noise = torch.empty_like(z).exponential_().log_()
-    return (z - noise).argmax(-1)
+    if min_p > 0 and temperature > 0:
+        logp = (logits.float() / temperature).log_softmax(-1)
+        logits = logits.float().masked_fill(logp < logp.max(-1, keepdim=True).values + math.log(min_p), float("-inf"))
+    return sample_tokens(logits, temperature)
 
 
 @contextmanager
