@@ -34,6 +34,11 @@ def summary(result: dict[str, Any]) -> dict[str, float]:
             "unknown": terrain["unknown_share"]}
 
 
+def _figure(value: float | None, spec: str) -> str:
+    """A short walk can have no move of a kind (no first-view or no unseen pairs): its agreement is None."""
+    return "-" if value is None else format(value, spec)
+
+
 def run(args: argparse.Namespace) -> int:
     from app import evaluate
 
@@ -47,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
     print("min-p   keys   first view  unseen  terrain (real)  unknown tiles")
     for min_p, result in results.items():
         s = summary(result)
-        print(f"{min_p:<6g}  {s['keys']:.3f}  {s['first_view']:.2f}        {s['unseen']:.2f}    "
-              f"{s['terrain']:.3f} ({s['real']:.3f})  {s['unknown']:.3f}")
+        print(f"{min_p:<6g}  {_figure(s['keys'], '.3f')}  {_figure(s['first_view'], '.2f')}        "
+              f"{_figure(s['unseen'], '.2f')}    {s['terrain']:.3f} ({s['real']:.3f})  {s['unknown']:.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1))
     return 0

@@ -30,3 +30,15 @@ def test_the_swap_reaches_the_world_model_and_ends_with_the_block():
         assert (world_model.sample_tokens(logits, 1.0) == 0).all()
     assert world_model.sample_tokens is plain
     assert (plain(logits, 1.0) != 0).any()
+
+
+def test_the_command_scores_each_value_on_a_short_walk(tmp_path, capsys):
+    import json
+
+    from experiments.sampling.cli import main
+
+    out = tmp_path / "minp.json"
+    assert main(["checkpoints/crafter", "--min-p", "0", "1", "--walks", "1", "--walk-steps", "6", "--json", str(out)]) == 0
+    rows = capsys.readouterr().out.split("unknown tiles\n")[-1].strip().splitlines()  # the table after its header
+    assert [row.split()[0] for row in rows] == ["0", "1"]
+    assert set(json.loads(out.read_text())) == {"0.0", "1.0"}
