@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeat", type=float, default=0.0,
                    help="training episodes' random policy repeats its last action with this probability "
                         "(0.75: walks of 4 steps on average, as a person at the keys makes)")
+    p.add_argument("--grow", type=int, default=0,
+                   help="first add this many ResBlocks to the end of each decoder level, each starting as the identity "
+                        "(tokenizer.decoder_extra_blocks: more room to draw the new strip, the same tokens)")
     p.add_argument("--encoder", action="store_true",
                    help="also train the encode side (the tokens change: retrain the world models on them)")
     p.add_argument("--strip-weight", type=float, default=1.0,
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from app.evaluate import ProgressLine
     from model.checkpoint import REBUILDABLE, CheckpointError, load_checkpoint, load_state, save_checkpoint
     from model.data.policies import RandomPolicy
-    from experiments.decoder_tuning.tune import closed_loop_errors, decoder_parameters, tune_decoder
+    from experiments.decoder_tuning.tune import closed_loop_errors, decoder_parameters, grow_decoder, tune_decoder
     from model.data.envs import env_kwargs
     from model.data.view_motion import env_key_motions
     from model.eval.parts import heldout_seeds, psnr_from_mse, run_episodes
@@ -84,6 +87,11 @@ def run(args: argparse.Namespace) -> int:
         decoder_parameters(tok)
     except ValueError as e:
         raise UserError(f"{args.checkpoint}: {e}") from None
+    if args.grow < 0:
+        raise UserError("--grow must be 0 or more")
+    if args.grow:
+        tok, cfg = grow_decoder(tok, cfg, args.grow)
+        ck.models["tokenizer"] = tok
     if args.strip_weight != 1.0 and cfg.env.scroll_view is None:
         raise UserError(f"--strip-weight needs an env with a scrolling view; {cfg.env.name} has none")
     moves = env_key_motions(cfg.env.name) if args.strip_weight != 1.0 else None
@@ -117,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
                          moves=moves, progress=tick)
     after = score()
     progress.say(f"closed-loop PSNR after {facts['steps']} steps ({facts['seconds']:.0f} s): {line(after)}")
-    facts.update(source=str(args.checkpoint), train_seeds=[args.seed, args.seed + args.episodes - 1],
+    facts.update(source=str(args.checkpoint), grow=args.grow, train_seeds=[args.seed, args.seed + args.episodes - 1],
                  train_frames=int(sum(e.length for e in train_eps)), before=before, after=after)
     counters = {k: state[k] for k in ("epoch", "env_frames") if k in state}
     try:

@@ -143,3 +143,46 @@ def test_average_ends_the_tuning_on_the_weights_moving_average():
         assert not torch.equal(averaged[n], last[n])
         lo, hi = torch.minimum(start[n], last[n]), torch.maximum(start[n], last[n])
         assert ((averaged[n] >= lo - 1e-3) & (averaged[n] <= hi + 1e-3)).float().mean() > 0.9
+
+
+@pytest.mark.parametrize("decoder", ["residual", "paper"])
+def test_a_grown_decoder_decodes_as_before_and_its_new_blocks_learn(decoder):
+    import dataclasses
+
+    from experiments.decoder_tuning.tune import grow_decoder
+
+    torch.manual_seed(0)
+    cfg = tiny()
+    cfg = dataclasses.replace(cfg, tokenizer=dataclasses.replace(cfg.tokenizer, kind="delta", decoder=decoder))
+    tok = build_tokenizer(cfg.tokenizer, cfg.env.num_actions).eval()
+    grown, grown_cfg = grow_decoder(tok, cfg, 2)
+    assert grown_cfg.tokenizer.decoder_extra_blocks == 2 and cfg.tokenizer.decoder_extra_blocks == 0
+    assert sum(p.numel() for p in grown.parameters()) > sum(p.numel() for p in tok.parameters())
+    grown.eval()
+    prev, frames = torch.rand(3, 3, 64, 64), torch.rand(3, 3, 64, 64)
+    actions = torch.tensor([0, 1, 2])
+    tokens = tok.encode(prev, actions, frames)
+    assert torch.equal(grown.encode(prev, actions, frames), tokens)
+    assert torch.allclose(grown.decode(prev, actions, tokens), tok.decode(prev, actions, tokens), atol=1e-6)
+    new = {n for n, _ in grown.named_parameters()} - {n for n, _ in tok.named_parameters()}
+    assert new and all(n.startswith("decoder.levels.") for n in new)
+    before = {n: p.detach().clone() for n, p in grown.named_parameters() if n in new}
+    tune_decoder(grown, [gridworld_episode(seed) for seed in range(2)], unroll=2, batch=2, lr=3e-3, steps=3, seed=0)
+    assert any(not torch.equal(p, before[n]) for n, p in grown.named_parameters() if n in new)
+    with pytest.raises(ValueError, match="at least one"):
+        grow_decoder(tok, cfg, 0)
+
+
+@pytest.mark.slow
+def test_cli_grow_writes_a_deeper_decoder_that_the_product_loads(run_dir, tmp_path):
+    src, out = run_dir / "checkpoints" / "last", tmp_path / "grown"
+    res = run_module(CLI, str(src), "--out", str(out), "--grow", "1", "--steps", "2", "--unroll", "2", "--batch", "2",
+                     "--episodes", "2", "--episode-steps", "30", "--eval-episodes", "2", "--eval-windows", "4",
+                     "--quiet", "--no-half")
+    assert res.returncode == 0, res.stderr
+    old, new = load_checkpoint(src), load_checkpoint(out)
+    assert new.cfg.tokenizer.decoder_extra_blocks == old.cfg.tokenizer.decoder_extra_blocks + 1
+    a, b = old.models["tokenizer"].state_dict(), new.models["tokenizer"].state_dict()
+    assert set(a) < set(b)
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("encoder", "quantizer")))  # the same tokens
+    assert json.loads(load_state(out)["decoder_tuning"])["grow"] == 1

@@ -14,6 +14,7 @@ command line.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, Callable, Sequence
 
@@ -37,6 +38,31 @@ def decoder_parameters(tokenizer: nn.Module) -> list[nn.Parameter]:
     if getattr(tokenizer, "kind", None) != "delta":
         raise ValueError("closed-loop tuning is for Δ-tokenizers (an IRIS tokenizer decodes each frame on its own)")
     return [p for n, p in tokenizer.named_parameters() if not n.startswith(ENCODER_SIDE)]
+
+
+def grow_decoder(tokenizer: nn.Module, cfg, blocks: int) -> tuple[nn.Module, Any]:
+    """A copy of a Δ-tokenizer whose decoder has ``blocks`` more ResBlocks at the end of each level, and the
+    config that builds it. Each new block's last conv starts at zero, so the block is the identity and the grown
+    tokenizer decodes exactly as the old one: tuning starts where the old decoder stood, with room to draw more."""
+    from model.checkpoint import build_model
+
+    if blocks < 1:
+        raise ValueError("grow by at least one block")
+    decoder_parameters(tokenizer)  # a Δ-tokenizer, or a clear error
+    tok_cfg = dataclasses.replace(cfg.tokenizer, decoder_extra_blocks=cfg.tokenizer.decoder_extra_blocks + blocks)
+    new_cfg = dataclasses.replace(cfg, tokenizer=tok_cfg)
+    grown = build_model("tokenizer", new_cfg).to(next(tokenizer.parameters()).device)
+    missing, unexpected = grown.load_state_dict(tokenizer.state_dict(), strict=False)
+    if unexpected or not missing or not all(k.startswith("decoder.levels.") for k in missing):
+        raise ValueError(f"cannot grow this decoder (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    old = {n for n, _ in tokenizer.named_modules()}
+    for name, module in grown.named_modules():
+        if name.startswith("decoder.levels.") and name not in old and name.count(".") == 3:  # a new ResBlock
+            last = module.f[-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+    grown.train(tokenizer.training)
+    return grown, new_cfg
 
 
 def windows(episodes: Sequence[Episode], steps: int) -> list[tuple[int, int]]:

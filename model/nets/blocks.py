@@ -142,10 +142,11 @@ class Decoder(nn.Module):
     upsample where that level downsampled, then ResBlocks -> GroupNorm, SiLU, conv to ``out_ch``.
 
     ``skip_channels[i]`` > 0 concatenates an extra feature map (given to ``forward``) at level ``i``
-    right after its upsample (or at its start), which makes a U-Net with an Encoder's skips."""
+    right after its upsample (or at its start), which makes a U-Net with an Encoder's skips.
+    ``extra_blocks`` ResBlocks of the level's output width end each level (a decoder deeper than its encoder)."""
 
     def __init__(self, latent: int, channels: int, mult: Sequence[int], down: Sequence[int], out_ch: int = 3,
-                 num_res_blocks: int = 1, skip_channels: Sequence[int] | None = None) -> None:
+                 num_res_blocks: int = 1, skip_channels: Sequence[int] | None = None, extra_blocks: int = 0) -> None:
         super().__init__()
         assert len(mult) == len(down), "mult and down need one entry per level"
         self.down = tuple(down)
@@ -159,7 +160,7 @@ class Decoder(nn.Module):
             self.ups.append(Upsample(ch) if down[i] else nn.Identity())
             ch += self.skip_channels[i]
             # level i narrows from its width to the width of level i-1, mirroring the encoder
-            widths = [chs[i]] * (num_res_blocks - 1) + [chs[i - 1] if i > 0 else channels]
+            widths = [chs[i]] * (num_res_blocks - 1) + [chs[i - 1] if i > 0 else channels] * (1 + extra_blocks)
             blocks = []
             for w in widths:
                 blocks.append(ResBlock(ch, w))

@@ -229,7 +229,7 @@ class DeltaTokenizer(Tokenizer):
         self.frame_cnn = Encoder(3, c.frame_cnn_channels, c.mult, c.down, c.frame_latent, c.num_res_blocks)
         self.decoder_action = nn.Embedding(num_actions, c.action_emb_dim * self.latent_res**2)
         self.decoder = Decoder(c.latent_dim + c.frame_latent + c.action_emb_dim, c.channels, c.mult, c.down, 3,
-                               c.num_res_blocks)
+                               c.num_res_blocks, extra_blocks=c.decoder_extra_blocks)
         self.quantizer = self._make_quantizer()
         self.apply(_init_weights)
 
@@ -301,7 +301,7 @@ class ResidualDeltaTokenizer(DeltaTokenizer):
         fixed = 2 if self.PLAIN_COPY else 1  # candidates not moved: [x_{t-1}], x_{t-1} + delta
         # output maps at 64x64 (pixel-shuffled from 32x32): delta RGB, then fixed + m mask logits
         self.decoder = Decoder(dec_in, c.channels, mult, down, (3 + fixed + m) * 4, c.num_res_blocks,
-                               skip_channels=skip)
+                               skip_channels=skip, extra_blocks=c.decoder_extra_blocks)
         if self.ACTION_TABLE:
             self.action_kernels = nn.Embedding(num_actions, m * k * k)
         self.kernel_head = nn.Sequential(nn.Conv2d(dec_in, 64, 3, padding=1), nn.SiLU(), nn.AdaptiveAvgPool2d(1),
