@@ -56,8 +56,8 @@ class TokenizerConfig:
     mult: tuple[int, ...] = (1, 1, 2, 2, 4)
     down: tuple[int, ...] = (1, 0, 1, 1, 0)  # 1 = downsample x2 after that level
     num_res_blocks: int = 1  # per level
-    # More ResBlocks per decoder level than the encoder has: capacity where the new strip is drawn, and a
-    # trained decoder can grow into it (each new block starts as the identity; experiments/decoder_tuning)
+    # More ResBlocks at the end of each Δ-decoder level than the encoder has: room to draw what scrolls into view.
+    # `experiments.decoder_tuning.cli --grow N` adds them to a trained decoder as identity blocks
     decoder_extra_blocks: int = 0
     latent_dim: int = 64  # channels of the 8x8 latent
     tokens_per_frame: int = 4  # K (Δ: a sqrt(K) x sqrt(K) grid of patches; IRIS: 16 or 64)

@@ -37,6 +37,8 @@ def prepare_config(cfg: Config) -> Config:
         p.append(f"tokenizer.kind must be delta or iris, got {t.kind!r}")
     if t.kind == "iris" and t.tokens_per_frame == TokenizerConfig().tokens_per_frame:
         t.tokens_per_frame = tr.iris_tokens
+    if t.decoder_extra_blocks < 0:
+        p.append(f"tokenizer.decoder_extra_blocks must be 0 or more, got {t.decoder_extra_blocks}")
     for name, k in (("tokenizer.tokens_per_frame", t.tokens_per_frame), ("train.iris_tokens", tr.iris_tokens)):
         if k < 1 or math.isqrt(k) ** 2 != k:
             p.append(f"{name} must be a square number (tokens form a grid), got {k}")

@@ -192,6 +192,12 @@ def test_prepare_config_rejects_an_unknown_reward_encoding(tiny_cfg):
         prepare_config(tiny_cfg)
 
 
+def test_prepare_config_rejects_a_negative_decoder_depth(tiny_cfg):
+    tiny_cfg.tokenizer.decoder_extra_blocks = -1
+    with pytest.raises(ConfigError, match="tokenizer.decoder_extra_blocks must be 0 or more, got -1"):
+        prepare_config(tiny_cfg)
+
+
 # ---------------------------------------------------------------------------------- run folder
 
 def test_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path):
