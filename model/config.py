@@ -195,8 +195,9 @@ class TrainConfig:
     # Also write checkpoints/last every this many optimiser steps inside a phase (0 = only at epoch ends), so a
     # killed run loses at most that much training; its resume redoes the epoch from those weights.
     checkpoint_every: int = 0
-    # "auto" (bf16 on CUDA and on CPUs with bf16 matrix units) | "bf16" | "off": the tokenizer's and world model's
-    # training steps; dreams and imagination use it for their conv nets only (model.device.image_autocast)
+    # "auto" (bf16 on CUDA and on CPUs with bf16 hardware: AMX or AVX512-BF16) | "bf16" | "off": the tokenizer's
+    # and world model's training steps; dreams and imagination use it for their conv nets only
+    # (model.device.image_autocast)
     autocast: str = "auto"
     # Also train the comparison models on the same batches: a world model without I-tokens
     # (the paper's ablation) and an IRIS-style tokenizer with iris_tokens tokens per frame.

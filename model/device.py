@@ -25,19 +25,22 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def cpu_has_bf16_matmul() -> bool:
-    """Does this CPU multiply bf16 matrices in hardware (Intel AMX tiles)? Elsewhere bf16 is emulated, slower
-    than float32."""
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    try:
-        return bool(probe()) if probe is not None else False
-    except RuntimeError:
-        return False
+    """Does this CPU multiply bf16 in hardware: Intel AMX tiles, or AVX512-BF16 dot products (e.g. AMD Zen 4)?
+    oneDNN's bf16 kernels then beat float32 (docs/benchmarks.md); elsewhere bf16 is emulated, slower than float32."""
+    for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        probe = getattr(torch.cpu, name, None)
+        try:
+            if probe is not None and probe():
+                return True
+        except RuntimeError:
+            continue
+    return False
 
 
 def autocast_dtype(device: torch.device, mode: str = "auto") -> torch.dtype | None:
-    """``auto``: bf16 on CUDA and on CPUs with bf16 matrix units (the published code trains the tokenizer and
-    world model under bf16 autocast on any device; on such a CPU the steps are faster with the same loss curve,
-    docs/benchmarks.md), float32 elsewhere; ``bf16``: bf16 everywhere; ``off``."""
+    """``auto``: bf16 on CUDA and on CPUs with bf16 hardware, AMX or AVX512-BF16 (the published code trains the
+    tokenizer and world model under bf16 autocast on any device; on such a CPU the steps are faster with the same
+    loss curve, docs/benchmarks.md), float32 elsewhere; ``bf16``: bf16 everywhere; ``off``."""
     if mode == "off":
         return None
     if mode == "bf16":
@@ -70,7 +73,7 @@ def image_autocast_dtype(device: torch.device, mode: str | None) -> torch.dtype 
 def image_autocast(device: torch.device, mode: str | None) -> Iterator[None]:
     """The dream's precision: the conv nets (``model.nets.blocks`` Encoder and Decoder: the tokenizer's encoder,
     decoder and its view of x_{t-1}, the I-token CNN) under ``mode``'s autocast, everything else (the transformer,
-    its heads, the motion head) in float32. Why: on a CPU with bf16 matrix units bf16 convs run several times
+    its heads, the motion head) in float32. Why: on a CPU with bf16 hardware bf16 convs run several times
     faster, while the transformer's batch-1 products read their weights once per token, and autocast would cast
     every weight again at every call (slower than float32). ``auto`` is bf16 only on such a CPU: on a GPU a dream
     at these sizes is bound by kernel launches, and float32 is faster there. ``mode`` None or ``off``: float32."""

@@ -5,7 +5,7 @@ actor-critic in imagination from real burn-in segments.
 Optimisers: AdamW (lr, weight decay on weight matrices and embeddings only) for the tokenizer and
 world model, as the published code; the actor-critic gets no weight decay (the published code uses
 Adam for it). Grad-norm clip ``grad_clip``; bf16 autocast for the tokenizer and world model where it is fast
-(``model.device.autocast_dtype``: CUDA, CPUs with bf16 matrix units).
+(``model.device.autocast_dtype``: CUDA, CPUs with bf16 hardware).
 """
 from __future__ import annotations
 
