@@ -189,11 +189,11 @@ def test_cli_grow_writes_a_deeper_decoder_that_the_product_loads(run_dir, tmp_pa
 
 
 def test_the_kept_grown_tokenizer_makes_the_bundles_tokens():
-    """state/ is a start for world models on its frames only if its encode side is the bundle's, bit for bit."""
+    """checkpoints/parts/crafter_grown_decoder is a start for world models on its frames only if its encode side is the bundle's, bit for bit."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    state = load_checkpoint(root / "experiments" / "decoder_tuning" / "state", names=("tokenizer",))
+    state = load_checkpoint(root / "checkpoints" / "parts" / "crafter_grown_decoder", names=("tokenizer",))
     bundle = load_checkpoint(root / "checkpoints" / "crafter", names=("tokenizer",))
     assert state.cfg.tokenizer.decoder_extra_blocks == 2 and bundle.cfg.tokenizer.decoder_extra_blocks == 0
     a, b = bundle.models["tokenizer"].state_dict(), state.models["tokenizer"].state_dict()
