@@ -53,10 +53,8 @@ class LoadedCheckpoint:
 
 def iris_tokenizer_config(cfg: Config):
     """The IRIS-style baseline tokenizer trained beside Δ (``train.baselines``): same conv widths,
-    frames alone, ``train.iris_tokens`` tokens per frame, ``train.iris_fsq_levels`` when set. Not the Δ-decoder's
-    ``decoder_extra_blocks``: a Δ-decoder grown after training leaves the baseline as it was."""
-    tok = dataclasses.replace(cfg.tokenizer, kind="iris", tokens_per_frame=cfg.train.iris_tokens,
-                              decoder_extra_blocks=0)
+    frames alone, ``train.iris_tokens`` tokens per frame, ``train.iris_fsq_levels`` when set."""
+    tok = dataclasses.replace(cfg.tokenizer, kind="iris", tokens_per_frame=cfg.train.iris_tokens)
     levels = tuple(cfg.train.iris_fsq_levels)
     if levels:
         tok = dataclasses.replace(tok, fsq_levels=levels, vocab_size=math.prod(levels))

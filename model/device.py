@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from contextvars import ContextVar
 from typing import Iterator
 
@@ -24,6 +25,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     return dev
 
 
+@functools.cache  # the hardware does not change within a process; asked at every dream step
 def cpu_has_bf16_matmul() -> bool:
     """Does this CPU multiply bf16 in hardware: Intel AMX tiles, or AVX512-BF16 dot products (e.g. AMD Zen 4)?
     oneDNN's bf16 kernels then beat float32 (docs/benchmarks.md); elsewhere bf16 is emulated, slower than float32."""

@@ -55,12 +55,10 @@ def grow_decoder(tokenizer: nn.Module, cfg, blocks: int) -> tuple[nn.Module, Any
     missing, unexpected = grown.load_state_dict(tokenizer.state_dict(), strict=False)
     if unexpected or not missing or not all(k.startswith("decoder.levels.") for k in missing):
         raise ValueError(f"cannot grow this decoder (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    old = {n for n, _ in tokenizer.named_modules()}
-    for name, module in grown.named_modules():
-        if name.startswith("decoder.levels.") and name not in old and name.count(".") == 3:  # a new ResBlock
-            last = module.f[-1]
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
+    for block in sorted({k.split(".f.")[0] for k in missing}):  # the new ResBlocks, named by their missing weights
+        last = grown.get_submodule(block).f[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
     grown.train(tokenizer.training)
     return grown, new_cfg
 

@@ -354,7 +354,8 @@ def advect(img: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
 class IrisTokenizer(Tokenizer):
     """IRIS-style baseline: one frame -> a sqrt(K) x sqrt(K) map, one token per position; the decoder
     sees the tokens only. The preset's widths are kept and downsamplings added or removed to reach
-    the token grid (4 from 64x64 to 4x4). ``prev`` and ``actions`` are accepted and ignored."""
+    the token grid (4 from 64x64 to 4x4); not ``decoder_extra_blocks``, so a Δ-decoder grown after training leaves
+    the baseline as it was. ``prev`` and ``actions`` are accepted and ignored."""
 
     kind = "iris"
 
