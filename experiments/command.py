@@ -22,3 +22,18 @@ def run_command(prog: str, description: str | None, add_arguments: Callable[[arg
     except UserError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+
+
+def save_tuned_checkpoint(out, models: dict, cfg, source_state: dict, key: str, facts: dict, half: bool) -> None:
+    """A tuned copy of a checkpoint: its models, the source's counters, and this run's facts under ``key``
+    (``half``: float16 weights without what the loader rebuilds, as the bundle)."""
+    import json
+
+    from model.checkpoint import REBUILDABLE, save_checkpoint
+
+    counters = {k: source_state[k] for k in ("epoch", "env_frames") if k in source_state}
+    try:
+        save_checkpoint(out, models, cfg, {**counters, key: json.dumps(facts)}, half=half,
+                        skip=REBUILDABLE if half else ())
+    except OSError as e:
+        raise UserError(f"could not write {out}: {e}") from None

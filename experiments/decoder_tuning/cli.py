@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from app.cli import UserError
-from experiments.command import run_command
+from experiments.command import run_command, save_tuned_checkpoint
 
 REPORT_STEPS = (1, 2, 5, 10)  # closed-loop steps whose PSNR the command prints
 
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from app.evaluate import ProgressLine
-    from model.checkpoint import REBUILDABLE, CheckpointError, load_checkpoint, load_state, save_checkpoint
+    from model.checkpoint import CheckpointError, load_checkpoint, load_state
     from model.data.policies import RandomPolicy
     from experiments.decoder_tuning.tune import closed_loop_errors, decoder_parameters, grow_decoder, tune_decoder
     from model.data.envs import env_kwargs
@@ -127,12 +127,7 @@ def run(args: argparse.Namespace) -> int:
     progress.say(f"closed-loop PSNR after {facts['steps']} steps ({facts['seconds']:.0f} s): {line(after)}")
     facts.update(source=str(args.checkpoint), grow=args.grow, train_seeds=[args.seed, args.seed + args.episodes - 1],
                  train_frames=int(sum(e.length for e in train_eps)), before=before, after=after)
-    counters = {k: state[k] for k in ("epoch", "env_frames") if k in state}
-    try:
-        save_checkpoint(out, ck.models, cfg, {**counters, "decoder_tuning": json.dumps(facts)}, half=args.half,
-                        skip=REBUILDABLE if args.half else ())
-    except OSError as e:
-        raise UserError(f"could not write {out}: {e}") from None
+    save_tuned_checkpoint(out, ck.models, cfg, state, "decoder_tuning", facts, half=args.half)
     progress.say(f"wrote {out}")
     if args.encoder:  # printed even with --quiet: the checkpoint's world models are now stale
         print(f"note: --encoder changed what the tokens mean, so the world models in {out} no longer match its "

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from app.cli import UserError
-from experiments.command import run_command
+from experiments.command import run_command, save_tuned_checkpoint
 
 
 PARTS = ("train_real", "train_decoded", "test_real", "test_decoded")
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     from app.evaluate import ProgressLine
     from experiments.motion_reading.tune import Reading, accuracy, readings, tune_head, walk
-    from model.checkpoint import REBUILDABLE, CheckpointError, load_checkpoint, load_state, save_checkpoint
+    from model.checkpoint import CheckpointError, load_checkpoint, load_state
     from model.data.envs import action_names
     from model.data.view_motion import env_key_motions
 
@@ -108,12 +108,7 @@ def run(args: argparse.Namespace) -> int:
         facts["heads"][name] = {**run_facts, "before": before, "after": after}
         progress.say(f"{name}: held-out accuracy real {before['real']:.3f} -> {after['real']:.3f}, "
                      f"decoded {before['decoded']:.3f} -> {after['decoded']:.3f} ({run_facts['steps']} steps)")
-    counters = {k: state[k] for k in ("epoch", "env_frames") if k in state}
-    try:
-        save_checkpoint(out, ck.models, cfg, {**counters, "motion_reading": json.dumps(facts)}, half=True,
-                        skip=REBUILDABLE)
-    except OSError as e:
-        raise UserError(f"could not write {out}: {e}") from None
+    save_tuned_checkpoint(out, ck.models, cfg, state, "motion_reading", facts, half=True)
     progress.say(f"wrote {out}")
     if args.json:
         Path(args.json).write_text(json.dumps(facts, indent=2))
