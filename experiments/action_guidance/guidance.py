@@ -1,12 +1,11 @@
-"""Action guidance for the dream: sample each Δ-token from the world model's logits for the chosen action pushed
-away from its logits for a contrast action (``noop``), with the same past:
+"""Action guidance for the dream: sample each Δ-token from the world model's prediction for the chosen action pushed
+away from its prediction for a contrast action (``noop``), with the same past:
 
-    guided = logits(a) + w * (logits(a) - logits(noop))
+    guided = log p(. | a) + w * (log p(. | a) - log p(. | noop))
 
-Why: on a fifth of the real moves the Crafter dream keeps its view still, though the world model's motion input
-knows the move scrolls. The difference between the two predictions is what the action itself changes; ``w > 0``
-weighs it more, as classifier-free guidance does for a prompt, without training anything. ``w = 0`` is the
-product's sampling; a ``noop`` step is unchanged for any ``w`` (both rows are the same).
+Why: on some real moves the Crafter dream keeps its view still. The difference between the two predictions is what
+the action itself changes; ``w > 0`` weighs it more, as classifier-free guidance does for a prompt, without training
+anything. ``w = 0`` is the product's sampling; a ``noop`` step is unchanged for any ``w`` (both rows are the same).
 
 Each guided step copies the batch-1 cache into a batch of two (the action, the contrast), runs one step over both,
 samples every token once from the guided logits and feeds it to both rows, and keeps the first row as the cache.

@@ -1,10 +1,10 @@
 """Teach the world model's motion head to read decoded frames.
 
-In the Crafter dream the transformer follows its motion input (the motion head's pick) on about 96% of steps, and
-the head, right on 99% of real frames, is right on about 75% of the dream's own: the keys score is the head's
-reading of decoded frames. Here the head alone trains on what the dream shows it: the real walk's tokens decoded
-in the tokenizer's closed loop (the frames of a perfect world model, smears and drift included), beside real
-frames, each labelled with the real pair's motion. The transformer, the tokenizer and the tokens do not change.
+In the Crafter dream the transformer does what its motion input (the motion head's pick) says, and the head reads
+real frames far better than the dream's own (``diagnose.py``; the figures are in this folder's README). Here the
+head alone trains on what the dream shows it: the real walk's tokens decoded in the tokenizer's closed loop (the
+frames of a perfect world model, smears and drift included), beside real frames, each labelled with the real pair's
+motion. The transformer, the tokenizer and the tokens do not change.
 """
 from __future__ import annotations
 
