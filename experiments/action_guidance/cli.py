@@ -15,7 +15,7 @@ from pathlib import Path
 from app.cli import UserError
 from experiments.action_guidance.guidance import action_guidance
 from experiments.command import run_command
-from experiments.sampling.cli import _figure, summary
+from experiments.sampling.cli import figure, table_row
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,10 +47,7 @@ def run(args: argparse.Namespace) -> int:
                 "--temperature", str(args.temperature), "--quiet")
     print("weight  keys   first view  unseen  terrain (real)  unknown tiles  keys without I-tokens")
     for weight, result in results.items():
-        s = summary(result)
-        print(f"{weight:<6g}  {_figure(s['keys'], '.3f')}  {_figure(s['first_view'], '.2f')}        "
-              f"{_figure(s['unseen'], '.2f')}    {s['terrain']:.3f} ({s['real']:.3f})  {s['unknown']:.3f}          "
-              f"{_figure(result['keys']['no_i_tokens']['agreement'], '.3f')}")
+        print(f"{table_row(weight, result)}          {figure(result['keys']['no_i_tokens']['agreement'], '.3f')}")
     if args.json:
         Path(args.json).write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1))
     return 0

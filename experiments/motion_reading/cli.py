@@ -17,9 +17,6 @@ from app.cli import UserError
 from experiments.command import run_command, save_tuned_checkpoint
 
 
-PARTS = ("train_real", "train_decoded", "test_real", "test_decoded")
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="checkpoint folder (e.g. checkpoints/crafter)")
     p.add_argument("--out", required=True, help="new checkpoint folder")
@@ -44,12 +41,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
     import torch
 
     from app.evaluate import ProgressLine
-    from experiments.motion_reading.tune import Reading, accuracy, readings, tune_head, walk
+    from experiments.motion_reading.tune import Reading, accuracy, load_readings, readings, save_readings, tune_head
+    from experiments.scroll_code.cli import real_walks
     from model.checkpoint import CheckpointError, load_checkpoint, load_state
-    from model.data.envs import action_names
     from model.data.view_motion import env_key_motions
 
     if not 0.0 <= args.decoded_share <= 1.0 or args.walks < 1 or args.eval_walks < 1 or args.minutes <= 0:
@@ -68,13 +66,15 @@ def run(args: argparse.Namespace) -> int:
     heads = {n: m.motion_head for n, m in ck.models.items() if n.startswith("world_model") and m.motion}
     if view is None or not heads:
         raise UserError(f"{args.checkpoint}: needs an env with a scrolling view and a world model with a motion input")
-    tok, names, moves = ck.models["tokenizer"].eval(), action_names(cfg.env.name), env_key_motions(cfg.env.name)
+    if cfg.env.name != "crafter":
+        raise UserError(f"{args.checkpoint}: the walks are Crafter's; this checkpoint is for {cfg.env.name}")
+    tok, moves = ck.models["tokenizer"].eval(), env_key_motions(cfg.env.name)
     progress = ProgressLine(args.quiet)
 
     def gather(first: int, n: int, label: str) -> tuple[Reading, Reading]:
         real, dec = [], []
-        for w in range(n):
-            r, d = readings(tok, *walk(cfg.env.name, first + w, args.walk_steps, names), view, moves)
+        for w, one in enumerate(real_walks(first, n, args.walk_steps)):
+            r, d = readings(tok, one["frames"], np.array(one["actions"]), view, moves)
             real.append(r)
             dec.append(d)
             progress(label, w + 1, n)
@@ -82,18 +82,14 @@ def run(args: argparse.Namespace) -> int:
 
     key = [args.checkpoint, args.seed, args.walks, args.walk_steps, args.eval_seed, args.eval_walks]
     if args.data and Path(args.data).is_file():
-        saved = torch.load(args.data, weights_only=True)
-        if saved["key"] != [str(k) for k in key]:
-            raise UserError(f"{args.data} holds other walks ({saved['key']}); remove it or pick another --data file")
-        train_real, train_dec, test_real, test_dec = (Reading(*(t.float() / 255 if t.dtype == torch.uint8 else t
-                                                                for t in saved[n])) for n in PARTS)
+        parts = load_readings(args.data, key)
+        if parts is None:
+            raise UserError(f"{args.data} holds other walks; remove it or pick another --data file")
     else:
-        train_real, train_dec = gather(args.seed, args.walks, "training walks")
-        test_real, test_dec = gather(args.eval_seed, args.eval_walks, "held-out walks")
+        parts = [*gather(args.seed, args.walks, "training walks"), *gather(args.eval_seed, args.eval_walks, "held-out walks")]
         if args.data:
-            parts = (train_real, train_dec, test_real, test_dec)
-            torch.save({"key": [str(k) for k in key], **{n: [(r.frames * 255).round().to(torch.uint8), r.actions, r.labels]
-                                                         for n, r in zip(PARTS, parts)}}, args.data)
+            save_readings(args.data, key, parts)
+    train_real, train_dec, test_real, test_dec = parts
     facts: dict = {"source": str(args.checkpoint), "train_seeds": [args.seed, args.seed + args.walks - 1],
                    "train_pairs": len(train_real), "eval_seeds": [args.eval_seed, args.eval_seed + args.eval_walks - 1],
                    "heads": {}}

@@ -39,42 +39,42 @@ def diagnose(checkpoint: str, walks: int, seed: int) -> dict:
     if wm is None or not wm.motion or bundle.cfg.env.scroll_view is None:
         raise UserError(f"{checkpoint}: needs an I-token world model with a motion input, in an env with a scrolling view")
     view = geometry_for(bundle.env_name)
-    picks: list[int] = []
-    plain = wm._motions
+    picks: list[int] = []  # the motion input of each dream step (a flush's re-prime reads the head too: not counted)
+    plain_step = wm.generate_step
 
-    def record(frames, actions):
-        out = plain(frames, actions)
-        picks.append(int(out[0]))
+    def record(cache, *args, **kwargs):
+        out = plain_step(cache, *args, **kwargs)
+        picks.append(int(cache.motion[0]))
         return out
 
-    rows = []
+    rows = []  # per unambiguous real step: the head's pick on the dream frame and on the real one, real, dream, inside
     torch.manual_seed(seed)
-    wm._motions = record
+    wm.generate_step = record
     try:
         for s in range(seed, seed + walks):
             keys = walk_keys(s, 30)
             session = PlaySession(bundle, shadow=True, seed=s, temperature=1.0, i_tokens=True)
+            on_real = []
             try:
                 infos = [session.reset(s)]
                 for k in keys:
                     a = session.action_names.index(k)
                     with torch.no_grad():
                         frame = to_tensor(np.array(infos[-1].real_frame), "cpu")[None].float()
-                        on_real = int(plain(frame, torch.tensor([a]))[0])
+                        on_real.append(int(wm._motions(frame, torch.tensor([a]))[0]))
                     infos.append(session.step(a))
-                    rows.append([s, len(infos) - 2, picks[-1], on_real])
             finally:
                 session.close()
             inside = set(first_view_steps([i.real_pos for i in infos[:-1]], keys, view))
-            for row in rows[-len(keys):]:
-                t = row[1]
+            for t, (pick, head_real) in enumerate(zip(picks[-len(keys):], on_real)):
                 real = classify(motion_errors(infos[t].real_frame, infos[t + 1].real_frame, view))
-                dream = int(np.argmin(motion_errors(infos[t].dream_frame, infos[t + 1].dream_frame, view)))
-                row += [-1 if real is None else real, dream, int(t in inside)]
+                if real is not None:
+                    dream = int(np.argmin(motion_errors(infos[t].dream_frame, infos[t + 1].dream_frame, view)))
+                    rows.append([pick, head_real, real, dream, int(t in inside)])
     finally:
-        wm._motions = plain
-    r = np.array([row for row in rows if row[4] >= 0])
-    pick, on_real, real, dream, first = r[:, 2], r[:, 3], r[:, 4], r[:, 5], r[:, 6].astype(bool)
+        del wm.generate_step  # the class's method again
+    pick, on_real, real, dream, first = np.array(rows).T
+    first = first.astype(bool)
 
     def mean(x) -> float | None:  # None: no step of that kind
         return float(x.mean()) if x.size else None
@@ -88,9 +88,8 @@ def diagnose(checkpoint: str, walks: int, seed: int) -> dict:
                 "dream_right_when_head_right": mean(dream[sel & ok] == real[sel & ok]),
                 "dream_right_when_head_wrong": mean(dream[sel & ~ok] == real[sel & ~ok])}
 
-    every = np.ones_like(first)
     return {"checkpoint": str(checkpoint), "walks": walks, "seeds": [seed, seed + walks - 1],
-            "all": rates(every), "moved": rates(real > 0), "blocked": rates(real == 0),
+            "all": rates(np.ones_like(first)), "moved": rates(real > 0), "blocked": rates(real == 0),
             "first_view": rates(first), "unseen": rates(~first)}
 
 

@@ -1,10 +1,11 @@
 """Tuning the motion head on decoded frames."""
+import numpy as np
 import pytest
 import torch
 
-from experiments.motion_reading.tune import Reading, accuracy, readings, tune_head, walk
+from experiments.motion_reading.tune import Reading, accuracy, readings, tune_head
+from experiments.scroll_code.cli import real_walks
 from model.checkpoint import load_checkpoint
-from model.data.envs import action_names
 from model.data.frames import to_tensor
 from model.data.view_motion import env_key_motions, geometry_for, motion_labels
 
@@ -15,7 +16,8 @@ def bundle():
 
 
 def test_a_walks_readings_pair_real_and_decoded_frames_with_the_real_motion(bundle):
-    frames, actions = walk("crafter", 960_000, 12, action_names("crafter"))
+    one = real_walks(960_000, 1, 12)[0]
+    frames, actions = one["frames"], np.array(one["actions"])
     assert frames.shape[0] == actions.shape[0] + 1 == 13
     real, decoded = readings(bundle.models["tokenizer"], frames, actions, geometry_for("crafter"),
                              env_key_motions("crafter"))

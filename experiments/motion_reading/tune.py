@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from model.data.frames import to_tensor
 from model.data.view_motion import ViewGeometry, motion_labels
-from model.eval.keys import closed_loop, walk_keys
+from model.eval.keys import closed_loop
 
 
 @dataclass
@@ -37,27 +37,6 @@ class Reading:
         return Reading(*(torch.cat([getattr(p, f) for p in parts]) for f in ("frames", "actions", "labels")))
 
 
-def walk(env_name: str, seed: int, steps: int, action_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """A person's walk of ``steps`` move keys (:func:`model.eval.keys.walk_keys`) in the real env ->
-    (frames uint8 (steps+1, H, W, 3), actions (steps,))."""
-    from model.data.envs import make_env
-
-    env = make_env(env_name)
-    try:
-        obs, _ = env.reset(seed=seed)
-        frames, actions = [obs], []
-        for key in walk_keys(seed, steps):
-            a = action_names.index(key)
-            obs, _, term, trunc, _ = env.step(a)
-            frames.append(obs)
-            actions.append(a)
-            if term or trunc:
-                break
-    finally:
-        env.close()
-    return np.stack(frames), np.array(actions, dtype=np.int64)
-
-
 @torch.no_grad()
 def readings(tokenizer, frames: np.ndarray, actions: np.ndarray, view: ViewGeometry,
              moves: torch.Tensor) -> tuple[Reading, Reading]:
@@ -68,6 +47,20 @@ def readings(tokenizer, frames: np.ndarray, actions: np.ndarray, view: ViewGeome
     loop = closed_loop(tokenizer, real[None], acts[None])[0]  # decoded x_1..x_T
     decoded = torch.cat([real[:1], loop[:-1]])  # the frame each action is taken from, as the dream has it
     return Reading(real[:-1], acts, labels), Reading(decoded.float(), acts, labels)
+
+
+def save_readings(path: str, key: list, parts: Sequence[Reading]) -> None:
+    """Readings to a file (frames as uint8, a quarter of the bytes), under ``key``: what they were made from."""
+    torch.save({"key": [str(k) for k in key],
+                "parts": [[(r.frames * 255).round().to(torch.uint8), r.actions, r.labels] for r in parts]}, path)
+
+
+def load_readings(path: str, key: list) -> list[Reading] | None:
+    """:func:`save_readings`'s readings, or None when the file holds readings of other walks."""
+    saved = torch.load(path, weights_only=True)
+    if saved["key"] != [str(k) for k in key]:
+        return None
+    return [Reading(frames.float() / 255, actions, labels) for frames, actions, labels in saved["parts"]]
 
 
 def accuracy(head, data: Reading, batch: int = 512) -> float:

@@ -34,9 +34,16 @@ def summary(result: dict[str, Any]) -> dict[str, float]:
             "unknown": terrain["unknown_share"]}
 
 
-def _figure(value: float | None, spec: str) -> str:
+def figure(value: float | None, spec: str) -> str:
     """A short walk can have no move of a kind (no first-view or no unseen pairs): its agreement is None."""
     return "-" if value is None else format(value, spec)
+
+
+def table_row(value: float, result: dict[str, Any]) -> str:
+    """One line of a study's table: the value tried, then the dream's figures with I-tokens."""
+    s = summary(result)
+    return (f"{value:<6g}  {figure(s['keys'], '.3f')}  {figure(s['first_view'], '.2f')}        "
+            f"{figure(s['unseen'], '.2f')}    {s['terrain']:.3f} ({s['real']:.3f})  {s['unknown']:.3f}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,9 +58,7 @@ def run(args: argparse.Namespace) -> int:
                 "--temperature", str(args.temperature), "--quiet")
     print("min-p   keys   first view  unseen  terrain (real)  unknown tiles")
     for min_p, result in results.items():
-        s = summary(result)
-        print(f"{min_p:<6g}  {_figure(s['keys'], '.3f')}  {_figure(s['first_view'], '.2f')}        "
-              f"{_figure(s['unseen'], '.2f')}    {s['terrain']:.3f} ({s['real']:.3f})  {s['unknown']:.3f}")
+        print(table_row(min_p, result))
     if args.json:
         Path(args.json).write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1))
     return 0
