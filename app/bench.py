@@ -284,17 +284,28 @@ def _optimiser_step(ctx: BenchContext, model: torch.nn.Module, loss: Callable[[]
 
 
 def bench_train(ctx: BenchContext) -> list[dict[str, Any]]:
+    """Training steps on random inputs, each with its FLOPs (convolutions and matrix products, forward and
+    backward, by ``torch.utils.flop_counter``) and the share of the conv roof it reaches: how far a faster step
+    could still go on this machine at this dtype."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     a, cfg = ctx.args, ctx.cfg
+    roof = _conv_roof(ctx, "train")
     rows = []
     for part in a.train_parts:
         for b in a.batch or [4, 32]:
             step, per, unit = _train_step(ctx, part, b)
             secs = timed(step, a.repeats, a.warmup, ctx.sync)
+            with FlopCounterMode(display=False) as counter:
+                step()
+            gflop = counter.get_total_flops() / 1e9
             rows.append({"workload": "train", "what": f"{cfg.preset} {part} batch {b}x{_seq(cfg, part)}",
                          f"ms_per_{unit}": round(1000 * median(secs) / per, 2),
                          "s_per_step": round(median(secs), 3), f"cpu_ms_per_{unit}": round(1000 * median(secs.cpu) / per, 2),
+                         f"gflop_per_{unit}": round(gflop / per, 3), "gflop_per_s": round(gflop / median(secs), 1),
+                         "roof_pct": round(100 * gflop / median(secs) / roof["gflop_per_s"], 1),
                          "peak_rss_gib": round(peak_rss_gib(), 2)})
-    return rows
+    return rows + [roof]
 
 
 def _seq(cfg: Config, part: str) -> int:
@@ -428,7 +439,7 @@ def bench_profile(ctx: BenchContext) -> list[dict[str, Any]]:
     return rows + [_conv_roof(ctx)]
 
 
-def _conv_roof(ctx: BenchContext) -> dict[str, Any]:
+def _conv_roof(ctx: BenchContext, workload: str = "profile") -> dict[str, Any]:
     """GFLOP/s of one 128->128 3x3 conv at 16x16, batch 16, channels-last, at the benchmark's dtype: what a
     well-shaped conv reaches (with ``--dtype bf16``, the bf16 matrix units where the CPU has them)."""
     conv = torch.nn.Conv2d(128, 128, 3, padding=1).to(ctx.device)
@@ -436,7 +447,7 @@ def _conv_roof(ctx: BenchContext) -> dict[str, Any]:
     with torch.inference_mode(), ctx.autocast():
         secs = timed(lambda: conv(x), 10, 3, ctx.sync)
     gflop = 2 * 128 * 128 * 9 * 16 * 16 * 16 / 1e9
-    return {"workload": "profile", "what": f"roof: 3x3 conv 128->128, 16x16, batch 16, NHWC, {ctx.args.dtype}",
+    return {"workload": workload, "what": f"roof: 3x3 conv 128->128, 16x16, batch 16, NHWC, {ctx.args.dtype}",
             "wall_ms": round(1000 * median(secs), 2), "cpu_ms": round(1000 * median(secs.cpu), 2),
             "gflop": round(gflop, 3), "gflop_per_s": round(gflop / median(secs), 1)}
 

@@ -11,8 +11,13 @@ here is the real world inside the first view (9 x 7 tiles around the player) and
 materials and creatures; it is walked with the real walk's keys and scored by the keys metric against the real
 walk, in all, on moves into tiles of the first view, and on the rest (:func:`model.eval.keys.first_view_steps`).
 
-A lower bound of what a perfect world model scores: the donor's terrain ignores the first view, where the game's
-own would continue a lake or a forest across its edge.
+With a donor seed, a lower bound of what a perfect world model scores: the donor's terrain ignores the first view,
+where the game's own would continue a lake or a forest across its edge. ``--match-bank N`` takes the donor from a
+bank of N other worlds instead: the one whose first view best matches the real one, tile by tile (ties drawn at
+random), so the glued terrain continues what the view shows as the game's own worlds do: a sample of the unseen
+terrain given the first view, as near as the bank allows. ``--radius R`` also tries places up to R tiles from each
+world's spawn, shifted under the player; Crafter clears the terrain around the spawn, so a shifted world misplaces
+that clearing (the README's table).
 """
 from __future__ import annotations
 
@@ -26,9 +31,53 @@ import numpy as np
 from experiments.command import run_command
 
 
-def glued_env(seed: int, donor_seed: int):
+def material_codes(world) -> np.ndarray:
+    """A world's material map in one fixed code for every world (each Crafter world numbers its materials in the
+    order it first placed them)."""
+    import crafter
+
+    names = [None, *crafter.constants.materials]
+    lut = np.array([names.index(world._mat_names[i]) for i in range(len(world._mat_names))], dtype=np.uint8)
+    return lut[world._mat_map]
+
+
+def donor_bank(count: int, first_seed: int) -> np.ndarray:
+    """The material maps (count, 64, 64) of ``count`` fresh worlds from seed ``first_seed`` on."""
+    from model.data.envs.crafter_env import CrafterEnv
+
+    env, maps = CrafterEnv(), []
+    for seed in range(first_seed, first_seed + count):
+        env.reset(seed=seed)
+        maps.append(material_codes(env._env._world))
+    env.close()
+    return np.stack(maps)
+
+
+def best_match(view: np.ndarray, bank: np.ndarray, radius: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """The bank world and centre (index, x, y) whose tiles around it agree with ``view`` (the real first view's
+    2*hx+1 x 2*hy+1 codes, player at the centre, which is not compared) on the most tiles, among centres within
+    ``radius`` of the world's middle; ties drawn at random. Returns (index, x, y, tiles that agree)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    wx, wy = view.shape
+    hx, hy = wx // 2, wy // 2
+    windows = sliding_window_view(bank, (wx, wy), axis=(1, 2))  # (N, 64-wx+1, 64-wy+1, wx, wy), centre + h
+    mask = np.ones_like(view, dtype=bool)
+    mask[hx, hy] = False
+    mid_x, mid_y = bank.shape[1] // 2, bank.shape[2] // 2
+    xs = slice(mid_x - radius - hx, mid_x + radius - hx + 1)
+    ys = slice(mid_y - radius - hy, mid_y + radius - hy + 1)
+    agree = ((windows[:, xs, ys] == view) & mask).sum(axis=(-2, -1))
+    best = np.argwhere(agree == agree.max())
+    i, x, y = best[rng.integers(len(best))]
+    return int(i), int(x) + xs.start + hx, int(y) + ys.start + hy, int(agree.max())
+
+
+def glued_env(seed: int, donor_seed: int, donor_centre: tuple[int, int] | None = None):
     """A reset Crafter env (:class:`model.data.envs.crafter_env.CrafterEnv`) whose world is ``seed``'s within the
-    player's first view and ``donor_seed``'s everywhere else; returns (env, its first frame)."""
+    player's first view and ``donor_seed``'s everywhere else; returns (env, its first frame). ``donor_centre``: the
+    donor tile that lands under the player (default: the same coordinates, no shift); tiles shifted in from beyond
+    the donor's edge repeat its edge."""
     import crafter.objects as objects
 
     from model.data.envs.crafter_env import CrafterEnv
@@ -40,6 +89,11 @@ def glued_env(seed: int, donor_seed: int):
     donor.reset(seed=donor_seed)
     world, other, player = env._env._world, donor._env._world, env._env._player
     x0, y0 = (int(v) for v in info["player_pos"])
+    dx, dy = (0, 0) if donor_centre is None else (donor_centre[0] - x0, donor_centre[1] - y0)
+    w, h = world.area
+
+    def donor_at(x: int, y: int):
+        return min(max(x + dx, 0), w - 1), min(max(y + dy, 0), h - 1)
 
     def inside(pos) -> bool:
         return abs(int(pos[0]) - x0) <= half_x and abs(int(pos[1]) - y0) <= half_y
@@ -50,21 +104,23 @@ def glued_env(seed: int, donor_seed: int):
     for x in range(world.area[0]):
         for y in range(world.area[1]):
             if not inside((x, y)):
-                world[(x, y)] = other[(x, y)][0]
+                world[(x, y)] = other[donor_at(x, y)][0]
     makers = {objects.Cow: lambda p: objects.Cow(world, p), objects.Plant: lambda p: objects.Plant(world, p),
               objects.Zombie: lambda p: objects.Zombie(world, p, player),
               objects.Skeleton: lambda p: objects.Skeleton(world, p, player)}
     for obj in list(other.objects):
         make = makers.get(type(obj))
-        if make is not None and not inside(obj.pos) and world[obj.pos][1] is None:
-            world.add(make(np.array(obj.pos)))
+        pos = (int(obj.pos[0]) - dx, int(obj.pos[1]) - dy)
+        if make is not None and 0 <= pos[0] < w and 0 <= pos[1] < h and not inside(pos) and world[pos][1] is None:
+            world.add(make(np.array(pos)))
     donor.close()
     if not np.array_equal(env._env.render(), first):
         raise AssertionError("gluing changed the first view")
     return env, first
 
 
-def walk_pair(seed: int, donor_seed: int, keys: list[str]) -> tuple[list, list, list]:
+def walk_pair(seed: int, donor_seed: int, keys: list[str],
+              donor_centre: tuple[int, int] | None = None) -> tuple[list, list, list]:
     """(real frames, glued frames, the real player's positions before each step) under ``keys``."""
     from model.data.envs import action_names, make_env
 
@@ -72,7 +128,7 @@ def walk_pair(seed: int, donor_seed: int, keys: list[str]) -> tuple[list, list, 
     real = make_env("crafter")
     obs, info = real.reset(seed=seed)
     frames, positions = [obs], [tuple(int(v) for v in info["player_pos"])]
-    glued, first = glued_env(seed, donor_seed)
+    glued, first = glued_env(seed, donor_seed, donor_centre)
     other = [first]
     for key in keys:
         obs, _, _, _, info = real.step(names.index(key))
@@ -88,6 +144,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=10_000, help="the first walk's seed (deltaplay eval's default)")
     p.add_argument("--keys", type=int, default=30, help="move keys per walk")
     p.add_argument("--donor-offset", type=int, default=500_000, help="the world outside the first view is seed + this")
+    p.add_argument("--match-bank", type=int, default=0, metavar="N",
+                   help="take each walk's donor from N worlds (seeds from --bank-seed): the place whose tiles best "
+                        "match the first view (0: the donor is seed + --donor-offset, unshifted)")
+    p.add_argument("--bank-seed", type=int, default=900_000, help="the bank's first seed")
+    p.add_argument("--radius", type=int, default=0,
+                   help="bank places within this many tiles of each world's spawn, shifted under the player (0: the spawn)")
     p.add_argument("--json", type=Path, help="write the result here")
 
 
@@ -95,21 +157,40 @@ def run(args: argparse.Namespace) -> int:
     from model.eval.keys import agreement, first_view_steps, geometry_for, score_split, walk_keys
 
     view = geometry_for("crafter")
-    every, first, unseen = [], [], []
+    hx, hy = view.reach
+    bank = donor_bank(args.match_bank, args.bank_seed) if args.match_bank else None
+    every, first, unseen, matched = [], [], [], []
     for seed in range(args.seed, args.seed + args.walks):
         keys = walk_keys(seed, args.keys)
-        real, glued, positions = walk_pair(seed, seed + args.donor_offset, keys)
+        donor, centre = seed + args.donor_offset, None
+        if bank is not None:
+            from model.data.envs.crafter_env import CrafterEnv
+
+            env = CrafterEnv()
+            _, info = env.reset(seed=seed)
+            x0, y0 = (int(v) for v in info["player_pos"])
+            codes = material_codes(env._env._world)[x0 - hx:x0 + hx + 1, y0 - hy:y0 + hy + 1]
+            env.close()
+            i, cx, cy, agree = best_match(codes, bank, args.radius, np.random.default_rng(seed))
+            donor, centre = args.bank_seed + i, (cx, cy)
+            matched.append(agree / (codes.size - 1))
+        real, glued, positions = walk_pair(seed, donor, keys, centre)
         inside, rest, _ = score_split(real, glued, keys, view, first_view_steps(positions, keys, view))
         every += inside + rest
         first += inside
         unseen += rest
     out: dict[str, Any] = {"walks": args.walks, "seed": args.seed, "keys": args.keys,
-                           "donor_offset": args.donor_offset, "all": agreement(every),
+                           "donor_offset": args.donor_offset, "match_bank": args.match_bank,
+                           "bank_seed": args.bank_seed, "radius": args.radius,
+                           "matched_tiles": float(np.mean(matched)) if matched else None, "all": agreement(every),
                            "first_view": agreement(first), "unseen": agreement(unseen)}
     for part in ("all", "first_view", "unseen"):
         a = out[part]
         print(f"{part:>10}: agreement {a['agreement']:.3f} on {a['pairs']} move steps"
               + (f" (always the key's way: {a['key_baseline']:.3f})" if part == "all" else ""))
+    if matched:
+        print(f"first views matched by the bank: {np.mean(matched):.1%} of tiles on average, "
+              f"{np.mean(np.array(matched) == 1):.0%} of walks exactly")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
     return 0

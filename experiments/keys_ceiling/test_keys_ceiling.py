@@ -27,3 +27,25 @@ def test_walks_beside_the_real_world(tmp_path, capsys):
     assert "first_view: agreement" in capsys.readouterr().out
     r = json.loads(out.read_text())
     assert r["all"]["pairs"] == r["first_view"]["pairs"] + r["unseen"]["pairs"] > 0
+
+
+def test_the_bank_finds_the_place_that_matches_the_first_view():
+    from experiments.keys_ceiling.cli import best_match
+
+    rng = np.random.default_rng(0)
+    bank = rng.integers(1, 6, size=(4, 64, 64)).astype(np.uint8)
+    view = bank[2, 30 - 4:30 + 5, 35 - 3:35 + 4].copy()
+    view[4, 3] = 0  # the player's tile is not compared
+    assert best_match(view, bank, radius=5, rng=rng) == (2, 30, 35, 62)
+    assert best_match(view, bank, radius=0, rng=rng)[:3] != (2, 30, 35)  # only the middle (32, 32) is allowed
+
+
+def test_a_shifted_donor_lands_its_chosen_tile_under_the_player():
+    from experiments.keys_ceiling.cli import material_codes
+
+    donor = glued_env(10_005, 10_005)[0]._env._world
+    env, _ = glued_env(10_000, 10_005, donor_centre=(40, 27))
+    ours, theirs = material_codes(env._env._world), material_codes(donor)
+    assert (ours[10:20, 40:50] == theirs[18:28, 35:45]).all()  # shifted by (40 - 32, 27 - 32) outside the view
+    same = material_codes(glued_env(10_000, 10_005, donor_centre=(32, 32))[0]._env._world)
+    assert (same == material_codes(glued_env(10_000, 10_005)[0]._env._world)).all()  # no shift: as before

@@ -34,8 +34,11 @@ def test_bench_cli_dream_branches_train_and_profile_on_the_tiny_preset(tmp_path,
     assert by["dream"][0]["ms_per_step"] > 0 and by["dream"][0]["steps_per_s"] > 0
     grid = by["branches"][0]
     assert grid["ms_per_grid"] > 0 and grid["ms_one_by_one"] > 0 and grid["what"].endswith("8 futures of one state")
-    assert [row["what"].split()[1] for row in by["train"]] == ["tokenizer", "world_model", "actor_critic"]
-    assert all(row["s_per_step"] > 0 for row in by["train"])
+    steps = [row for row in by["train"] if not row["what"].startswith("roof")]
+    assert [row["what"].split()[1] for row in steps] == ["tokenizer", "world_model", "actor_critic"]
+    assert all(row["s_per_step"] > 0 and row["gflop_per_s"] > 0 and 0 < row["roof_pct"] for row in steps)
+    assert steps[0]["gflop_per_pair"] > 0 and steps[1]["gflop_per_frame"] > 0  # convs and matmuls counted
+    assert by["train"][-1]["what"].startswith("roof") and by["train"][-1]["gflop_per_s"] > 0
     total = next(row for row in by["profile"] if row["what"].endswith(": total"))
     assert total["share_pct"] == 100.0 and total["gflop"] > 0
     assert "wrote" in capsys.readouterr().out
