@@ -52,3 +52,14 @@ def run_module(module: str, *args: str, timeout: float = 600) -> subprocess.Comp
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def download_gif(page, path: Path, timeout_ms: float) -> Path:
+    """Clicks the web page's GIF export and saves what its download link serves to ``path``, as a person would."""
+    page.locator("#btn-gif").click()
+    link = page.locator("#gif-file a").first
+    link.wait_for(timeout=timeout_ms)
+    with page.expect_download(timeout=timeout_ms) as dl:
+        link.click()
+    dl.value.save_as(path)
+    return path

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 # Screenshots are test artifacts (test-artifacts/, git-ignored); DELTAPLAY_UPDATE_ASSETS=1 refreshes the
 # README's copies in assets/ instead.
-from helpers import REPO as _REPO
+from helpers import REPO as _REPO, download_gif
 ASSETS = _REPO / ("assets" if os.environ.get("DELTAPLAY_UPDATE_ASSETS") == "1" else "test-artifacts")
 T = 60_000  # ms; generous, the CI machine is shared (no timed assertions: these are only deadlines)
 
@@ -109,13 +109,7 @@ def play_and_export(page, browser, url: str, hosts: set[str], tmp_path) -> None:
     page.wait_for_function("document.querySelector('#stats').innerText.includes('clip from step 3')", timeout=T)
     press_and_wait(page, "a", 4)
     press_and_wait(page, "s", 5)
-    page.locator("#btn-gif").click()
-    link = page.locator("#gif-file a").first
-    link.wait_for(timeout=T)
-    with page.expect_download(timeout=T) as dl:
-        link.click()
-    gif = tmp_path / "play.gif"
-    dl.value.save_as(gif)
+    gif = download_gif(page, tmp_path / "play.gif", T)
     assert gif.read_bytes()[:6] in (b"GIF87a", b"GIF89a")
     shot(page, "play")
 

@@ -16,7 +16,7 @@ from PIL import Image
 from app.recorder import HEADER_PX, column_header
 from app.webui import app as webui
 from app.webui.common import SCALE
-from helpers import REPO
+from helpers import REPO, download_gif
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 T = 60_000  # ms: deadlines only, the machine is shared
@@ -154,14 +154,7 @@ def test_export_gif_without_record_has_the_steps_and_named_columns(server, brows
         page.keyboard.press("wasd"[i % 4])
         page.wait_for_timeout(30)
     wait_step(page, 20)
-    page.locator("#btn-gif").click()
-    link = page.locator("#gif-file a").first
-    link.wait_for(timeout=T)
-    with page.expect_download(timeout=T) as dl:
-        link.click()
-    gif = tmp_path / "play.gif"
-    dl.value.save_as(gif)
-    frames = iio.imread(gif, index=None)
+    frames = iio.imread(download_gif(page, tmp_path / "play.gif", T), index=None)
     assert frames.shape[0] == 21  # the reset frame and the 20 steps
     header = column_header(["dream", "real"], 64 * 4).astype(np.int16)
     top = frames[0][:HEADER_PX, :header.shape[1], :3].astype(np.int16)
