@@ -93,7 +93,7 @@ def _keys(k: dict[str, Any]) -> list[str]:
     return [f"Dream under the move keys: does the view scroll as the real one does? ({k['walks']} walks of "
             f"{k['steps']} keys, temperature {k['temperature']}; real_tokens: the real pairs' tokens decoded in a "
             "closed loop; best_tokens: the tokens from each decoded frame to the real next one, a perfect world "
-            "model of the dream; random_tokens: uniformly random tokens, a world model that knows nothing; teacher_forced: the real tokens, each decoded from the real previous frame, no loop; baselines: a dream that never scrolls, one that always follows the key; first view / unseen: the agreement on moves into tiles of the walk's first view and on the rest, whose walls the world model never saw)",
+            "model of the dream; random_tokens: uniformly random tokens, a world model that knows nothing; teacher_forced: the real tokens, each decoded from the real previous frame, no loop; simulator: the game itself, the real first view and the terrain beyond it drawn from another world, about the best a world model that cannot see that terrain can score; baselines: a dream that never scrolls, one that always follows the key; first view / unseen: the agreement on moves into tiles of the walk's first view and on the rest, whose walls the world model never saw)",
             table(["world model", "agreement", "pairs", "ambiguous", "never", "always", "left", "right", "up",
                    "down", "none", "first view", "unseen"], rows)]
 

@@ -64,7 +64,8 @@ def _token_walk(bundle, real: list, keys: list[str], kind: str) -> list:
 def key_walks(ev: EvalRun, bundle) -> dict[str, Any]:
     """The key walks, dreamed once by each world model and shared by the keys and terrain parts: seeds, keys and
     (real frames, dreamed frames) per variant, plus, for a Δ-tokenizer, the walks decoded from tokens alone
-    (:data:`TOKEN_WALKS`)."""
+    (:data:`TOKEN_WALKS`), and on Crafter the game's own simulator walked with the same keys
+    (:mod:`model.eval.simulator`)."""
     from model.eval.keys import walk_keys
     from model.eval.parts import heldout_seeds
 
@@ -82,6 +83,10 @@ def key_walks(ev: EvalRun, bundle) -> dict[str, Any]:
             for name in TOKEN_WALKS:
                 dreams[name] = [(real, _token_walk(bundle, real, keys[seed], name)) for seed, (real, _, _)
                                 in zip(seeds, first)]
+        if bundle.env_name == "crafter":  # the game itself, drawing the unseen terrain anew: the yardstick's top
+            from model.eval.simulator import simulator_walk
+
+            dreams["simulator"] = [(real, simulator_walk(seed, keys[seed])) for seed, (real, _, _) in zip(seeds, first)]
         ev.walks = {"seeds": seeds, "keys": keys, "dreams": dreams, "positions": positions}
     return ev.walks
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from experiments.command import run_command
+from model.eval.simulator import DONOR_OFFSET, glued_env
 
 
 def material_codes(world) -> np.ndarray:
@@ -73,52 +74,6 @@ def best_match(view: np.ndarray, bank: np.ndarray, radius: int, rng: np.random.G
     return int(i), int(x) + xs.start + hx, int(y) + ys.start + hy, int(agree.max())
 
 
-def glued_env(seed: int, donor_seed: int, donor_centre: tuple[int, int] | None = None):
-    """A reset Crafter env (:class:`model.data.envs.crafter_env.CrafterEnv`) whose world is ``seed``'s within the
-    player's first view and ``donor_seed``'s everywhere else; returns (env, its first frame). ``donor_centre``: the
-    donor tile that lands under the player (default: the same coordinates, no shift); tiles shifted in from beyond
-    the donor's edge repeat its edge."""
-    import crafter.objects as objects
-
-    from model.data.envs.crafter_env import CrafterEnv
-    from model.eval.keys import geometry_for
-
-    half_x, half_y = geometry_for("crafter").reach
-    env, donor = CrafterEnv(), CrafterEnv()
-    first, info = env.reset(seed=seed)
-    donor.reset(seed=donor_seed)
-    world, other, player = env._env._world, donor._env._world, env._env._player
-    x0, y0 = (int(v) for v in info["player_pos"])
-    dx, dy = (0, 0) if donor_centre is None else (donor_centre[0] - x0, donor_centre[1] - y0)
-    w, h = world.area
-
-    def donor_at(x: int, y: int):
-        return min(max(x + dx, 0), w - 1), min(max(y + dy, 0), h - 1)
-
-    def inside(pos) -> bool:
-        return abs(int(pos[0]) - x0) <= half_x and abs(int(pos[1]) - y0) <= half_y
-
-    for obj in list(world.objects):
-        if obj is not player and not inside(obj.pos):
-            world.remove(obj)
-    for x in range(world.area[0]):
-        for y in range(world.area[1]):
-            if not inside((x, y)):
-                world[(x, y)] = other[donor_at(x, y)][0]
-    makers = {objects.Cow: lambda p: objects.Cow(world, p), objects.Plant: lambda p: objects.Plant(world, p),
-              objects.Zombie: lambda p: objects.Zombie(world, p, player),
-              objects.Skeleton: lambda p: objects.Skeleton(world, p, player)}
-    for obj in list(other.objects):
-        make = makers.get(type(obj))
-        pos = (int(obj.pos[0]) - dx, int(obj.pos[1]) - dy)
-        if make is not None and 0 <= pos[0] < w and 0 <= pos[1] < h and not inside(pos) and world[pos][1] is None:
-            world.add(make(np.array(pos)))
-    donor.close()
-    if not np.array_equal(env._env.render(), first):
-        raise AssertionError("gluing changed the first view")
-    return env, first
-
-
 def walk_pair(seed: int, donor_seed: int, keys: list[str],
               donor_centre: tuple[int, int] | None = None) -> tuple[list, list, list]:
     """(real frames, glued frames, the real player's positions before each step) under ``keys``."""
@@ -143,7 +98,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--walks", type=int, default=64, help="held-out walks, seeds from --seed (the keys part's walks)")
     p.add_argument("--seed", type=int, default=10_000, help="the first walk's seed (deltaplay eval's default)")
     p.add_argument("--keys", type=int, default=30, help="move keys per walk")
-    p.add_argument("--donor-offset", type=int, default=500_000, help="the world outside the first view is seed + this")
+    p.add_argument("--donor-offset", type=int, default=DONOR_OFFSET, help="the world outside the first view is seed + this")
     p.add_argument("--match-bank", type=int, default=0, metavar="N",
                    help="take each walk's donor from N worlds (seeds from --bank-seed): the place whose tiles best "
                         "match the first view (0: the donor is seed + --donor-offset, unshifted)")

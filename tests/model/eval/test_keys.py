@@ -76,7 +76,7 @@ def test_eval_keys_and_terrain_parts_on_the_crafter_bundle(tmp_path, capsys):
     result = json.loads(out.read_text())
     terrain = result["terrain"]
     assert terrain["steps"] == [1, 6]
-    walks = ("i_tokens", "no_i_tokens", "real_tokens", "best_tokens", "random_tokens", "teacher_forced")
+    walks = ("i_tokens", "no_i_tokens", "real_tokens", "best_tokens", "random_tokens", "teacher_forced", "simulator")
     for name in walks:  # the keys' walks
         v = terrain[name]
         assert v["walks"] == 1 and 0 <= v["dream_share"] <= 1 and 0 <= v["unknown_share"] <= 1
@@ -196,3 +196,16 @@ def test_teacher_forced_walk_decodes_each_real_pair_from_the_real_previous_frame
     assert np.abs(walk[3].astype(int) - to_uint8(third)[0].astype(int)).max() <= 1  # from the real frame 2
     loop = _token_walk(bundle, real, keys, "real_tokens")
     assert not np.array_equal(loop[3], walk[3])  # the closed loop decodes from its own frame 2
+
+
+def test_the_simulator_walks_the_real_first_view_and_draws_the_rest_anew():
+    """The game itself with the unseen terrain from another world: its first frame is the real one; glued onto
+    itself (offset 0) it walks as the real world does; from another world, tiles that scroll in differ."""
+    from model.eval.simulator import simulator_walk
+
+    keys = ["move_right"] * 8
+    real = _real_walk(10_003, keys)
+    own = simulator_walk(10_003, keys, donor_offset=0)
+    assert len(own) == 9 and all(np.array_equal(a, b) for a, b in zip(real[:4], own[:4]))
+    other = simulator_walk(10_003, keys)
+    assert np.array_equal(other[0], real[0]) and not np.array_equal(other[-1], real[-1])
