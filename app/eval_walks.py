@@ -86,7 +86,8 @@ def key_walks(ev: EvalRun, bundle) -> dict[str, Any]:
         if bundle.env_name == "crafter":  # the game itself, drawing the unseen terrain anew: the yardstick's top
             from model.eval.simulator import simulator_walk
 
-            dreams["simulator"] = [(real, simulator_walk(seed, keys[seed])) for seed, (real, _, _) in zip(seeds, first)]
+            dreams["simulator"] = [(real, simulator_walk(seed, keys[seed]))
+                                   for seed, (real, _, _) in zip(seeds, first)]
         ev.walks = {"seeds": seeds, "keys": keys, "dreams": dreams, "positions": positions}
     return ev.walks
 

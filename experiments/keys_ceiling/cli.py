@@ -98,13 +98,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--walks", type=int, default=64, help="held-out walks, seeds from --seed (the keys part's walks)")
     p.add_argument("--seed", type=int, default=10_000, help="the first walk's seed (deltaplay eval's default)")
     p.add_argument("--keys", type=int, default=30, help="move keys per walk")
-    p.add_argument("--donor-offset", type=int, default=DONOR_OFFSET, help="the world outside the first view is seed + this")
+    p.add_argument("--donor-offset", type=int, default=DONOR_OFFSET,
+                   help="the world outside the first view is seed + this")
     p.add_argument("--match-bank", type=int, default=0, metavar="N",
                    help="take each walk's donor from N worlds (seeds from --bank-seed): the place whose tiles best "
                         "match the first view (0: the donor is seed + --donor-offset, unshifted)")
     p.add_argument("--bank-seed", type=int, default=900_000, help="the bank's first seed")
     p.add_argument("--radius", type=int, default=0,
-                   help="bank places within this many tiles of each world's spawn, shifted under the player (0: the spawn)")
+                   help="bank places within this many tiles of each world's spawn, shifted under the player "
+                        "(0: the spawn)")
     p.add_argument("--json", type=Path, help="write the result here")
 
 

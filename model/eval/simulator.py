@@ -1,9 +1,10 @@
 """The game's own simulator as a yardstick for a dream: the real world inside the player's first view, another
 world's terrain and creatures outside it. A world model sees the first view and nothing else of the real world, so
-every tile that scrolls in later it must draw itself; the best it can do is draw it as the game would. This glued
-world does that, and walked with the same keys it shows about what the keys metric can reach for a model that
-cannot see the real world's hidden terrain (drawing that terrain to fit the first view does not score higher) (``experiments/keys_ceiling`` measures it; `deltaplay eval
-checkpoint --parts keys` prints it as the ``simulator`` row). Crafter only.
+every tile that scrolls in later it must draw itself; the best it can do is draw it as the game would. Walked with
+the same keys, this glued world shows about what the keys metric can reach for a model that cannot see the real
+world's hidden terrain; drawing that terrain to fit the first view does not score higher
+(``experiments/keys_ceiling``). `deltaplay eval checkpoint --parts keys` prints it as the ``simulator`` row.
+Crafter only.
 """
 from __future__ import annotations
 
