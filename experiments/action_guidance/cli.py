@@ -9,13 +9,12 @@ step guided against ``--contrast`` (:mod:`experiments.action_guidance.guidance`;
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from app.cli import UserError
 from experiments.action_guidance.guidance import action_guidance
 from experiments.command import run_command
 from experiments.sampling.cli import figure, table_row
+from model.train.run_dir import write_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     for weight, result in results.items():
         print(f"{table_row(weight, result)}          {figure(result['keys']['no_i_tokens']['agreement'], '.3f')}")
     if args.json:
-        Path(args.json).write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1))
+        write_json(args.json, {str(k): v for k, v in results.items()})
     return 0
 
 

@@ -14,8 +14,6 @@ For each checkpoint's tokenizer, on held-out walks of move keys (the keys check'
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +21,7 @@ import torch
 
 from app.cli import UserError
 from experiments.command import run_command
+from model.train.run_dir import write_json
 
 PSNR_STEPS = (1, 5, 10, 20, 30)
 
@@ -122,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
               f"{r['closed_unknown_share']:.1%}; new strip {r['strip_psnr_tokens']:.2f} dB from the tokens, "
               f"{r['strip_psnr_unrounded']:.2f} dB unrounded ({r['strip_scroll_steps']} scroll steps)")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        write_json(args.json, results)
     return 0
 
 

@@ -9,12 +9,12 @@ episodes, reports closed-loop PSNR on held-out episodes before and after, and wr
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from app.cli import UserError
 from experiments.command import run_command, save_tuned_checkpoint
+from model.train.run_dir import write_json
 
 REPORT_STEPS = (1, 2, 5, 10)  # closed-loop steps whose PSNR the command prints
 
@@ -133,8 +133,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: --encoder changed what the tokens mean, so the world models in {out} no longer match its "
               f"tokenizer; train new ones from it: deltaplay train ... --init tokenizer={out}", file=sys.stderr)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(facts, indent=2))
+        write_json(args.json, facts)
     return 0
 
 

@@ -22,14 +22,14 @@ that clearing (the README's table).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from experiments.command import run_command
-from model.eval.simulator import DONOR_OFFSET, glued_env
+from model.eval.simulator import DONOR_OFFSET, simulator_walk
+from model.train.run_dir import write_json
 
 
 def material_codes(world) -> np.ndarray:
@@ -83,15 +83,24 @@ def walk_pair(seed: int, donor_seed: int, keys: list[str],
     real = make_env("crafter")
     obs, info = real.reset(seed=seed)
     frames, positions = [obs], [tuple(int(v) for v in info["player_pos"])]
-    glued, first = glued_env(seed, donor_seed, donor_centre)
-    other = [first]
     for key in keys:
         obs, _, _, _, info = real.step(names.index(key))
         frames.append(obs)
         positions.append(tuple(int(v) for v in info["player_pos"]))
-        other.append(glued.step(names.index(key))[0])
-    real.close(), glued.close()
-    return frames, other, positions[:-1]
+    real.close()
+    return frames, simulator_walk(seed, keys, donor_seed, donor_centre), positions[:-1]
+
+
+def first_view_codes(seed: int, reach: tuple[int, int]) -> np.ndarray:
+    """The material codes of ``seed``'s first view, (2 * reach[0] + 1, 2 * reach[1] + 1), the player at the centre."""
+    from model.data.envs.crafter_env import CrafterEnv
+
+    env = CrafterEnv()
+    _, info = env.reset(seed=seed)
+    (x0, y0), (hx, hy) = (int(v) for v in info["player_pos"]), reach
+    codes = material_codes(env._env._world)[x0 - hx:x0 + hx + 1, y0 - hy:y0 + hy + 1]
+    env.close()
+    return codes
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -114,20 +123,13 @@ def run(args: argparse.Namespace) -> int:
     from model.eval.keys import agreement, first_view_steps, geometry_for, score_split, walk_keys
 
     view = geometry_for("crafter")
-    hx, hy = view.reach
     bank = donor_bank(args.match_bank, args.bank_seed) if args.match_bank else None
     every, first, unseen, matched = [], [], [], []
     for seed in range(args.seed, args.seed + args.walks):
         keys = walk_keys(seed, args.keys)
         donor, centre = seed + args.donor_offset, None
         if bank is not None:
-            from model.data.envs.crafter_env import CrafterEnv
-
-            env = CrafterEnv()
-            _, info = env.reset(seed=seed)
-            x0, y0 = (int(v) for v in info["player_pos"])
-            codes = material_codes(env._env._world)[x0 - hx:x0 + hx + 1, y0 - hy:y0 + hy + 1]
-            env.close()
+            codes = first_view_codes(seed, view.reach)
             i, cx, cy, agree = best_match(codes, bank, args.radius, np.random.default_rng(seed))
             donor, centre = args.bank_seed + i, (cx, cy)
             matched.append(agree / (codes.size - 1))
@@ -149,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"first views matched by the bank: {np.mean(matched):.1%} of tiles on average, "
               f"{np.mean(np.array(matched) == 1):.0%} of walks exactly")
     if args.json:
-        args.json.write_text(json.dumps(out, indent=1))
+        write_json(args.json, out)
     return 0
 
 

@@ -3,7 +3,8 @@ import json
 
 import numpy as np
 
-from experiments.keys_ceiling.cli import glued_env, main, walk_pair
+from experiments.keys_ceiling.cli import main, walk_pair
+from model.eval.simulator import glued_env
 
 
 def test_a_glued_world_keeps_the_first_view_and_changes_the_rest():

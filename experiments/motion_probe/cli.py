@@ -16,8 +16,6 @@ before each move step, the view motion of its one sampled next frame, against th
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +23,7 @@ import torch
 
 from experiments.command import run_command
 from experiments.scroll_code.cli import real_walks
+from model.train.run_dir import write_json
 
 MOVES = {"move_left": (0, -1), "move_right": (0, 1), "move_up": (-1, 0), "move_down": (1, 0)}
 PLAYER = (3, 4)  # Crafter's player tile (row, column) in its 9x7 view of 7-pixel tiles (model/eval/keys.py)
@@ -163,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
               + (f"; motion head right {o['head_agreement']:.3f}, the dream follows it {o['follows_head']:.3f}"
                  if "head_agreement" in o else ""))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
     return 0
 
 

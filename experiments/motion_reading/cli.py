@@ -10,11 +10,11 @@ checkpoint is the input one with every motion head tuned (float16, as the bundle
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from app.cli import UserError
 from experiments.command import run_command, save_tuned_checkpoint
+from model.train.run_dir import write_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     save_tuned_checkpoint(out, ck.models, cfg, state, "motion_reading", facts, half=True)
     progress.say(f"wrote {out}")
     if args.json:
-        Path(args.json).write_text(json.dumps(facts, indent=2))
+        write_json(args.json, facts)
     return 0
 
 

@@ -9,10 +9,9 @@ the transformer was told) and its pick on the real frame.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from experiments.command import run_command
+from model.train.run_dir import write_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -107,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
                                            else f"{row[c]:>{len(c)}.3f}"
                                            for c in cols))
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
+        write_json(args.json, out)
     return 0
 
 

@@ -8,11 +8,10 @@ preset reaches in N updates when the world model is flawless (experiments/oracle
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from app.cli import UserError
 from experiments.command import run_command
+from model.train.run_dir import write_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -70,8 +69,7 @@ def run(args: argparse.Namespace) -> int:
     records = train_in_oracle(cfg, args.updates, args.eval_every, args.episodes, args.data_episodes, args.seed,
                               report, ProgressLine(args.quiet))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"config": cfg.to_dict(), "records": records}, indent=2))
+        write_json(args.json, {"config": cfg.to_dict(), "records": records})
     return 0
 
 

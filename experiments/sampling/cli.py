@@ -8,12 +8,11 @@ world models' tokens drawn by :func:`experiments.sampling.sampler.min_p_tokens` 
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 from typing import Any
 
 from experiments.command import run_command
 from experiments.sampling.sampler import min_p_sampling
+from model.train.run_dir import write_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -60,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     for min_p, result in results.items():
         print(table_row(min_p, result))
     if args.json:
-        Path(args.json).write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1))
+        write_json(args.json, {str(k): v for k, v in results.items()})
     return 0
 
 

@@ -14,15 +14,14 @@ For each checkpoint, on straight walks of move keys from held-out seeds (the key
 from __future__ import annotations
 
 import argparse
-import json
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from experiments.command import run_command
+from model.train.run_dir import write_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -105,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
               f"scroll steps, distinct codes per position {r['distinct_codes_per_position']}; NLL nats/token "
               f"scroll {r['nll_scroll']:.2f}, still {r['nll_still']:.2f} (uniform {r['nll_uniform']:.2f})")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        write_json(args.json, results)
     return 0
 
 

@@ -31,6 +31,7 @@ from typing import Any
 from app.cli import UserError
 from experiments.command import run_command
 from experiments.tokenizer_budget.run import MODELS
+from model.train.run_dir import write_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -142,8 +143,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"worst frames: {result['worst_frames']['path']}; "
           f"checkpoints: {', '.join(str(out_dir / a.name) for a in arms)}")
     if args.json:
-        from model.train.run_dir import write_json
-
         print(f"wrote {write_json(args.json, result)}")
     return 0
 

@@ -60,13 +60,14 @@ def glued_env(seed: int, donor_seed: int, donor_centre: tuple[int, int] | None =
     return env, first
 
 
-def simulator_walk(seed: int, keys: list[str], donor_offset: int = DONOR_OFFSET) -> list[np.ndarray]:
-    """The frames of the glued world of ``seed`` (terrain outside the first view from ``seed + donor_offset``)
-    walked with ``keys``, its first frame the real one."""
+def simulator_walk(seed: int, keys: list[str], donor_seed: int | None = None,
+                   donor_centre: tuple[int, int] | None = None) -> list[np.ndarray]:
+    """The frames of the glued world of ``seed`` (:func:`glued_env`; the terrain outside the first view from
+    ``donor_seed``, default ``seed + DONOR_OFFSET``) walked with ``keys``, its first frame the real one."""
     from model.data.envs import action_names
 
     names = action_names("crafter")
-    env, first = glued_env(seed, seed + donor_offset)
+    env, first = glued_env(seed, seed + DONOR_OFFSET if donor_seed is None else donor_seed, donor_centre)
     try:
         return [first] + [env.step(names.index(key))[0] for key in keys]
     finally:
